@@ -1,0 +1,67 @@
+"""The Catalog type and the one entry point that picks a reader by format (or detects it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from schemas.catalog import CatalogItem
+
+
+class CatalogError(ValueError):
+    """The catalog cannot be read: wrong layout, missing index file, bad columns."""
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """A readable catalog: its root folder and a function yielding its items (image paths relative to root)."""
+
+    root: Path
+    format: str
+    reader: Callable[[Path], Iterator[CatalogItem]]
+
+    def items(self) -> Iterator[CatalogItem]:
+        return self.reader(self.root)
+
+    def image_path(self, item: CatalogItem) -> Path:
+        path = Path(item.image)
+        return path if path.is_absolute() else self.root / path
+
+
+def _readers() -> dict[str, Callable[[Path], Iterator[CatalogItem]]]:
+    from retrieval.catalogs import csv_catalog, deepfashion, folder
+
+    return {
+        "csv": csv_catalog.read_csv_catalog,
+        "folder": folder.read_image_folder,
+        "deepfashion-mm": deepfashion.read_deepfashion_multimodal,
+        "inshop": deepfashion.read_inshop,
+    }
+
+
+CATALOG_FORMATS = ("auto", "csv", "folder", "deepfashion-mm", "inshop")
+
+
+def detect_format(root: Path) -> str:
+    """Guess the layout from the index files present."""
+    if (root / "catalog.csv").is_file() or root.suffix == ".csv":
+        return "csv"
+    if (root / "captions.json").is_file() or (root / "labels" / "shape" / "shape_anno_all.txt").is_file():
+        return "deepfashion-mm"
+    if (root / "list_eval_partition.txt").is_file() or (root / "Eval" / "list_eval_partition.txt").is_file():
+        return "inshop"
+    return "folder"
+
+
+def open_catalog(root: str | Path, fmt: str = "auto") -> Catalog:
+    """A Catalog for `root`; the format is detected when `fmt` is auto."""
+    root = Path(root).expanduser().resolve()
+    if not root.exists():
+        raise CatalogError(f"catalog {root} does not exist")
+    if fmt not in CATALOG_FORMATS:
+        raise CatalogError(f"unknown catalog format {fmt!r}; valid: {', '.join(CATALOG_FORMATS)}")
+    fmt = detect_format(root) if fmt == "auto" else fmt
+    if root.is_file():  # a CSV file given directly: its folder is the image root
+        return Catalog(root.parent, fmt, lambda _root, f=root: _readers()["csv"](f))
+    return Catalog(root, fmt, _readers()[fmt])

@@ -1,0 +1,168 @@
+"""One factory for the CLIP encoder, used by the index job and the service alike (mirrors open_clip's factory)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.images import PreprocessConfig
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+_PREFIXES = ("hf-hub:", "local-dir:")
+
+
+class ModelLoadError(RuntimeError):
+    """The model spec cannot be turned into real weights; the message says how to supply them."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model spec: `NAME/TAG` (built-in + pretrained tag), `hf-hub:ORG/REPO` or `local-dir:PATH`."""
+
+    name: str
+    pretrained: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> "ModelSpec":
+        spec = spec.strip()
+        if spec.startswith(_PREFIXES):
+            return cls(name=spec)
+        name, _, tag = spec.partition("/")
+        return cls(name=name, pretrained=tag or None)
+
+    def __str__(self) -> str:
+        return f"{self.name}/{self.pretrained}" if self.pretrained else self.name
+
+    @property
+    def local_dir(self) -> Path | None:
+        return Path(self.name.removeprefix("local-dir:")) if self.name.startswith("local-dir:") else None
+
+
+def resolve_device(device: str = "auto") -> str:
+    """auto picks the first CUDA GPU when there is one."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} asked for, but torch sees no CUDA GPU; use --device cpu")
+    return device
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """auto: bf16 on a GPU (halves memory traffic, keeps fp32's range), fp32 on a CPU."""
+    if precision not in PRECISIONS:
+        raise ModelLoadError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if device.startswith("cuda") else "fp32"
+    return precision
+
+
+def _check_spec(spec: ModelSpec, allow_random: bool) -> None:
+    """Fail before any download with a message naming valid choices, never fall back to random weights."""
+    import open_clip
+
+    local = spec.local_dir
+    if local is not None:
+        missing = [f for f in ("open_clip_config.json",) if not (local / f).is_file()]
+        if not local.is_dir() or missing:
+            raise ModelLoadError(
+                f"model spec {spec}: {local} is not an open_clip folder (needs open_clip_config.json and "
+                "open_clip_model.safetensors or open_clip_pytorch_model.bin)")
+        return
+    if spec.name.startswith("hf-hub:"):
+        return
+    if spec.name not in open_clip.list_models():
+        raise ModelLoadError(f"unknown model {spec.name!r}; valid names: {', '.join(open_clip.list_models())}")
+    if spec.pretrained is None and not allow_random:
+        tags = open_clip.list_pretrained_tags_by_model(spec.name)
+        raise ModelLoadError(
+            f"model spec {spec} has no pretrained tag, which would mean random weights; "
+            f"use {spec.name}/<tag> with one of: {', '.join(tags) or '(none known)'}, or local-dir:PATH")
+
+
+def _create(spec: ModelSpec, device: str, precision: str):
+    import open_clip
+
+    try:
+        model = open_clip.create_model(spec.name, pretrained=spec.pretrained, device=device, precision=precision)
+    except Exception as err:  # hub errors come as many types; all mean "no weights here"
+        raise ModelLoadError(
+            f"could not load weights for model spec {spec!s}: {type(err).__name__}: {err}. Without internet, "
+            "download the weights elsewhere and pass local-dir:PATH (a folder with open_clip_config.json and "
+            "open_clip_model.safetensors), or set HF_HUB_OFFLINE=0 / HF_HOME to a cache that holds them") from err
+    model.eval()
+    return model, open_clip.get_tokenizer(spec.name)
+
+
+def load_model(spec: str, device: str = "auto", precision: str = "fp32", *, allow_random: bool = False) -> "ClipEncoder":
+    """Build the encoder for a model spec; raises ModelLoadError with guidance when weights can't be had."""
+    parsed = ModelSpec.parse(spec)
+    _check_spec(parsed, allow_random)
+    device = resolve_device(device)
+    precision = resolve_precision(precision, device)
+    model, tokenizer = _create(parsed, device, "fp32" if precision == "fp32" else f"pure_{precision}")
+    log.info("loaded %s on %s in %s", parsed, device, precision)
+    return ClipEncoder(model, tokenizer, spec=str(parsed), device=device, precision=precision)
+
+
+def preprocess_config_of(model) -> PreprocessConfig:
+    """The model's own preprocess config (open_clip keeps it on the visual tower)."""
+    cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+    size = cfg.get("size", model.visual.image_size)
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return PreprocessConfig(
+        image_size=int(size),
+        interpolation=cfg.get("interpolation", "bicubic"),
+        resize_mode=cfg.get("resize_mode", "shortest"),
+        mean=tuple(cfg.get("mean", PreprocessConfig.mean)),
+        std=tuple(cfg.get("std", PreprocessConfig.std)),
+    )
+
+
+class ClipEncoder:
+    """Image and text encoders returning L2-normalised float32 numpy arrays; normalisation of pixels runs on the device."""
+
+    def __init__(self, model, tokenizer, *, spec: str, device: str, precision: str):
+        import torch
+
+        self.model, self.tokenizer = model, tokenizer
+        self.spec, self.device, self.precision = spec, device, precision
+        self.preprocess_cfg = preprocess_config_of(model)
+        self.dim = int(model.text_projection.shape[1] if hasattr(model, "text_projection") and model.text_projection is not None
+                       else self._probe_dim())
+        self._dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        shape = (1, 3, 1, 1)
+        self._mean = torch.tensor(self.preprocess_cfg.mean, device=device).view(shape)
+        self._std = torch.tensor(self.preprocess_cfg.std, device=device).view(shape)
+
+    def _probe_dim(self) -> int:
+        return int(self.encode_texts(["probe"]).shape[1])
+
+    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 to (N, dim) unit vectors."""
+        import torch
+
+        with torch.inference_mode():
+            batch = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, non_blocking=True)
+            batch = (batch.permute(0, 3, 1, 2).float().div_(255.0) - self._mean) / self._std
+            return self._finish(self.model.encode_image(batch.to(self._dtype)))
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """A list of strings to (N, dim) unit vectors."""
+        import torch
+
+        with torch.inference_mode():
+            tokens = self.tokenizer(list(texts)).to(self.device)
+            return self._finish(self.model.encode_text(tokens))
+
+    @staticmethod
+    def _finish(features) -> np.ndarray:
+        import torch.nn.functional as F
+
+        return F.normalize(features.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)

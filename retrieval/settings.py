@@ -1,0 +1,42 @@
+"""Every knob in one place: defaults that work on one machine, overridable by FASHION_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The offline kit lies beside the checkout; real users point FASHION_MODEL / --catalog elsewhere.
+SHARED_ROOT = PROJECT_ROOT.parent / "shared"
+OFFLINE_MODEL = f"local-dir:{SHARED_ROOT / 'models' / 'fashion-clip-mini'}"
+OFFLINE_CATALOG = SHARED_ROOT / "datasets" / "myntra-fashion-small"
+
+
+class Settings(BaseSettings):
+    """Run-time settings; CLI flags override them, environment variables (FASHION_<NAME>) set them."""
+
+    model_config = SettingsConfigDict(env_prefix="FASHION_", extra="ignore")
+
+    model: str = Field(OFFLINE_MODEL, description="open_clip model spec: NAME/TAG, hf-hub:ORG/REPO or local-dir:PATH")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    precision: str = Field("fp32", description="fp32, bf16, fp16 or auto (bf16 on GPU, fp32 on CPU)")
+    catalog: Path = Field(OFFLINE_CATALOG, description="Catalog root (folder with catalog.csv, or images)")
+    catalog_format: str = Field("auto", description="auto, csv, folder, deepfashion-mm, inshop")
+    collection: str = Field("fashion", description="Collection (alias) name searched and indexed")
+    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset means the embedded store")
+    qdrant_api_key: str | None = Field(None, description="API key for the Qdrant server")
+    qdrant_grpc: bool = Field(False, description="Prefer gRPC to the server (port 6334)")
+    qdrant_timeout_s: float = Field(30.0, gt=0)
+    store_backend: str = Field("edge", description="Embedded backend: edge (qdrant-edge-py) or local (qdrant-client)")
+    store_path: Path = Field(PROJECT_ROOT / "var" / "qdrant", description="Folder of the embedded store")
+    letterbox: bool = Field(False, description="Pad to square instead of centre-cropping")
+    max_image_pixels: int = Field(80_000_000, gt=0, description="Larger images are skipped as decompression bombs")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,15 @@
+"""The catalog item: what a reader yields and what a Qdrant point carries as payload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class CatalogItem(BaseModel):
+    """One product: a stable id, where its image lies, and free-form metadata for the payload."""
+
+    id: str = Field(min_length=1, description="Stable catalog id; the Qdrant point id is derived from it.")
+    image: str = Field(description="Image path relative to the catalog root (or absolute).")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Everything else: becomes payload.")

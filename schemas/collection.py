@@ -1,0 +1,32 @@
+"""The collection spec: named vectors, distance, payload indexes and the model that made the vectors."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+IMAGE_VECTOR = "image"
+
+# Fields shoppers filter by in the reference catalogs; each gets a keyword payload index.
+DEFAULT_FILTER_FIELDS: tuple[str, ...] = (
+    "gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage",
+)
+
+
+class CollectionSpec(BaseModel):
+    """What a collection must look like; opening it with another model or dimension is an error."""
+
+    name: str = Field(min_length=1)
+    model: str = Field(min_length=1, description="The model spec string that produced the vectors.")
+    dim: int = Field(gt=0)
+    vectors: tuple[str, ...] = (IMAGE_VECTOR,)
+    distance: str = "cosine"
+    filter_fields: tuple[str, ...] = DEFAULT_FILTER_FIELDS
+
+    def mismatch(self, other: "CollectionSpec") -> str | None:
+        """Why `other` (found in the store) cannot be used in place of this spec, or None."""
+        for field in ("model", "dim", "distance"):
+            mine, theirs = getattr(self, field), getattr(other, field)
+            if mine != theirs:
+                return f"{field}: the collection has {theirs!r}, this run uses {mine!r}"
+        missing = set(self.vectors) - set(other.vectors)
+        return f"vectors missing from the collection: {sorted(missing)}" if missing else None
