@@ -101,7 +101,7 @@ def _high_depth_to_l(image: Image.Image) -> Image.Image:
     """16-bit or float grey to 8 bits by its real range (PIL's own convert clips everything to white)."""
     pixels = np.asarray(image, dtype=np.float64)
     top = 65535.0 if image.mode.startswith("I") and pixels.max(initial=0) > 255 else max(pixels.max(initial=0), 1.0)
-    return Image.fromarray(np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    return Image.fromarray(np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
 
 
 def preprocess(image: Image.Image, cfg: PreprocessConfig) -> np.ndarray:

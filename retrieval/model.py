@@ -30,6 +30,8 @@ class ModelSpec:
     @classmethod
     def parse(cls, spec: str) -> "ModelSpec":
         spec = spec.strip()
+        if spec.startswith("local-dir:"):  # one folder, one spelling: collections record the resolved path
+            return cls(name=f"local-dir:{Path(spec.removeprefix('local-dir:')).expanduser().resolve()}")
         if spec.startswith(_PREFIXES):
             return cls(name=spec)
         name, _, tag = spec.partition("/")
@@ -149,7 +151,7 @@ class ClipEncoder:
         import torch
 
         with torch.inference_mode():
-            batch = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, non_blocking=True)
+            batch = torch.from_numpy(np.require(pixels, requirements=["C", "W"])).to(self.device, non_blocking=True)
             batch = (batch.permute(0, 3, 1, 2).float().div_(255.0) - self._mean) / self._std
             return self._finish(self.model.encode_image(batch.to(self._dtype)))
 

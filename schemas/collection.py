@@ -20,11 +20,12 @@ class CollectionSpec(BaseModel):
     dim: int = Field(gt=0)
     vectors: tuple[str, ...] = (IMAGE_VECTOR,)
     distance: str = "cosine"
+    letterbox: bool = False  # queries must be preprocessed as the items were
     filter_fields: tuple[str, ...] = DEFAULT_FILTER_FIELDS
 
     def mismatch(self, other: "CollectionSpec") -> str | None:
         """Why `other` (found in the store) cannot be used in place of this spec, or None."""
-        for field in ("model", "dim", "distance"):
+        for field in ("model", "dim", "distance", "letterbox"):
             mine, theirs = getattr(self, field), getattr(other, field)
             if mine != theirs:
                 return f"{field}: the collection has {theirs!r}, this run uses {mine!r}"

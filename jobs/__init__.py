@@ -1,0 +1,1 @@
+"""Ray entry points (index, query, evaluate, ...): thin wiring over `retrieval`."""

@@ -1,0 +1,105 @@
+"""Ray Data Datasink writing encoded rows to the vector store: validated on the driver, client made lazily on the worker."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from typing import Any, Iterable
+
+import numpy as np
+from ray.data import Datasink
+from ray.data.block import BlockAccessor
+from ray.data.datasource.datasink import WriteResult
+
+from retrieval.store.base import Point, StoreError
+from retrieval.store.factory import open_store
+from schemas.collection import IMAGE_VECTOR
+from schemas.jobs import StoreConfig
+
+log = logging.getLogger(__name__)
+EXAMPLES_PER_REASON = 5
+
+
+class WriteTally:
+    """What the sink saw: points written, rows skipped by reason, a few examples of each reason."""
+
+    def __init__(self):
+        self.written, self.skipped, self.examples = 0, Counter(), {}
+
+    def skip(self, item_id: str, reason: str) -> None:
+        self.skipped[reason] += 1
+        self.examples.setdefault(reason, [])
+        if len(self.examples[reason]) < EXAMPLES_PER_REASON:
+            self.examples[reason].append(item_id)
+
+    def merge(self, other: dict[str, Any]) -> None:
+        self.written += other["written"]
+        self.skipped.update(other["skipped"])
+        for reason, ids in other["examples"].items():
+            self.examples.setdefault(reason, [])
+            self.examples[reason].extend(ids[: EXAMPLES_PER_REASON - len(self.examples[reason])])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"written": self.written, "skipped": dict(self.skipped), "examples": self.examples}
+
+
+def rows_to_points(rows: Iterable[dict[str, Any]], tally: WriteTally) -> list[Point]:
+    """Accepted rows become Points; rejected rows are only counted (no vector is ever made up for them)."""
+    points = []
+    for row in rows:
+        if row["error"]:
+            tally.skip(row["id"], row["error"])
+            continue
+        vector = np.frombuffer(row["vector"], dtype=np.float32)
+        points.append(Point(item_id=row["id"], vectors={IMAGE_VECTOR: vector}, payload=json.loads(row["payload"])))
+    return points
+
+
+class QdrantDatasink(Datasink[dict]):
+    """Writes blocks of encoded rows to one collection in batches; the store's client retries transient errors."""
+
+    def __init__(self, store: StoreConfig, collection: str, batch_size: int = 256):
+        self.store_config, self.collection, self.batch_size = store, collection, batch_size
+        self.tally = WriteTally()
+        self._store = None
+
+    def __getstate__(self) -> dict:
+        # Clients hold sockets, threads and file locks: never ship one to a worker.
+        return {**self.__dict__, "_store": None}
+
+    @property
+    def supports_distributed_writes(self) -> bool:
+        # The embedded store is a folder on this node with one writer at a time; a server takes writes from anywhere.
+        return not self.store_config.embedded
+
+    def on_write_start(self, schema=None) -> None:
+        store = open_store(**self.store_config.model_dump())
+        try:
+            if store.collection_spec(self.collection) is None:
+                raise StoreError(f"collection {self.collection!r} does not exist; create it before writing")
+        finally:
+            store.close()
+
+    def write(self, blocks: Iterable, ctx) -> dict:
+        tally = WriteTally()
+        store = self._store or open_store(**self.store_config.model_dump())
+        try:
+            for block in blocks:
+                self._write_block(store, BlockAccessor.for_block(block), tally)
+        finally:
+            if self.store_config.embedded:
+                store.close()  # release the folder lock for the next writer or the driver
+            else:
+                self._store = store
+        return tally.as_dict()
+
+    def _write_block(self, store, block: BlockAccessor, tally: WriteTally) -> None:
+        points = rows_to_points(block.iter_rows(public_row_format=False), tally)
+        for start in range(0, len(points), self.batch_size):
+            store.upsert(self.collection, points[start:start + self.batch_size])
+        tally.written += len(points)
+
+    def on_write_complete(self, write_result: WriteResult[dict]) -> None:
+        for result in write_result.write_returns:
+            self.tally.merge(result)

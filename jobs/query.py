@@ -1,0 +1,68 @@
+"""Query CLI: two-stage search by image, text or both, through the same code the service uses.
+
+python -m jobs.query --image PATH --text "red floral dress" -k 10 --filter gender=Women
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from jobs.index import add_model_args, add_store_args, store_config
+from retrieval.images import ImageRejected
+from retrieval.search import QueryError, SearchParams
+from retrieval.service import SearchService
+from retrieval.store.base import StoreError
+
+
+def parse_filters(pairs: list[str]) -> dict:
+    """`field=value` pairs; a field given twice (or a|b) matches any of its values."""
+    filters: dict[str, list[str]] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name or not value:
+            raise QueryError(f"filter {pair!r} is not field=value")
+        filters.setdefault(name, []).extend(value.split("|"))
+    return {k: v[0] if len(v) == 1 else v for k, v in filters.items()}
+
+
+def parse_args(argv: list[str] | None):
+    p = argparse.ArgumentParser(prog="python -m jobs.query", description=__doc__.splitlines()[0])
+    p.add_argument("--image", type=Path, help="query photo")
+    p.add_argument("--text", help="query words")
+    p.add_argument("-k", type=int, default=SearchParams.k, help="results to return")
+    p.add_argument("--k1", type=int, default=SearchParams.k1, help="stage-1 candidates")
+    p.add_argument("--text-weight", type=float, default=SearchParams.text_weight, help="fusion weight of the text")
+    p.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE")
+    p.add_argument("--exclude", action="append", default=[], metavar="ITEM_ID")
+    add_model_args(p)
+    add_store_args(p)
+    return p.parse_args(argv)
+
+
+def print_results(outcome) -> None:
+    for rank, r in enumerate(outcome.results, 1):
+        name = r.payload.get("productDisplayName") or r.payload.get("caption") or r.payload.get("image", "")
+        text = f"  text {r.text_score:.3f}" if r.text_score is not None else ""
+        print(f"{rank:>3}. {r.score:7.3f}  (stage1 {r.stage1_score:.3f}{text})  {r.item_id:>12}  {name}")
+    print("   timings: " + ", ".join(f"{k} {v:.1f}" for k, v in outcome.timings_ms.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        params = SearchParams(k=args.k, k1=args.k1, text_weight=args.text_weight,
+                              filters=parse_filters(args.filter) or None, exclude=tuple(args.exclude))
+        with SearchService.open(args.model, store_config(args), args.collection,
+                                device=args.device, precision=args.precision) as service:
+            image = args.image.read_bytes() if args.image else None
+            print_results(service.search(image=image, text=args.text, params=params))
+    except (QueryError, ImageRejected, StoreError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Collection generations behind an alias: build a new one, switch the alias when complete, prune old ones."""
+
+from __future__ import annotations
+
+import time
+
+from retrieval.store.base import CollectionMismatch, VectorStore
+from schemas.collection import CollectionSpec
+
+
+def new_generation_name(alias: str) -> str:
+    """A sortable, unique concrete collection name for the alias."""
+    return f"{alias}-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1_000_000:06d}"
+
+
+def target_collection(store: VectorStore, spec: CollectionSpec, rebuild: bool) -> tuple[str, bool]:
+    """The collection to write into and whether it is a new generation (alias switched when it completes)."""
+    current = store.resolve_alias(spec.name)
+    if current is not None and not rebuild:
+        found = store.collection_spec(current)
+        problem = spec.mismatch(found) if found else f"alias {spec.name} points at missing {current}"
+        if problem:
+            raise CollectionMismatch(f"collection {spec.name!r} ({current}): {problem}. Rebuild it with --rebuild.")
+        return current, False
+    name = new_generation_name(spec.name)
+    store.create_collection(spec.model_copy(update={"name": name}))
+    return name, True
+
+
+def publish(store: VectorStore, alias: str, collection: str, keep: int) -> list[str]:
+    """Point the alias at `collection`, then drop generations beyond the newest `keep`; returns the dropped names."""
+    store.set_alias(alias, collection)
+    generations = sorted(c for c in store.list_collections() if c.startswith(f"{alias}-"))
+    stale = [c for c in generations[:-keep] if c != collection]
+    for name in stale:
+        store.delete_collection(name)
+    return stale

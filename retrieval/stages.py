@@ -1,0 +1,100 @@
+"""Index pipeline stages as plain callable classes on column batches: Ray maps them, tests call them directly."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrieval.images import ImageRejected, PreprocessConfig, load_and_preprocess
+
+log = logging.getLogger(__name__)
+Batch = dict[str, Any]  # column name -> numpy array (Ray Data's "numpy" batch format)
+
+
+def _column(values: list, dtype=object) -> np.ndarray:
+    out = np.empty(len(values), dtype=dtype)
+    out[:] = values
+    return out
+
+
+class ReadImages:
+    """Adds `data` (file bytes) and `error` columns from the `path` column; a missing file is an error, not a crash."""
+
+    def __call__(self, batch: Batch) -> Batch:
+        data, errors = [], []
+        for path in batch["path"]:
+            content, error = _read(Path(path))
+            data.append(content)
+            errors.append(error)
+        return {**batch, "data": _column(data), "error": _column(errors)}
+
+
+def _read(path: Path) -> tuple[bytes, str]:
+    try:
+        return path.read_bytes(), ""
+    except FileNotFoundError:
+        return b"", "missing file"
+    except OSError as err:
+        return b"", f"unreadable file ({err.strerror})"
+
+
+class DecodeImages:
+    """Turns `data` into `pixels`: the model's uint8 input as raw bytes (empty where the image was rejected)."""
+
+    def __init__(self, cfg: PreprocessConfig, max_pixels: int):
+        self.cfg, self.max_pixels = cfg, max_pixels
+
+    def __call__(self, batch: Batch) -> Batch:
+        pixels, errors = [], []
+        for data, error in zip(batch["data"], batch["error"]):
+            array, error = self._decode(data, error)
+            pixels.append(array.tobytes() if array is not None else b"")
+            errors.append(error)
+        out = {k: v for k, v in batch.items() if k != "data"}  # the file bytes are not needed past this stage
+        return {**out, "pixels": _column(pixels), "error": _column(errors)}
+
+    def _decode(self, data: bytes, error: str) -> tuple[np.ndarray | None, str]:
+        if error:
+            return None, error
+        try:
+            return load_and_preprocess(data, self.cfg, max_pixels=self.max_pixels), ""
+        except ImageRejected as err:
+            return None, err.reason
+
+
+class EncodeImages:
+    """Loads the CLIP model once (per actor) and turns `pixels` into `vector` (float32 bytes) for the accepted rows."""
+
+    def __init__(self, model_spec: str, device: str = "auto", precision: str = "fp32", threads: int | None = None):
+        import torch
+
+        from retrieval.model import load_model
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.encoder = load_model(model_spec, device=device, precision=precision)
+        self.size = self.encoder.preprocess_cfg.image_size
+
+    def __call__(self, batch: Batch) -> Batch:
+        ok = [i for i, error in enumerate(batch["error"]) if not error]
+        vectors = [b""] * len(batch["error"])
+        if ok:
+            shape = (self.size, self.size, 3)
+            pixels = np.stack([np.frombuffer(batch["pixels"][i], np.uint8).reshape(shape) for i in ok])
+            for i, vector in zip(ok, self.encoder.encode_images(pixels)):
+                vectors[i] = vector.tobytes()
+        out = {k: v for k, v in batch.items() if k != "pixels"}
+        return {**out, "vector": _column(vectors)}
+
+
+def catalog_rows(catalog, items) -> list[dict[str, str]]:
+    """Catalog items as the pipeline's input rows: id, absolute path, payload as JSON (Arrow-friendly)."""
+    return [
+        {"id": item.id, "path": str(catalog.image_path(item)),
+         "payload": json.dumps({**item.metadata, "image": item.image})}
+        for item in items
+    ]

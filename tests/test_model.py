@@ -1,0 +1,56 @@
+"""The model factory: spec parsing, loud failures with guidance, real normalised embeddings from the offline model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrieval.model import ModelLoadError, ModelSpec, load_model, resolve_precision
+
+
+def test_spec_parsing():
+    assert ModelSpec.parse("ViT-B-32/laion2b_s34b_b79k") == ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
+    assert ModelSpec.parse("hf-hub:Marqo/marqo-fashionSigLIP") == ModelSpec("hf-hub:Marqo/marqo-fashionSigLIP")
+    local = ModelSpec.parse("local-dir:./models/x")
+    assert local.local_dir is not None and local.local_dir.is_absolute()
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(ModelLoadError, match="valid names:.*ViT-B-32"):
+        load_model("ViT-Nope/whatever", device="cpu")
+
+
+def test_missing_tag_refuses_random_weights_and_lists_tags():
+    with pytest.raises(ModelLoadError, match="random weights.*laion2b_s34b_b79k"):
+        load_model("ViT-B-32", device="cpu")
+
+
+def test_missing_local_dir_says_what_it_needs(tmp_path):
+    with pytest.raises(ModelLoadError, match="open_clip_config.json"):
+        load_model(f"local-dir:{tmp_path}", device="cpu")
+
+
+def test_unreachable_hub_weights_fail_with_guidance():
+    """Offline (HF_HUB_OFFLINE=1), a hub model fails at start-up with how to supply local weights."""
+    with pytest.raises(ModelLoadError, match="local-dir:PATH"):
+        load_model("RN50/openai", device="cpu")
+
+
+def test_precision_choices():
+    assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("auto", "cuda") == "bf16"
+    with pytest.raises(ModelLoadError, match="valid: fp32"):
+        resolve_precision("int3", "cpu")
+
+
+def test_embeddings_are_unit_float32(encoder, offline_catalog):
+    from PIL import Image
+
+    pixels = np.stack([np.asarray(Image.open(offline_catalog / "images" / f"{i}.jpg").convert("RGB").resize((96, 96)))
+                       for i in ("10438", "10127")])
+    images, texts = encoder.encode_images(pixels), encoder.encode_texts(["blue jeans", "casual shoes"])
+    for out in (images, texts):
+        assert out.dtype == np.float32 and out.shape == (2, encoder.dim)
+        assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    # The real model aligns words with pictures: each caption is closer to its own photo.
+    similarity = texts @ images.T
+    assert similarity[0, 0] > similarity[0, 1] and similarity[1, 1] > similarity[1, 0]
