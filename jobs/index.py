@@ -115,11 +115,12 @@ def model_info(cfg: IndexConfig):
     return encoder.spec, encoder.dim, replace(preprocess, draft=cfg.draft)
 
 
-def prepare_collection(cfg: IndexConfig, model: str, dim: int) -> tuple[str, bool]:
+def prepare_collection(cfg: IndexConfig, model: str, dim: int, catalog_root: Path) -> tuple[str, bool]:
     """Create (or reuse) the collection to write into; the store is closed again so workers can open it."""
     store = open_store(**cfg.store.model_dump())
     try:
-        spec = CollectionSpec(name=cfg.collection, model=model, dim=dim, letterbox=cfg.letterbox)
+        spec = CollectionSpec(name=cfg.collection, model=model, dim=dim, letterbox=cfg.letterbox,
+                              catalog_root=str(catalog_root))
         return target_collection(store, spec, cfg.rebuild)
     finally:
         store.close()
@@ -147,7 +148,7 @@ def run(cfg: IndexConfig) -> dict:
     catalog = open_catalog(cfg.catalog, cfg.catalog_format)
     items = list(islice(catalog.items(), cfg.limit))
     model, dim, preprocess_cfg = model_info(cfg)
-    collection, is_new = prepare_collection(cfg, model, dim)
+    collection, is_new = prepare_collection(cfg, model, dim, catalog.root)
     log.info("indexing %d items of %s into %s", len(items), catalog.root, collection)
     sink = QdrantDatasink(cfg.store, collection)
     if items:

@@ -1,4 +1,4 @@
-"""Two-stage search: stage 1 kNN over image vectors (with payload filters), stage 2 rerank fusing text similarity."""
+"""Two-stage search: stage 1 kNN over image vectors (with payload filters), stage 2 rerank fusing image and text similarity."""
 
 from __future__ import annotations
 
@@ -70,21 +70,32 @@ def fuse(stage1: np.ndarray, text: np.ndarray, text_weight: float) -> np.ndarray
     return (1.0 - text_weight) * zscore(stage1) + text_weight * zscore(text)
 
 
-def _stage1(store: VectorStore, collection: str, query: EncodedQuery, params: SearchParams) -> list[Hit]:
-    rerank = query.image is not None and query.text is not None
-    vector = query.image if query.image is not None else query.text
-    limit = (params.k1 if rerank else params.k) + len(params.exclude)
-    hits = store.search(collection, IMAGE_VECTOR, vector, limit, params.filters, with_vectors=rerank)
+def _knn(store: VectorStore, collection: str, vector: np.ndarray, limit: int, params: SearchParams,
+         with_vectors: bool) -> list[Hit]:
+    hits = store.search(collection, IMAGE_VECTOR, vector, limit + len(params.exclude), params.filters,
+                        with_vectors=with_vectors)
     excluded = set(params.exclude)
-    return [h for h in hits if h.item_id not in excluded]
+    return [h for h in hits if h.item_id not in excluded][:limit]
 
 
-def _rerank(hits: list[Hit], text: np.ndarray, params: SearchParams) -> list[Result]:
-    stage1 = np.array([h.score for h in hits], dtype=np.float32)
-    text_scores = np.stack([h.vectors[IMAGE_VECTOR] for h in hits]) @ text
-    fused = fuse(stage1, text_scores, params.text_weight)
+def _stage1(store: VectorStore, collection: str, query: EncodedQuery, params: SearchParams) -> list[Hit]:
+    """Single kNN for one modality; for image + text, the union of both kNNs, so that items matching the words
+    but not the photo's colour (\"this, but red\") are candidates at all."""
+    if query.image is None or query.text is None:
+        return _knn(store, collection, query.image if query.image is not None else query.text, params.k, params, False)
+    by_image = _knn(store, collection, query.image, params.k1, params, True)
+    by_text = _knn(store, collection, query.text, params.k1, params, True)
+    union = {h.item_id: h for h in by_text}
+    union.update({h.item_id: h for h in by_image})
+    return list(union.values())
+
+
+def _rerank(hits: list[Hit], query: EncodedQuery, params: SearchParams) -> list[Result]:
+    vectors = np.stack([h.vectors[IMAGE_VECTOR] for h in hits])
+    image_scores, text_scores = vectors @ query.image, vectors @ query.text
+    fused = fuse(image_scores, text_scores, params.text_weight)
     order = np.argsort(-fused, kind="stable")[: params.k]
-    return [Result(hits[i].item_id, float(fused[i]), float(stage1[i]), float(text_scores[i]), hits[i].payload)
+    return [Result(hits[i].item_id, float(fused[i]), float(image_scores[i]), float(text_scores[i]), hits[i].payload)
             for i in order]
 
 
@@ -96,7 +107,7 @@ def search(store: VectorStore, collection: str, query: EncodedQuery, params: Sea
     hits = _stage1(store, collection, query, params)
     timings = {"stage1_ms": (time.perf_counter() - started) * 1000}
     if query.image is not None and query.text is not None and hits:
-        results = _rerank(hits, query.text, params)
+        results = _rerank(hits, query, params)
     else:
         only_text = query.image is None
         results = [Result(h.item_id, h.score, h.score, h.score if only_text else None, h.payload)

@@ -21,6 +21,7 @@ class CollectionSpec(BaseModel):
     vectors: tuple[str, ...] = (IMAGE_VECTOR,)
     distance: str = "cosine"
     letterbox: bool = False  # queries must be preprocessed as the items were
+    catalog_root: str | None = None  # where the item images lie, so the service can show them
     filter_fields: tuple[str, ...] = DEFAULT_FILTER_FIELDS
 
     def mismatch(self, other: "CollectionSpec") -> str | None:

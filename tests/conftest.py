@@ -62,3 +62,24 @@ def ray_cluster():
 def salted_catalog(tmp_path_factory, offline_catalog) -> Path:
     """A small CSV catalog of real photos plus every kind of bad file (see tests/salted.py)."""
     return write_salted_catalog(tmp_path_factory.mktemp("salted"), offline_catalog)
+
+
+@pytest.fixture(scope="session")
+def full_index(ray_cluster, tmp_path_factory, offline_catalog, model_spec):
+    """The whole offline catalog indexed once per session into an embedded store: (IndexConfig, summary)."""
+    from jobs import index
+
+    store = tmp_path_factory.mktemp("full-index") / "store"
+    cfg = index.parse_args(["--catalog", str(offline_catalog), "--model", model_spec, "--store-path", str(store),
+                            "--encode-cpus", "1"])
+    return cfg, index.run(cfg)
+
+
+@pytest.fixture
+def search_service(full_index, model_spec):
+    """In-process search over the full index (closed after each test, so other processes can open the store)."""
+    from retrieval.service import SearchService
+
+    cfg, _ = full_index
+    with SearchService.open(model_spec, cfg.store, cfg.collection, device="cpu") as service:
+        yield service

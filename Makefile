@@ -1,0 +1,57 @@
+# Fashion search: `make help` lists the targets. Everything runs inside .venv, created on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RAY_ADDRESS ?= http://127.0.0.1:8265
+STORE := $(abspath var/qdrant)
+CATALOG ?= $(abspath ../shared/datasets/myntra-fashion-small)
+MODEL ?= local-dir:$(abspath ../shared/models/fashion-clip-mini)
+PYTEST_ARGS ?=
+
+# Offline by default (hub lookups fail fast instead of retrying); Ray's token auth stays off on one machine.
+export HF_HUB_OFFLINE ?= 1
+export RAY_AUTH_MODE ?= disabled
+export RAY_USAGE_STATS_ENABLED ?= 0
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: help venv demo test test-fast index query submit bench bench-store clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# Exact pins: a looser torch spec can pull a multi-GB CUDA build instead of the local wheels.
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install everything (once)
+
+demo: $(STAMP) ## index the offline catalog into the embedded store, then run example queries
+	$(BIN)/python -m jobs.demo --catalog $(CATALOG) --model $(MODEL)
+
+test: $(STAMP) ## run the whole test suite (unit, ray, e2e)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## unit tests only (no Ray, no HTTP)
+	$(BIN)/python -m pytest -m "not ray and not e2e and not slow" $(PYTEST_ARGS)
+
+index: $(STAMP) ## index CATALOG with MODEL (add ARGS="--rebuild" for a new generation)
+	$(BIN)/python -m jobs.index --catalog $(CATALOG) --model $(MODEL) $(ARGS)
+
+query: $(STAMP) ## search: make query ARGS='--text "blue jeans"'
+	$(BIN)/python -m jobs.query --model $(MODEL) $(ARGS)
+
+submit: $(STAMP) ## reindex through `ray job submit` against a running `ray start --head`
+	$(BIN)/ray job submit --address $(RAY_ADDRESS) --working-dir . -- \
+	  python -m jobs.index --catalog $(CATALOG) --model $(MODEL) --store-path $(STORE) $(ARGS)
+
+bench-store: $(STAMP) ## store backends: upsert time and kNN latency on synthetic vectors
+	$(BIN)/python -m jobs.bench_store --points 10000 44000
+
+clean: ## remove the embedded store and artifacts (keeps .venv)
+	rm -rf var artifacts

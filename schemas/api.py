@@ -1,0 +1,42 @@
+"""HTTP API contracts: search request (JSON form) and response, with bounds the service enforces as 422s."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+MAX_K = 100
+MAX_K1 = 1000
+
+
+class SearchRequest(BaseModel):
+    """A JSON search: text and/or a base64 image, with ranking knobs and payload filters."""
+
+    text: str | None = Field(None, max_length=500, description="What the shopper typed")
+    image_base64: str | None = Field(None, description="A photo, base64-encoded (JPEG, PNG, WebP, ...)")
+    item_id: str | None = Field(None, description="Search by a catalog item's own photo (excluded from results)")
+    k: int = Field(10, ge=1, le=MAX_K, description="Results to return")
+    k1: int = Field(200, ge=1, le=MAX_K1, description="Stage-1 candidates reranked in stage 2")
+    text_weight: float = Field(0.5, ge=0.0, le=1.0, description="Fusion weight of the text in stage 2")
+    filters: dict[str, str | list[str] | int] | None = Field(
+        None, description='Payload filters, e.g. {"gender": "Women", "articleType": ["Dresses", "Tops"]}')
+
+
+class ResultItem(BaseModel):
+    id: str
+    score: float
+    stage1_score: float
+    text_score: float | None
+    payload: dict[str, Any]
+    image_url: str
+
+
+class SearchResponse(BaseModel):
+    collection: str
+    results: list[ResultItem]
+    timings_ms: dict[str, float]
+
+
+class ErrorResponse(BaseModel):
+    detail: str

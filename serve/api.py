@@ -1,0 +1,130 @@
+"""FastAPI ingress: /search, /items/{id}/image, /healthz, /readyz and the web page, over the shared retrieval code."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse
+from ray import serve
+
+from retrieval.images import ImageRejected
+from retrieval.search import QueryError, SearchParams
+from retrieval.service import Searcher
+from retrieval.store.base import StoreError
+from retrieval.store.factory import open_store
+from schemas.api import ErrorResponse, SearchRequest, SearchResponse, ResultItem
+from schemas.jobs import StoreConfig
+from serve.http import parse_search
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503)}
+SEARCH_BODY = {"requestBody": {"content": {
+    "application/json": {"schema": SearchRequest.model_json_schema()},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "image": {"type": "string", "format": "binary"}, "text": {"type": "string"}, "item_id": {"type": "string"},
+        "k": {"type": "integer"}, "k1": {"type": "integer"}, "text_weight": {"type": "number"},
+        "filters": {"type": "string", "description": "JSON object of payload filters"}}}},
+}}}
+
+app = FastAPI(title="Fashion search", description="Search a fashion catalog by photo, words, or both.",
+              version="0.1.0")
+
+
+def to_params(request: SearchRequest, exclude: tuple[str, ...]) -> SearchParams:
+    return SearchParams(k=request.k, k1=request.k1, text_weight=request.text_weight,
+                        filters=request.filters, exclude=exclude)
+
+
+def to_item(result) -> ResultItem:
+    return ResultItem(id=result.item_id, score=result.score, stage1_score=result.stage1_score,
+                      text_score=result.text_score, payload=result.payload,
+                      image_url=f"/items/{quote(result.item_id, safe='')}/image")
+
+
+def safe_image_path(root: str | None, image: str | None) -> Path | None:
+    """The item's image inside the catalog root, or None: nothing outside the root is ever served."""
+    if not root or not image:
+        return None
+    base = Path(root).resolve()
+    path = (base / image).resolve()
+    return path if path.is_relative_to(base) and path.is_file() else None
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
+@serve.ingress(app)
+class SearchAPI:
+    """Holds the store (one process for the embedded store) and a handle to the encoder deployment."""
+
+    def __init__(self, encoder, store: StoreConfig, collection: str, model: str, max_upload_bytes: int):
+        self.encoder, self.max_upload_bytes = encoder, max_upload_bytes
+        self.searcher = Searcher(open_store(**store.model_dump()), collection, model)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page(self) -> HTMLResponse:
+        return HTMLResponse((STATIC / "index.html").read_text())
+
+    @app.get("/healthz")
+    def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses=ERRORS)
+    async def readyz(self) -> dict:
+        try:
+            collection, spec = self.searcher.current()
+            points = self.searcher.store.count(collection)
+            await self.encoder.model_spec.remote()
+        except StoreError as err:
+            raise HTTPException(503, f"store not ready: {err}") from err
+        return {"status": "ready", "collection": collection, "points": points, "model": spec.model,
+                "filter_fields": list(spec.filter_fields)}
+
+    @app.post("/search", response_model=SearchResponse, responses=ERRORS, openapi_extra=SEARCH_BODY)
+    async def search(self, request: Request) -> SearchResponse:
+        started = time.perf_counter()
+        search, image = await parse_search(request, self.max_upload_bytes)
+        try:
+            return await self._search(search, image, started)
+        except (QueryError, ImageRejected) as err:
+            code = 422 if "filter" in str(err) else 400
+            raise HTTPException(code, str(err)) from err
+        except StoreError as err:
+            raise HTTPException(503, f"store unavailable: {err}") from err
+
+    async def _search(self, search: SearchRequest, image: bytes | None, started: float) -> SearchResponse:
+        collection, spec = self.searcher.current()
+        exclude: tuple[str, ...] = ()
+        if search.item_id and image is None:
+            image, exclude = self._item_image_bytes(search.item_id, spec), (search.item_id,)
+        if image is None and not (search.text or "").strip():
+            raise QueryError("a query needs an image, a text, or both")
+        encode_started = time.perf_counter()
+        query = await self.encoder.encode.remote(image, (search.text or "").strip() or None, spec.letterbox)
+        encode_ms = (time.perf_counter() - encode_started) * 1000
+        outcome = self.searcher.search(query, to_params(search, exclude))
+        timings = {"parse_ms": (encode_started - started) * 1000, "encode_ms": encode_ms, **outcome.timings_ms}
+        timings["total_ms"] = (time.perf_counter() - started) * 1000
+        return SearchResponse(collection=collection, results=[to_item(r) for r in outcome.results], timings_ms=timings)
+
+    def _item_image_bytes(self, item_id: str, spec) -> bytes:
+        path = self._item_image_path(item_id, spec)
+        if path is None:
+            raise HTTPException(404, f"no image for catalog item {item_id!r}")
+        return path.read_bytes()
+
+    def _item_image_path(self, item_id: str, spec) -> Path | None:
+        collection, _ = self.searcher.current()
+        hits = self.searcher.store.retrieve(collection, [item_id], with_vectors=False)
+        return safe_image_path(spec.catalog_root, hits[0].payload.get("image")) if hits else None
+
+    @app.get("/items/{item_id:path}/image", responses={404: {"model": ErrorResponse}})
+    def item_image(self, item_id: str) -> FileResponse:
+        _, spec = self.searcher.current()
+        path = self._item_image_path(item_id, spec)
+        if path is None:
+            raise HTTPException(404, f"no image for catalog item {item_id!r}")
+        return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})

@@ -1,0 +1,70 @@
+"""Application builder: typed arguments (for `serve run`, `serve build` and config files) to the bound deployments.
+
+serve run serve.app:app                                  # offline defaults from the settings
+serve run serve.app:build_app model=... collection=...   # or arguments
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from ray import serve
+from ray.serve import Application
+
+from retrieval.settings import get_settings
+from schemas.jobs import StoreConfig
+from serve.api import SearchAPI
+from serve.encoder import QueryEncoder
+
+
+def _settings_default(name: str):
+    return lambda: getattr(get_settings(), name)
+
+
+class ServeArgs(BaseModel):
+    """Every knob of the service; unset ones come from FASHION_* settings."""
+
+    model: str = Field(default_factory=_settings_default("model"))
+    device: str = Field(default_factory=_settings_default("device"))
+    precision: str = Field(default_factory=_settings_default("precision"))
+    collection: str = Field(default_factory=_settings_default("collection"))
+    qdrant_url: str | None = Field(default_factory=_settings_default("qdrant_url"))
+    qdrant_api_key: str | None = Field(default_factory=_settings_default("qdrant_api_key"))
+    store_backend: str = Field(default_factory=_settings_default("store_backend"))
+    store_path: Path = Field(default_factory=_settings_default("store_path"))
+    max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    encoder_replicas: int = Field(1, ge=1)
+    encoder_cpus: float = Field(1.0, ge=0)
+    encoder_gpus: float = Field(0.0, ge=0)
+    encoder_threads: int | None = Field(None, ge=1, description="torch threads per encoder replica")
+    ingress_replicas: int = Field(1, ge=1, description="must stay 1 with the embedded store (one process)")
+    ingress_cpus: float = Field(0.25, ge=0)
+
+    def store(self) -> StoreConfig:
+        return StoreConfig(url=self.qdrant_url, api_key=self.qdrant_api_key, backend=self.store_backend,
+                           path=self.store_path.resolve())
+
+
+def build_app(args: ServeArgs) -> Application:
+    """Bind the encoder and the ingress; `args` may be a dict (serve run key=value, config files)."""
+    args = args if isinstance(args, ServeArgs) else ServeArgs.model_validate(args or {})
+    if args.ingress_replicas > 1 and args.qdrant_url is None:
+        raise ValueError("the embedded store lives in one process: ingress_replicas must be 1 without qdrant_url")
+    encoder = QueryEncoder.options(
+        num_replicas=args.encoder_replicas,
+        ray_actor_options={"num_cpus": args.encoder_cpus, "num_gpus": args.encoder_gpus},
+    ).bind(args.model, args.device, args.precision, get_settings().max_image_pixels,
+           args.encoder_threads or max(1, int(args.encoder_cpus)))
+    ingress = SearchAPI.options(num_replicas=args.ingress_replicas,
+                                ray_actor_options={"num_cpus": args.ingress_cpus})
+    return ingress.bind(encoder, args.store(), args.collection, _model_spec(args.model), args.max_upload_bytes)
+
+
+def _model_spec(model: str) -> str:
+    from retrieval.model import ModelSpec
+
+    return str(ModelSpec.parse(model))
+
+
+app = build_app(ServeArgs())

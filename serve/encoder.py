@@ -1,0 +1,52 @@
+"""Query-encoder deployment: the model loaded once per replica, image and text encoding batched across requests."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from ray import serve
+
+from retrieval.images import load_and_preprocess
+from retrieval.model import load_model
+from retrieval.search import EncodedQuery
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1.0}, max_ongoing_requests=64)
+class QueryEncoder:
+    """Decodes per request (each with its own options), then batches only the model calls, which take no options."""
+
+    def __init__(self, model: str, device: str = "auto", precision: str = "fp32", max_pixels: int = 80_000_000,
+                 threads: int | None = None):
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.encoder = load_model(model, device=device, precision=precision)
+        self.max_pixels = max_pixels
+
+    def model_spec(self) -> str:
+        return self.encoder.spec
+
+    async def encode(self, image: bytes | None, text: str | None, letterbox: bool = False) -> EncodedQuery:
+        """Raises ImageRejected for an undecodable image (the ingress turns it into a 400)."""
+        image_task = self._image(image, letterbox) if image else _none()
+        text_task = self._texts(text) if text else _none()
+        image_vector, text_vector = await asyncio.gather(image_task, text_task)
+        return EncodedQuery(image=image_vector, text=text_vector)
+
+    async def _image(self, data: bytes, letterbox: bool) -> np.ndarray:
+        cfg = self.encoder.preprocess_cfg.letterboxed() if letterbox else self.encoder.preprocess_cfg
+        return await self._pixels(load_and_preprocess(data, cfg, max_pixels=self.max_pixels))
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def _pixels(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        return list(self.encoder.encode_images(np.stack(batch)))
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _texts(self, batch: list[str]) -> list[np.ndarray]:
+        return list(self.encoder.encode_texts(batch))
+
+
+async def _none() -> None:
+    return None

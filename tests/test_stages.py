@@ -1,0 +1,65 @@
+"""Pipeline stages called directly (no Ray): a salted catalog flows through read, decode and encode correctly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from jobs.qdrant_sink import WriteTally, rows_to_points
+from retrieval.catalogs import open_catalog
+from retrieval.stages import DecodeImages, EncodeImages, ReadImages, catalog_rows
+from tests.salted import EXPECTED, GOOD_IDS
+
+
+def as_batch(rows: list[dict]) -> dict[str, np.ndarray]:
+    batch = {}
+    for key in rows[0]:
+        batch[key] = np.empty(len(rows), dtype=object)
+        batch[key][:] = [row[key] for row in rows]
+    return batch
+
+
+@pytest.fixture(scope="module")
+def encoded(salted_catalog, encoder, model_spec):
+    catalog = open_catalog(salted_catalog)
+    batch = as_batch(catalog_rows(catalog, catalog.items()))
+    batch = DecodeImages(encoder.preprocess_cfg, 80_000_000)(ReadImages()(batch))
+    return EncodeImages(model_spec, device="cpu", threads=1)(batch)
+
+
+def test_every_row_is_accepted_or_rejected_as_expected(encoded):
+    outcome = dict(zip(encoded["id"], encoded["error"]))
+    for item_id in GOOD_IDS:
+        assert outcome[item_id] == "", f"{item_id}: {outcome[item_id]}"
+    for item_id, reason in EXPECTED.items():
+        assert outcome[item_id] == (reason or ""), item_id
+
+
+def test_vectors_only_for_accepted_rows(encoded, encoder):
+    for error, vector in zip(encoded["error"], encoded["vector"]):
+        if error:
+            assert vector == b""  # nothing is made up for a rejected image
+        else:
+            v = np.frombuffer(vector, np.float32)
+            assert v.shape == (encoder.dim,) and abs(np.linalg.norm(v) - 1) < 1e-4
+
+
+def test_exif_rotated_photo_embeds_like_the_upright_original(encoded):
+    vectors = {i: np.frombuffer(v, np.float32) for i, v in zip(encoded["id"], encoded["vector"]) if v}
+    # exif-rotated was made from GOOD_IDS[2] turned a quarter; upright again, it must embed like the original.
+    assert float(vectors["exif-rotated"] @ vectors[GOOD_IDS[2]]) > 0.97
+
+
+def test_sink_rows_become_points_and_skips_are_counted(encoded):
+    rows = [dict(zip(encoded, values)) for values in zip(*encoded.values())]
+    tally = WriteTally()
+    points = rows_to_points(rows, tally)
+    expected_ok = len(GOOD_IDS) + sum(1 for reason in EXPECTED.values() if reason is None)
+    assert len(points) == expected_ok
+    assert dict(tally.skipped) == {r: 1 for r in EXPECTED.values() if r}
+    assert tally.examples["missing file"] == ["missing"]
+    point = next(p for p in points if p.item_id == GOOD_IDS[0])
+    assert point.payload["image"] == f"images/{GOOD_IDS[0]}.jpg" and point.payload["articleType"] == "good"
+    assert json.dumps(point.payload)  # payloads stay JSON-serialisable for every store
