@@ -127,17 +127,22 @@ def prepare_collection(cfg: IndexConfig, model: str, dim: int, catalog_root: Pat
 
 
 def finish(cfg: IndexConfig, collection: str, is_new: bool, tally, n_items: int) -> dict:
-    """Count what landed, switch the alias if the run is acceptable, and return the summary."""
+    """Count what landed, then switch the alias if the run is acceptable, and return the summary."""
     store = open_store(**cfg.store.model_dump())
     try:
-        skipped = sum(tally.skipped.values())
-        acceptable = n_items > 0 and skipped <= cfg.max_skip_fraction * n_items
-        dropped = publish(store, cfg.collection, collection, cfg.keep_generations) if is_new and acceptable else []
-        return {"collection": collection, "alias": cfg.collection, "alias_switched": bool(is_new and acceptable),
-                "points_in_collection": store.count(collection), "dropped_generations": dropped,
-                "acceptable": acceptable}
+        points = store.count(collection)
+    finally:
+        store.close()  # release the new generation before the alias sends searches to it
+    skipped = sum(tally.skipped.values())
+    acceptable = n_items > 0 and skipped <= cfg.max_skip_fraction * n_items
+    switch = is_new and acceptable
+    store = open_store(**cfg.store.model_dump())
+    try:
+        dropped = publish(store, cfg.collection, collection, cfg.keep_generations) if switch else []
     finally:
         store.close()
+    return {"collection": collection, "alias": cfg.collection, "alias_switched": switch,
+            "points_in_collection": points, "dropped_generations": dropped, "acceptable": acceptable}
 
 
 def run(cfg: IndexConfig) -> dict:

@@ -16,6 +16,10 @@ class QueryError(ValueError):
     """A query that cannot be run (no image and no text, unknown filter field, bad k)."""
 
 
+class FilterError(QueryError):
+    """A filter on a field that is not indexed for filtering."""
+
+
 @dataclass(frozen=True)
 class SearchParams:
     """How to search; the defaults are the ones the evaluation chose (docs/evaluation.md)."""
@@ -56,7 +60,7 @@ def validate_filters(filters: Filter | None, allowed: tuple[str, ...]) -> None:
     """Unknown fields are an error (a typo must not silently return everything)."""
     unknown = sorted(set(filters or {}) - set(allowed))
     if unknown:
-        raise QueryError(f"unknown filter field(s) {unknown}; filterable fields: {', '.join(allowed)}")
+        raise FilterError(f"unknown filter field(s) {unknown}; filterable fields: {', '.join(allowed)}")
 
 
 def zscore(values: np.ndarray) -> np.ndarray:

@@ -1,6 +1,5 @@
-"""FastAPI ingress: /search, /items/{id}/image, /healthz, /readyz and the web page, over the shared retrieval code."""
+"""FastAPI ingress: /search, /items/{id}/image, /healthz, /readyz and the web page, over the shared retrieval code. (no `from __future__ import annotations`: FastAPI must see real types)."""
 
-from __future__ import annotations
 
 import logging
 import time
@@ -11,8 +10,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from ray import serve
 
-from retrieval.images import ImageRejected
-from retrieval.search import QueryError, SearchParams
+from retrieval.search import FilterError, QueryError, SearchParams
 from retrieval.service import Searcher
 from retrieval.store.base import StoreError
 from retrieval.store.factory import open_store
@@ -89,9 +87,10 @@ class SearchAPI:
         search, image = await parse_search(request, self.max_upload_bytes)
         try:
             return await self._search(search, image, started)
-        except (QueryError, ImageRejected) as err:
-            code = 422 if "filter" in str(err) else 400
-            raise HTTPException(code, str(err)) from err
+        except FilterError as err:
+            raise HTTPException(422, str(err)) from err
+        except QueryError as err:
+            raise HTTPException(400, str(err)) from err
         except StoreError as err:
             raise HTTPException(503, f"store unavailable: {err}") from err
 
@@ -103,7 +102,9 @@ class SearchAPI:
         if image is None and not (search.text or "").strip():
             raise QueryError("a query needs an image, a text, or both")
         encode_started = time.perf_counter()
-        query = await self.encoder.encode.remote(image, (search.text or "").strip() or None, spec.letterbox)
+        query, rejected = await self.encoder.encode.remote(image, (search.text or "").strip() or None, spec.letterbox)
+        if rejected:
+            raise HTTPException(400, rejected)
         encode_ms = (time.perf_counter() - encode_started) * 1000
         outcome = self.searcher.search(query, to_params(search, exclude))
         timings = {"parse_ms": (encode_started - started) * 1000, "encode_ms": encode_ms, **outcome.timings_ms}

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 from ray import serve
 
-from retrieval.images import load_and_preprocess
+from retrieval.images import ImageRejected, load_and_preprocess
 from retrieval.model import load_model
 from retrieval.search import EncodedQuery
 
@@ -28,12 +28,16 @@ class QueryEncoder:
     def model_spec(self) -> str:
         return self.encoder.spec
 
-    async def encode(self, image: bytes | None, text: str | None, letterbox: bool = False) -> EncodedQuery:
-        """Raises ImageRejected for an undecodable image (the ingress turns it into a 400)."""
+    async def encode(self, image: bytes | None, text: str | None,
+                     letterbox: bool = False) -> tuple[EncodedQuery | None, str | None]:
+        """The query vectors, or the reason the image was rejected (a value, so no traceback crosses processes)."""
         image_task = self._image(image, letterbox) if image else _none()
         text_task = self._texts(text) if text else _none()
-        image_vector, text_vector = await asyncio.gather(image_task, text_task)
-        return EncodedQuery(image=image_vector, text=text_vector)
+        try:
+            image_vector, text_vector = await asyncio.gather(image_task, text_task)
+        except ImageRejected as err:
+            return None, f"the image cannot be used: {err}"
+        return EncodedQuery(image=image_vector, text=text_vector), None
 
     async def _image(self, data: bytes, letterbox: bool) -> np.ndarray:
         cfg = self.encoder.preprocess_cfg.letterboxed() if letterbox else self.encoder.preprocess_cfg

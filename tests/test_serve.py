@@ -1,0 +1,151 @@
+"""The Serve application over HTTP on 127.0.0.1: API contract, error codes, item images, reindex while serving."""
+
+from __future__ import annotations
+
+import base64
+from collections import Counter
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.e2e]
+SHOE, TEE = "10127", "10003"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(full_index, model_spec):
+    """The app on a free loopback port over the session's full index; shut down (store released) after the module."""
+    from ray import serve
+
+    from serve.app import build_app
+
+    cfg, _ = full_index
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app({"model": model_spec, "store_path": cfg.store.path, "encoder_cpus": 0.5,
+                         "max_upload_bytes": 2_000_000}), blocking=False)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    _wait_ready(client)
+    yield client
+    client.close()
+    serve.shutdown()
+
+
+def _wait_ready(client: httpx.Client, seconds: int = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError("the app did not become ready")
+
+
+def photo(catalog, item_id: str) -> bytes:
+    return (catalog / "images" / f"{item_id}.jpg").read_bytes()
+
+
+def test_ready_reports_the_collection(server, full_index):
+    body = server.get("/readyz").json()
+    assert body["points"] == full_index[1]["indexed"] and "gender" in body["filter_fields"]
+    assert server.get("/healthz").json() == {"status": "ok"}
+
+
+def test_text_search_json(server):
+    response = server.post("/search", json={"text": "blue jeans", "k": 5})
+    assert response.status_code == 200
+    body = response.json()
+    assert len(body["results"]) == 5 and "Jeans" in [r["payload"]["articleType"] for r in body["results"]]
+    assert {"encode_ms", "stage1_ms", "stage2_ms", "total_ms"} <= set(body["timings_ms"])
+    first = body["results"][0]
+    assert first["image_url"] == f"/items/{first['id']}/image" and first["text_score"] is not None
+
+
+def test_multipart_image_text_and_filters(server, offline_catalog):
+    response = server.post("/search", files={"image": ("q.jpg", photo(offline_catalog, TEE), "image/jpeg")},
+                           data={"text": "red", "k": "8", "filters": '{"gender": "Men", "articleType": ["Tshirts"]}'})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert len(results) == 8
+    assert all(r["payload"]["gender"] == "Men" and r["payload"]["articleType"] == "Tshirts" for r in results)
+    assert all(r["text_score"] is not None for r in results)
+
+
+def test_base64_image_and_item_id_search(server, offline_catalog):
+    encoded = base64.b64encode(photo(offline_catalog, SHOE)).decode()
+    by_photo = server.post("/search", json={"image_base64": encoded, "k": 6}).json()["results"]
+    by_item = server.post("/search", json={"item_id": SHOE, "k": 5}).json()["results"]
+    assert by_photo[0]["id"] == SHOE  # the photo finds its own item first
+    assert SHOE not in [r["id"] for r in by_item]  # searching by an item leaves it out
+    assert [r["id"] for r in by_item] == [r["id"] for r in by_photo[1:]]
+
+
+@pytest.mark.parametrize("kwargs, status, words", [
+    ({"json": {}}, 400, "needs an image"),
+    ({"json": {"text": "   "}}, 400, "needs an image"),
+    ({"files": {"image": ("x.jpg", b"not a photo", "image/jpeg")}}, 400, "cannot be used"),
+    ({"json": {"image_base64": "@@@"}}, 400, "base64"),
+    ({"content": b"shoes", "headers": {"content-type": "text/plain"}}, 415, "content type"),
+    ({"json": {"text": "red", "filters": {"colour": "Red"}}}, 422, "filterable fields"),
+    ({"json": {"text": "red", "k": 0}}, 422, "k"),
+    ({"json": {"text": "red", "k": 1000}}, 422, "k"),
+    ({"files": {"image": ("big.jpg", b"\xff" * 2_500_000, "image/jpeg")}}, 413, "limit"),
+    ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "JSON"),
+])
+def test_bad_requests_get_clear_4xx(server, kwargs, status, words):
+    response = server.post("/search", **kwargs)
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert words in str(detail) and "Traceback" not in str(detail)
+
+
+def test_item_images_only_from_the_catalog(server):
+    ok = server.get(f"/items/{SHOE}/image")
+    assert ok.status_code == 200 and ok.headers["content-type"] == "image/jpeg" and ok.content[:2] == b"\xff\xd8"
+    for bad in ("no-such-item", "..%2F..%2Fetc%2Fpasswd", "../../etc/passwd"):
+        assert server.get(f"/items/{bad}/image").status_code == 404
+
+
+def test_docs_and_page(server):
+    assert "/search" in server.get("/openapi.json").json()["paths"]
+    assert server.get("/docs").status_code == 200
+    assert "<title>Fashion search</title>" in server.get("/").text
+
+
+def test_reindex_while_serving(server, full_index, offline_catalog, model_spec):
+    """Searches keep answering while a new generation is built, then see it once the alias switches."""
+    from jobs import index
+
+    cfg, _ = full_index
+    before = server.get("/readyz").json()
+    statuses, stop = [], threading.Event()
+
+    def keep_searching():
+        while not stop.is_set() and len(statuses) < 2000:
+            statuses.append(server.post("/search", json={"text": "blue jeans", "k": 3}).status_code)
+            time.sleep(0.05)
+
+    searcher = threading.Thread(target=keep_searching)
+    searcher.start()
+    try:
+        summary = index.run(index.parse_args([
+            "--catalog", str(offline_catalog), "--model", model_spec, "--store-path", str(cfg.store.path),
+            "--rebuild", "--limit", "300", "--encode-cpus", "0.5", "--decode-cpus", "0.25"]))
+    finally:
+        stop.set()
+        searcher.join(timeout=60)
+    assert summary["alias_switched"] and summary["collection"] != before["collection"]
+    assert len(statuses) > 5 and set(statuses) == {200}, Counter(statuses)
+    after = server.get("/readyz").json()
+    assert after["collection"] == summary["collection"] and after["points"] == 300
