@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
-from retrieval.store.base import CollectionMismatch, VectorStore
+from retrieval.store.base import CollectionMismatch, StoreError, VectorStore
 from schemas.collection import CollectionSpec
+
+log = logging.getLogger(__name__)
 
 
 def new_generation_name(alias: str) -> str:
@@ -31,7 +34,11 @@ def publish(store: VectorStore, alias: str, collection: str, keep: int) -> list[
     """Point the alias at `collection`, then drop generations beyond the newest `keep`; returns the dropped names."""
     store.set_alias(alias, collection)
     generations = sorted(c for c in store.list_collections() if c.startswith(f"{alias}-"))
-    stale = [c for c in generations[:-keep] if c != collection]
-    for name in stale:
-        store.delete_collection(name)
-    return stale
+    dropped = []
+    for name in (c for c in generations[:-keep] if c != collection):
+        try:
+            store.delete_collection(name)
+            dropped.append(name)
+        except StoreError as err:  # still open in a server that has not followed the alias yet: next run drops it
+            log.warning("kept old generation %s: %s", name, err)
+    return dropped

@@ -45,3 +45,4 @@ class IndexConfig(BaseModel):
     max_skip_fraction: float = Field(0.2, ge=0, le=1, description="Fail the run (no alias switch) past this")
     keep_generations: int = Field(2, ge=1)
     summary_json: Path | None = None
+    optimize_above: int = Field(20_000, ge=0, description="Build the kNN index when the collection has more points")

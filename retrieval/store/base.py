@@ -60,7 +60,10 @@ Filter = dict[str, Any]
 
 
 class VectorStore(Protocol):
-    """What jobs and the service need from a store. Collection names here are concrete (aliases resolved)."""
+    """What jobs and the service need from a store. A collection argument may also be an alias (resolved at once).
+
+    Payload values must be plain JSON types (str, int, float, bool and lists of them): numpy scalars fail everywhere.
+    """
 
     def create_collection(self, spec: CollectionSpec) -> None:
         """Create the collection (vectors, payload indexes, spec recorded) if absent; raise CollectionMismatch if it differs."""
@@ -80,6 +83,9 @@ class VectorStore(Protocol):
 
     def count(self, collection: str) -> int:
         """Number of points in the collection."""
+
+    def optimize(self, collection: str) -> None:
+        """Build the kNN index after a bulk load where the backend needs to be told (embedded edge); else nothing."""
 
     def delete_collection(self, name: str) -> None:
         """Drop a collection (no error if absent)."""

@@ -1,0 +1,54 @@
+"""Open the configured store: a Qdrant server when a URL is given, else an embedded store in a folder."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from retrieval.store.base import StoreError, VectorStore
+
+BACKENDS = ("edge", "local")
+MEMORY = ":memory:"
+
+
+def open_store(*, url: str | None = None, api_key: str | None = None, prefer_grpc: bool = False,
+               timeout_s: float = 30.0, backend: str = "edge", path: Path | str = Path("var/qdrant")) -> VectorStore:
+    """The store for these settings; the clients are imported here so that importing this module stays cheap."""
+    if url is not None:
+        return _server_store(url, api_key, prefer_grpc, timeout_s)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown store backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "edge":
+        from retrieval.store.edge_store import EdgeStore
+
+        return EdgeStore(Path(path))
+    return _local_store(path)
+
+
+def _server_store(url: str, api_key: str | None, prefer_grpc: bool, timeout_s: float) -> VectorStore:
+    from qdrant_client import QdrantClient
+
+    from retrieval.store.qdrant_store import QdrantStore
+
+    try:
+        client = QdrantClient(url=url, api_key=api_key, prefer_grpc=prefer_grpc, timeout=math.ceil(timeout_s))
+    except Exception as exc:  # noqa: BLE001 - a bad URL or unreachable server is a store error to the caller
+        raise StoreError(f"cannot open Qdrant at {url}: {exc}") from exc
+    return QdrantStore(client)
+
+
+def _local_store(path: Path | str) -> VectorStore:
+    from qdrant_client import QdrantClient
+
+    from retrieval.store.qdrant_store import QdrantStore
+
+    location = str(path)
+    try:
+        if location == MEMORY:
+            client = QdrantClient(location=MEMORY)
+        else:
+            # QdrantStore serialises local-mode calls itself, so SQLite may be used from the service's threads.
+            client = QdrantClient(path=location, force_disable_check_same_thread=True)
+    except RuntimeError as exc:  # the folder is locked by another process
+        raise StoreError(f"cannot open the local Qdrant store at {location}: {exc}") from exc
+    return QdrantStore(client)

@@ -1,0 +1,223 @@
+"""VectorStore on qdrant-client: a Qdrant server in production, or the client's pure-Python local mode on one machine."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import Any, Callable, Sequence, TypeVar
+
+import numpy as np
+
+from retrieval.store.base import (
+    ITEM_ID_FIELD, CollectionMismatch, CollectionMissing, Filter, Hit, Point, StoreError, point_id,
+)
+from schemas.collection import CollectionSpec
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Collection metadata key under which the spec is recorded (server and local mode both keep metadata).
+SPEC_METADATA_KEY = "fashion_search_spec"
+DISTANCES = {"cosine": "Cosine", "dot": "Dot", "euclid": "Euclid", "manhattan": "Manhattan"}
+# 429 is a 4xx but means "slow down", which is what a retry with backoff does.
+TRANSIENT_HTTP = {429, 500, 502, 503, 504}
+TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
+
+
+class QdrantStore:
+    """The store over a QdrantClient (server URL, path=... or ':memory:'); the spec lives in collection metadata."""
+
+    def __init__(self, client: Any, *, batch_size: int = 256, retries: int = 4, backoff_s: float = 0.5):
+        self.client, self.batch_size, self.retries, self.backoff_s = client, batch_size, retries, backoff_s
+        self.local = _is_local(client)
+        # Local mode is plain Python state plus SQLite: not safe for concurrent threads, so serialise it.
+        self._lock = threading.RLock() if self.local else contextlib.nullcontext()
+
+    def create_collection(self, spec: CollectionSpec) -> None:
+        found = self.collection_spec(spec.name)
+        if found is not None:
+            _check_same(spec, found)
+            return
+        from qdrant_client import models
+
+        vectors = {name: models.VectorParams(size=spec.dim, distance=_distance(spec.distance))
+                   for name in spec.vectors}
+        metadata = {SPEC_METADATA_KEY: spec.model_dump(mode="json")}
+        self._call(lambda: self.client.create_collection(spec.name, vectors_config=vectors, metadata=metadata))
+        # Local mode keeps no payload indexes (it only warns), and filters work without them: skip it there.
+        for field in () if self.local else dict.fromkeys((*spec.filter_fields, ITEM_ID_FIELD)):
+            self._call(lambda: self.client.create_payload_index(
+                spec.name, field, field_schema=models.PayloadSchemaType.KEYWORD, wait=True))
+
+    def collection_spec(self, name: str) -> CollectionSpec | None:
+        if not self._call(lambda: self.client.collection_exists(name)):
+            return None
+        info = self._call(lambda: self.client.get_collection(name))
+        recorded = (info.config.metadata or {}).get(SPEC_METADATA_KEY)
+        if recorded is None:
+            raise CollectionMismatch(f"collection {name!r} exists but records no spec: it was not built by this project")
+        return CollectionSpec.model_validate(recorded)
+
+    def upsert(self, collection: str, points: Sequence[Point]) -> None:
+        for start in range(0, len(points), self.batch_size):
+            structs = [_point_struct(p) for p in points[start:start + self.batch_size]]
+            # Safe to repeat even if a timed-out attempt was applied: the point ids are deterministic.
+            self._retrying(lambda: self.client.upsert(collection, points=structs, wait=True), collection)
+
+    def search(self, collection: str, vector_name: str, vector: np.ndarray, limit: int,
+               query_filter: Filter | None = None, with_vectors: bool = False) -> list[Hit]:
+        query = np.asarray(vector, dtype=np.float32).tolist()
+        response = self._call(lambda: self.client.query_points(
+            collection, query=query, using=vector_name, limit=limit, query_filter=to_qdrant_filter(query_filter),
+            with_payload=True, with_vectors=with_vectors), collection)
+        return [_hit(p, p.score) for p in response.points]
+
+    def retrieve(self, collection: str, item_ids: Sequence[str], with_vectors: bool = True) -> list[Hit]:
+        wanted = list(dict.fromkeys(str(i) for i in item_ids))
+        records = self._call(lambda: self.client.retrieve(
+            collection, ids=[point_id(i) for i in wanted], with_payload=True, with_vectors=with_vectors), collection)
+        by_item = {r.payload[ITEM_ID_FIELD]: r for r in records}
+        # Qdrant returns records in storage order; keep the caller's order instead.
+        return [_hit(by_item[i], 0.0) for i in wanted if i in by_item]
+
+    def count(self, collection: str) -> int:
+        return self._call(lambda: self.client.count(collection, exact=True), collection).count
+
+    def optimize(self, collection: str) -> None:
+        """Nothing to do: a server builds its indexes in the background, and local mode has none."""
+
+    def delete_collection(self, name: str) -> None:
+        if name in self.list_collections():
+            self._call(lambda: self.client.delete_collection(name))
+
+    def list_collections(self) -> list[str]:
+        return sorted(c.name for c in self._call(lambda: self.client.get_collections()).collections)
+
+    def set_alias(self, alias: str, collection: str) -> None:
+        from qdrant_client import models
+
+        if collection not in self.list_collections():
+            raise CollectionMissing(f"cannot point alias {alias!r} at {collection!r}: no such collection")
+        operations: list[Any] = []
+        if self.resolve_alias(alias) is not None:
+            # Some server versions refuse to delete a missing alias, so only delete one that exists.
+            operations.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+        operations.append(models.CreateAliasOperation(
+            create_alias=models.CreateAlias(collection_name=collection, alias_name=alias)))
+        # One request: the server applies both operations together, so no search sees the alias missing.
+        self._call(lambda: self.client.update_collection_aliases(change_aliases_operations=operations))
+
+    def resolve_alias(self, alias: str) -> str | None:
+        aliases = self._call(lambda: self.client.get_aliases()).aliases
+        return next((a.collection_name for a in aliases if a.alias_name == alias), None)
+
+    def close(self) -> None:
+        with self._lock:
+            self.client.close()
+
+    def _call(self, fn: Callable[[], T], collection: str | None = None) -> T:
+        """Run one client call, mapping client errors to the store's errors."""
+        try:
+            with self._lock:
+                return fn()
+        except Exception as exc:  # noqa: BLE001 - every client failure becomes a StoreError subclass
+            raise _store_error(exc, collection) from exc
+
+    def _retrying(self, fn: Callable[[], T], collection: str) -> T:
+        """Run a write, retrying transient failures with exponential backoff (a 4xx is the caller's bug: no retry)."""
+        for attempt in range(self.retries + 1):
+            try:
+                with self._lock:
+                    return fn()
+            except Exception as exc:  # noqa: BLE001
+                if attempt == self.retries or not is_transient(exc):
+                    raise _store_error(exc, collection) from exc
+                delay = self.backoff_s * 2 ** attempt
+                log.warning("transient store error (attempt %d/%d), retrying in %.1fs: %s",
+                            attempt + 1, self.retries + 1, delay, exc)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+def to_qdrant_filter(query_filter: Filter | None) -> Any:
+    """{"field": value} -> MatchValue, {"field": [a, b]} -> MatchAny, all ANDed."""
+    if not query_filter:
+        return None
+    from qdrant_client import models
+
+    conditions = [
+        models.FieldCondition(key=key, match=models.MatchAny(any=list(value)) if isinstance(value, (list, tuple, set))
+                              else models.MatchValue(value=value))
+        for key, value in query_filter.items()
+    ]
+    return models.Filter(must=conditions)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Connection errors, timeouts, 5xx (and 429) are worth retrying; anything else will fail the same way again."""
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code in TRANSIENT_HTTP
+    if isinstance(exc, (ResponseHandlingException, ConnectionError, TimeoutError)):
+        return True
+    code = getattr(exc, "code", None)
+    # grpc.RpcError carries its status as a method; checking by name keeps grpc out of the imports.
+    return callable(code) and getattr(code(), "name", None) in TRANSIENT_GRPC
+
+
+def _store_error(exc: Exception, collection: str | None) -> StoreError:
+    if isinstance(exc, StoreError):
+        return exc
+    if collection is not None and _is_not_found(exc):
+        return CollectionMissing(f"no collection {collection!r} in the store; index first")
+    return StoreError(f"Qdrant store failed: {type(exc).__name__}: {exc}")
+
+
+def _is_not_found(exc: Exception) -> bool:
+    from qdrant_client.http.exceptions import UnexpectedResponse
+
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code == 404
+    code = getattr(exc, "code", None)
+    if callable(code):
+        return getattr(code(), "name", None) == "NOT_FOUND"
+    # Local mode raises ValueError("Collection X not found").
+    return isinstance(exc, ValueError) and "not found" in str(exc)
+
+
+def _check_same(spec: CollectionSpec, found: CollectionSpec) -> None:
+    problem = spec.mismatch(found)
+    if problem:
+        raise CollectionMismatch(
+            f"collection {spec.name!r} was built with model {found.model!r} (dim {found.dim}) but this run uses "
+            f"model {spec.model!r} (dim {spec.dim}): {problem}")
+
+
+def _distance(name: str) -> Any:
+    from qdrant_client import models
+
+    if name not in DISTANCES:
+        raise ValueError(f"unknown distance {name!r}; choose one of {sorted(DISTANCES)}")
+    return models.Distance(DISTANCES[name])
+
+
+def _point_struct(point: Point) -> Any:
+    from qdrant_client import models
+
+    vectors = {name: np.asarray(v, dtype=np.float32).tolist() for name, v in point.vectors.items()}
+    return models.PointStruct(id=point.id, vector=vectors, payload={**point.payload, ITEM_ID_FIELD: point.item_id})
+
+
+def _hit(record: Any, score: float) -> Hit:
+    payload = dict(record.payload or {})
+    vectors = record.vector if isinstance(record.vector, dict) else None
+    return Hit(item_id=str(payload[ITEM_ID_FIELD]), score=float(score), payload=payload,
+               vectors={k: np.asarray(v, dtype=np.float32) for k, v in vectors.items()} if vectors else None)
+
+
+def _is_local(client: Any) -> bool:
+    inner = getattr(client, "_client", None)
+    return type(inner).__name__ == "QdrantLocal"

@@ -1,0 +1,248 @@
+"""One contract suite run against every store backend we ship: edge, qdrant-client local on disk, and in memory."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from retrieval.store.base import CollectionMismatch, CollectionMissing, Point, StoreError
+from retrieval.store.factory import open_store
+from schemas.collection import IMAGE_VECTOR, CollectionSpec
+
+DIM = 16
+N = 60
+GENDERS = ("Men", "Women", "Boys", "Girls", "Unisex")
+COLOURS = ("Red", "Blue", "Black")
+
+
+@pytest.fixture(params=["edge", "local", "memory"])
+def store_config(request, tmp_path) -> dict:
+    if request.param == "memory":
+        return {"backend": "local", "path": ":memory:"}
+    return {"backend": request.param, "path": tmp_path / "store"}
+
+
+@pytest.fixture
+def store(store_config):
+    opened = open_store(**store_config)
+    yield opened
+    opened.close()
+
+
+def make_spec(name: str = "items", model: str = "model-a", dim: int = DIM) -> CollectionSpec:
+    return CollectionSpec(name=name, model=model, dim=dim, filter_fields=("gender", "baseColour"))
+
+
+def make_points(n: int = N, seed: int = 0) -> list[Point]:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return [Point(item_id=f"item-{i}", vectors={IMAGE_VECTOR: vectors[i]},
+                  payload={"gender": GENDERS[i % 5], "baseColour": COLOURS[i % 3]}) for i in range(n)]
+
+
+@pytest.fixture
+def filled(store):
+    store.create_collection(make_spec())
+    points = make_points()
+    store.upsert("items", points)
+    return store, points
+
+
+def test_create_is_idempotent_and_records_the_spec(store):
+    store.create_collection(make_spec())
+    store.create_collection(make_spec())
+    assert store.collection_spec("items") == make_spec()
+    assert store.list_collections() == ["items"]
+
+
+def test_create_with_another_model_names_both(store):
+    store.create_collection(make_spec())
+    with pytest.raises(CollectionMismatch, match="model-a") as caught:
+        store.create_collection(make_spec(model="model-b", dim=32))
+    assert "model-b" in str(caught.value)
+
+
+def test_missing_collection_has_no_spec_and_cannot_be_searched(store):
+    assert store.collection_spec("nope") is None
+    with pytest.raises(CollectionMissing):
+        store.search("nope", IMAGE_VECTOR, np.ones(DIM, np.float32), limit=1)
+
+
+def test_upserting_the_same_items_twice_keeps_the_count(filled):
+    store, points = filled
+    store.upsert("items", points)
+    assert store.count("items") == N
+
+
+def test_exact_match_comes_first_and_results_are_sorted(filled):
+    store, points = filled
+    hits = store.search("items", IMAGE_VECTOR, points[7].vectors[IMAGE_VECTOR], limit=10)
+    assert hits[0].item_id == "item-7"
+    assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert hits[0].payload == {"gender": GENDERS[7 % 5], "baseColour": COLOURS[7 % 3], "item_id": "item-7"}
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True) and len(hits) == 10
+
+
+def test_optimize_keeps_the_points(filled):
+    store, points = filled
+    store.optimize("items")
+    assert store.count("items") == N
+    assert store.search("items", IMAGE_VECTOR, points[11].vectors[IMAGE_VECTOR], limit=1)[0].item_id == "item-11"
+
+
+def test_search_returns_vectors_when_asked(filled):
+    store, points = filled
+    hit = store.search("items", IMAGE_VECTOR, points[3].vectors[IMAGE_VECTOR], limit=1, with_vectors=True)[0]
+    assert np.allclose(hit.vectors[IMAGE_VECTOR], points[3].vectors[IMAGE_VECTOR], atol=1e-5)
+
+
+def test_filters_restrict_results(filled):
+    store, points = filled
+    query = points[0].vectors[IMAGE_VECTOR]
+    one = store.search("items", IMAGE_VECTOR, query, limit=N, query_filter={"gender": "Women"})
+    assert len(one) == N // 5 and {h.payload["gender"] for h in one} == {"Women"}
+    many = store.search("items", IMAGE_VECTOR, query, limit=N,
+                        query_filter={"gender": ["Men", "Girls"], "baseColour": "Red"})
+    expected = {p.item_id for p in points if p.payload["gender"] in ("Men", "Girls") and p.payload["baseColour"] == "Red"}
+    assert {h.item_id for h in many} == expected
+
+
+def test_retrieve_returns_stored_vectors_and_skips_missing(filled):
+    store, points = filled
+    hits = store.retrieve("items", ["item-5", "missing", "item-2"])
+    assert [h.item_id for h in hits] == ["item-5", "item-2"]
+    assert np.allclose(hits[0].vectors[IMAGE_VECTOR], points[5].vectors[IMAGE_VECTOR], atol=1e-5)
+    assert hits[1].payload["gender"] == GENDERS[2] and hits[1].score == 0.0
+
+
+def test_alias_switches(store):
+    for name in ("gen-1", "gen-2"):
+        store.create_collection(make_spec(name))
+    store.set_alias("items", "gen-1")
+    assert store.resolve_alias("items") == "gen-1"
+    store.set_alias("items", "gen-2")
+    assert store.resolve_alias("items") == "gen-2"
+    assert store.resolve_alias("other") is None
+
+
+def test_delete_collection(filled):
+    store, _ = filled
+    store.delete_collection("items")
+    store.delete_collection("items")  # absent: no error
+    assert store.collection_spec("items") is None and store.list_collections() == []
+
+
+def test_reopening_keeps_points_spec_and_aliases(store_config, filled):
+    if store_config["path"] == ":memory:":
+        pytest.skip("an in-memory store does not outlive its client")
+    store, points = filled
+    store.set_alias("current", "items")
+    store.close()
+    reopened = open_store(**store_config)
+    try:
+        assert reopened.count("items") == N
+        assert reopened.collection_spec("items") == make_spec()
+        assert reopened.resolve_alias("current") == "items"
+        assert reopened.search("items", IMAGE_VECTOR, points[9].vectors[IMAGE_VECTOR], limit=1)[0].item_id == "item-9"
+    finally:
+        reopened.close()
+
+
+def test_threads_can_search_while_another_upserts(filled):
+    store, points = filled
+
+    def nearest(i: int) -> str:
+        return store.search("items", IMAGE_VECTOR, points[i].vectors[IMAGE_VECTOR], limit=1)[0].item_id
+
+    with ThreadPoolExecutor(4) as pool:
+        writing = pool.submit(store.upsert, "items", points)
+        assert list(pool.map(nearest, range(N))) == [p.item_id for p in points]
+        writing.result()
+
+
+def test_a_second_edge_store_cannot_open_a_shard_in_use(tmp_path):
+    # A second EdgeShard.load on an open shard damages it (see edge_store.py), so the lock must refuse first.
+    first, second = open_store(backend="edge", path=tmp_path), open_store(backend="edge", path=tmp_path)
+    try:
+        first.create_collection(make_spec())
+        first.upsert("items", make_points(5))
+        with pytest.raises(StoreError, match="another process"):
+            second.count("items")
+        first.close()
+        assert second.count("items") == 5
+    finally:
+        first.close()
+        second.close()
+
+
+def test_unknown_backend_lists_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="edge, local"):
+        open_store(backend="faiss", path=tmp_path)
+
+
+def test_edge_reader_follows_the_alias_to_a_generation_the_writer_closed(tmp_path):
+    # Two EdgeStores on one folder hold separate file locks, exactly like a server process and an index job.
+    server, job = open_store(backend="edge", path=tmp_path), open_store(backend="edge", path=tmp_path)
+    try:
+        for generation, seed in (("gen-1", 0), ("gen-2", 1)):
+            job.create_collection(make_spec(generation))
+            job.upsert(generation, make_points(10, seed))
+            job.close()
+            job.set_alias("items", generation)
+            query = make_points(10, seed)[4].vectors[IMAGE_VECTOR]
+            hit = server.search("items", IMAGE_VECTOR, query, limit=1)[0]
+            assert (hit.item_id, round(hit.score, 4)) == ("item-4", 1.0)
+        job.delete_collection("gen-1")  # the server let go of gen-1 when the alias left it
+        assert job.list_collections() == ["gen-2"]
+        with pytest.raises(StoreError, match="another process"):
+            job.delete_collection("gen-2")
+    finally:
+        server.close()
+        job.close()
+
+
+class FlakyClient:
+    """Stands in for QdrantClient: fails its first upserts with the given HTTP status."""
+
+    def __init__(self, status: int, failures: int):
+        self.status, self.failures, self.calls = status, failures, 0
+
+    def upsert(self, collection, points, wait):
+        from httpx import Headers
+        from qdrant_client.http.exceptions import UnexpectedResponse
+
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise UnexpectedResponse(self.status, "boom", b"{}", Headers())
+
+
+def test_upsert_retries_server_errors_but_not_client_errors():
+    from retrieval.store.qdrant_store import QdrantStore
+
+    flaky = FlakyClient(503, failures=2)
+    QdrantStore(flaky, backoff_s=0).upsert("items", make_points(3))
+    assert flaky.calls == 3
+    wrong = FlakyClient(400, failures=1)
+    with pytest.raises(StoreError, match="400"):
+        QdrantStore(wrong, backoff_s=0).upsert("items", make_points(3))
+    assert wrong.calls == 1
+
+
+def test_an_unreachable_server_is_a_store_error():
+    import socket
+
+    from qdrant_client import QdrantClient
+
+    from retrieval.store.qdrant_store import QdrantStore
+
+    with socket.socket() as probe:  # a port that was free a moment ago refuses connections
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = QdrantStore(QdrantClient(url=f"http://127.0.0.1:{port}", timeout=2, check_compatibility=False))
+    with pytest.raises(StoreError):
+        store.list_collections()
+    store.close()

@@ -1,0 +1,69 @@
+"""The web page in headless Chromium: a text search shows result images, and clicking one refines by it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.test_serve import server  # noqa: F401  (the module-scoped app fixture)
+
+pytestmark = [pytest.mark.ray, pytest.mark.e2e]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium and chromium-driver (.ci/run does)")
+        pytest.skip("chromium / chromedriver not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,900"):
+        options.add_argument(flag)
+    session = webdriver.Chrome(service=Service(driver), options=options)
+    yield session
+    session.quit()
+
+
+def _cards(browser):
+    from selenium.webdriver.common.by import By
+
+    return browser.find_elements(By.CSS_SELECTOR, "#results .card")
+
+
+def _wait_for(browser, condition, seconds=60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, seconds).until(lambda _: condition())
+
+
+def test_search_shows_result_images_and_refines(server, browser):  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{server.base_url}/")
+    browser.find_element(By.ID, "text").send_keys("blue jeans")
+    browser.find_element(By.CSS_SELECTOR, "#search button[type=submit]").click()
+    _wait_for(browser, lambda: len(_cards(browser)) > 0)
+    images = browser.find_elements(By.CSS_SELECTOR, "#results .card img")
+    _wait_for(browser, lambda: all(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i)
+                                   for i in images[:8]))
+    names = " ".join(c.text for c in _cards(browser)[:5])
+    assert "Jeans" in names
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "web-search.png"))
+    first = _cards(browser)[0]
+    clicked = first.get_attribute("data-id")
+    first.click()  # refine: search by that item's photo
+    _wait_for(browser, lambda: _cards(browser) and _cards(browser)[0].get_attribute("data-id") != clicked)
+    assert clicked not in [c.get_attribute("data-id") for c in _cards(browser)]
+    assert "results in" in browser.find_element(By.ID, "status").text
