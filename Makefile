@@ -16,7 +16,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help venv demo test test-fast index query submit bench bench-store clean
+.PHONY: help venv demo test test-fast index query submit serve bench bench-store clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ query: $(STAMP) ## search: make query ARGS='--text "blue jeans"'
 submit: $(STAMP) ## reindex through `ray job submit` against a running `ray start --head`
 	$(BIN)/ray job submit --address $(RAY_ADDRESS) --working-dir . -- \
 	  python -m jobs.index --catalog $(CATALOG) --model $(MODEL) --store-path $(STORE) $(ARGS)
+
+serve: $(STAMP) ## run the search service on http://127.0.0.1:8000 (web page at /, API docs at /docs)
+	$(BIN)/serve run cluster/serve-config.yaml
 
 bench-store: $(STAMP) ## store backends: upsert time and kNN latency on synthetic vectors
 	$(BIN)/python -m jobs.bench_store --points 10000 44000

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
@@ -23,7 +23,9 @@ def _settings_default(name: str):
 
 
 class ServeArgs(BaseModel):
-    """Every knob of the service; unset ones come from FASHION_* settings."""
+    """Every knob of the service; unset ones come from FASHION_* settings. Unknown keys are an error (typos)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     model: str = Field(default_factory=_settings_default("model"))
     device: str = Field(default_factory=_settings_default("device"))

@@ -149,3 +149,15 @@ def test_reindex_while_serving(server, full_index, offline_catalog, model_spec):
     assert len(statuses) > 5 and set(statuses) == {200}, Counter(statuses)
     after = server.get("/readyz").json()
     assert after["collection"] == summary["collection"] and after["points"] == 300
+    _switch_alias(cfg, before["collection"])  # later tests expect the full catalog again
+    assert server.get("/readyz").json()["collection"] == before["collection"]
+
+
+def _switch_alias(cfg, collection: str) -> None:
+    from retrieval.store.factory import open_store
+
+    store = open_store(**cfg.store.model_dump())
+    try:
+        store.set_alias(cfg.collection, collection)
+    finally:
+        store.close()

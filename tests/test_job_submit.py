@@ -1,0 +1,66 @@
+"""The documented cluster path, once: `ray start --head`, then `ray job submit --working-dir . -- python -m jobs.index`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.test_serve import free_port
+
+pytestmark = [pytest.mark.ray, pytest.mark.e2e]
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def head_node(tmp_path_factory):
+    """A head node of our own (`--block`, so terminating it stops exactly the processes it started)."""
+    dashboard, gcs = free_port(), free_port()
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    temp = tmp_path_factory.mktemp("ray-head")
+    process = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
+         "--dashboard-host=127.0.0.1", "--num-cpus=2", "--include-dashboard=true", f"--temp-dir={temp}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        _wait_for_dashboard(address)
+        yield address, env
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def _wait_for_dashboard(address: str, seconds: int = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{address}/api/version", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise TimeoutError("the Ray dashboard did not come up")
+
+
+def test_index_job_through_ray_job_submit(head_node, offline_catalog, model_spec, tmp_path):
+    address, env = head_node
+    summary = tmp_path / "summary.json"
+    command = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
+               "python", "-m", "jobs.index", "--catalog", str(offline_catalog), "--model", model_spec,
+               "--store-path", str(tmp_path / "store"), "--limit", "40", "--encode-cpus", "0.5",
+               "--summary-json", str(summary)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "indexed 40" in result.stdout and "images/s" in result.stdout
+    report = json.loads(summary.read_text())
+    assert report["indexed"] == 40 and report["points_in_collection"] == 40 and report["alias_switched"]
