@@ -68,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> IndexConfig:
     p.add_argument("--encode-actors", type=int, default=1)
     p.add_argument("--encode-cpus", type=float, default=1.0, help="CPUs per encoder actor (fractions allowed)")
     p.add_argument("--encode-gpus", type=float, default=0.0, help="GPUs per encoder actor (auto: 1 when present)")
+    p.add_argument("--encode-threads", type=int, help="torch threads per encoder actor (default: its CPUs)")
+    p.add_argument("--allow-random-weights", action="store_true", help="benchmarks only: NAME without a tag")
     p.add_argument("--decode-cpus", type=float, default=0.5, help="CPUs per decode task")
     p.add_argument("--max-skip-fraction", type=float, default=0.2, help="fail (no alias switch) past this")
     p.add_argument("--optimize-above", type=int, default=20_000, help="build the kNN index past this many points")
@@ -93,14 +95,15 @@ def build_pipeline(cfg: IndexConfig, rows: list[dict], preprocess_cfg):
 
     resources = encoder_resources(cfg)
     device = "cuda" if resources["num_gpus"] > 0 else ("cpu" if cfg.device == "auto" else cfg.device)
-    threads = max(1, int(cfg.encode_cpus)) if device == "cpu" else None
+    threads = (cfg.encode_threads or max(1, round(cfg.encode_cpus))) if device == "cpu" else None
     return (
         ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // 256, 400)))
         # Stateless stages go in as instances, so Ray runs (and fuses) them as CPU tasks, not actors.
         .map_batches(ReadImages(), batch_size=cfg.batch_size, num_cpus=cfg.decode_cpus, batch_format="numpy")
         .map_batches(DecodeImages(preprocess_cfg, cfg.max_image_pixels),
                      batch_size=cfg.batch_size, num_cpus=cfg.decode_cpus, batch_format="numpy")
-        .map_batches(EncodeImages, fn_constructor_args=(cfg.model, device, cfg.precision, threads),
+        .map_batches(EncodeImages,
+                     fn_constructor_args=(cfg.model, device, cfg.precision, threads, cfg.allow_random_weights),
                      batch_size=cfg.batch_size, batch_format="numpy",
                      compute=ray.data.ActorPoolStrategy(size=cfg.encode_actors), **resources)
     )
@@ -110,7 +113,7 @@ def model_info(cfg: IndexConfig):
     """Load the model once on the driver: the collection needs its dimension, the decoders its preprocess config."""
     from retrieval.model import load_model
 
-    encoder = load_model(cfg.model, device="cpu", precision="fp32")
+    encoder = load_model(cfg.model, device="cpu", precision="fp32", allow_random=cfg.allow_random_weights)
     preprocess = encoder.preprocess_cfg
     preprocess = preprocess.letterboxed() if cfg.letterbox else preprocess
     return encoder.spec, encoder.dim, replace(preprocess, draft=cfg.draft)
@@ -159,13 +162,17 @@ def run(cfg: IndexConfig) -> dict:
     collection, is_new = prepare_collection(cfg, model, dim, catalog.root)
     log.info("indexing %d items of %s into %s", len(items), catalog.root, collection)
     sink = QdrantDatasink(cfg.store, collection)
+    pipeline_started = time.perf_counter()
     if items:
         ray.init(ignore_reinit_error=True, log_to_driver=False) if not ray.is_initialized() else None
+        pipeline_started = time.perf_counter()
         build_pipeline(cfg, catalog_rows(catalog, items), preprocess_cfg).write_datasink(
             sink, concurrency=None if not cfg.store.embedded else 1, ray_remote_args={"num_cpus": 0.25})
+    pipeline_s = time.perf_counter() - pipeline_started
     wall = time.perf_counter() - started
     summary = {"read": len(items), "indexed": sink.tally.written, "skipped": dict(sink.tally.skipped),
                "skipped_examples": sink.tally.examples, "wall_s": round(wall, 2),
+               "pipeline_s": round(pipeline_s, 2),
                "images_per_s": round(sink.tally.written / wall, 1) if wall else 0.0,
                **finish(cfg, collection, is_new, sink.tally, len(items))}
     return summary

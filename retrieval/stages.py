@@ -69,14 +69,15 @@ class DecodeImages:
 class EncodeImages:
     """Loads the CLIP model once (per actor) and turns `pixels` into `vector` (float32 bytes) for the accepted rows."""
 
-    def __init__(self, model_spec: str, device: str = "auto", precision: str = "fp32", threads: int | None = None):
+    def __init__(self, model_spec: str, device: str = "auto", precision: str = "fp32", threads: int | None = None,
+                 allow_random: bool = False):
         import torch
 
         from retrieval.model import load_model
 
         if threads:
             torch.set_num_threads(threads)
-        self.encoder = load_model(model_spec, device=device, precision=precision)
+        self.encoder = load_model(model_spec, device=device, precision=precision, allow_random=allow_random)
         self.size = self.encoder.preprocess_cfg.image_size
 
     def __call__(self, batch: Batch) -> Batch:

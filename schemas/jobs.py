@@ -40,6 +40,8 @@ class IndexConfig(BaseModel):
     batch_size: int = Field(64, gt=0)
     encode_actors: int = Field(1, gt=0)
     encode_cpus: float = Field(1.0, ge=0)
+    encode_threads: int | None = Field(None, ge=1, description="torch threads per actor (default: its CPUs)")
+    allow_random_weights: bool = Field(False, description="Benchmarks only: a NAME without pretrained tag")
     encode_gpus: float = Field(0.0, ge=0)
     decode_cpus: float = Field(0.5, gt=0)
     max_skip_fraction: float = Field(0.2, ge=0, le=1, description="Fail the run (no alias switch) past this")
