@@ -16,7 +16,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help venv demo test test-fast index query submit serve bench bench-store clean
+.PHONY: help venv demo test test-fast index query submit serve bench bench-serve bench-store clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,12 @@ submit: $(STAMP) ## reindex through `ray job submit` against a running `ray star
 
 serve: $(STAMP) ## run the search service on http://127.0.0.1:8000 (web page at /, API docs at /docs)
 	$(BIN)/serve run cluster/serve-config.yaml
+
+bench: $(STAMP) ## index throughput: model-only ceiling vs Ray pipeline vs naive loop (N=512, two models, two sizes)
+	$(BIN)/python -m jobs.bench_index $(ARGS)
+
+bench-serve: $(STAMP) ## HTTP latency p50/p95/p99 and throughput at concurrency 1 and 8, against in-process search
+	$(BIN)/python -m jobs.bench_serve $(ARGS)
 
 bench-store: $(STAMP) ## store backends: upsert time and kNN latency on synthetic vectors
 	$(BIN)/python -m jobs.bench_store --points 10000 44000

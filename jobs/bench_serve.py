@@ -1,0 +1,147 @@
+"""Serving benchmark: in-process search time, then HTTP latency and throughput through Ray Serve, on one index.
+
+python -m jobs.bench_serve --seconds 60       (indexes the offline catalog first if the store has no collection)
+Headline: serving overhead = HTTP p50 - in-process p50, per query kind, at concurrency 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from retrieval.settings import OFFLINE_CATALOG, get_settings
+
+PHOTOS = ["10003", "10127", "10438", "10016", "11534", "10098", "10196", "10035"]
+WORDS = ["blue jeans", "red dress for women", "white sports shoes", "black leather handbag", "pink top",
+         "grey track pants", "brown watch", "green kurta"]
+
+
+def queries(kind: str) -> list[dict]:
+    """JSON bodies of one kind, cycling through real catalog photos and shopper words."""
+    photos = [base64.b64encode((OFFLINE_CATALOG / "images" / f"{i}.jpg").read_bytes()).decode() for i in PHOTOS]
+    bodies = {"text": [{"text": w} for w in WORDS], "image": [{"image_base64": p} for p in photos],
+              "image+text": [{"image_base64": p, "text": "in red"} for p in photos]}[kind]
+    return [{**b, "k": 10} for b in bodies]
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    return {f"p{q}": float(np.percentile(ms, q)) for q in (50, 95, 99)}
+
+
+def in_process(bodies: dict[str, list[dict]], repeats: int) -> dict[str, dict]:
+    """The same queries through SearchService in this process (encode + two-stage search), no HTTP."""
+    from retrieval.search import SearchParams
+    from retrieval.service import SearchService
+    from schemas.jobs import StoreConfig
+
+    s = get_settings()
+    store = StoreConfig(url=s.qdrant_url, backend=s.store_backend, path=s.store_path)
+    results = {}
+    with SearchService.open(s.model, store, s.collection, device=s.device) as service:
+        for kind, kind_bodies in bodies.items():
+            ms = []
+            for i in range(repeats + 3):  # the first calls warm caches and are dropped
+                body = kind_bodies[i % len(kind_bodies)]
+                image = base64.b64decode(body["image_base64"]) if "image_base64" in body else None
+                started = time.perf_counter()
+                service.search(image=image, text=body.get("text"), params=SearchParams(k=10))
+                ms.append((time.perf_counter() - started) * 1000)
+            results[kind] = percentiles(ms[3:])
+    return results
+
+
+async def load(url: str, bodies: list[dict], concurrency: int, seconds: float, max_requests: int) -> dict:
+    """`concurrency` clients posting in a loop, bounded by time and by count; latencies, errors, throughput."""
+    latencies, errors, deadline = [], [], time.monotonic() + seconds
+
+    async def client_loop(client: httpx.AsyncClient, offset: int) -> None:
+        i = offset
+        while time.monotonic() < deadline and len(latencies) + len(errors) < max_requests:
+            started = time.perf_counter()
+            response = await client.post("/search", json=bodies[i % len(bodies)])
+            (latencies if response.status_code == 200 else errors).append((time.perf_counter() - started) * 1000)
+            i += 1
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        await asyncio.gather(*(client_loop(client, c) for c in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return {**percentiles(latencies), "errors": len(errors), "requests": len(latencies) + len(errors),
+            "rps": len(latencies) / elapsed}
+
+
+def start_app(port: int) -> str:
+    from ray import serve
+
+    from serve.app import build_app
+
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app({}), blocking=False)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError("the app did not become ready")
+
+
+def ensure_index() -> None:
+    from jobs import index
+    from retrieval.store.factory import open_store
+
+    cfg = index.parse_args([])
+    store = open_store(**cfg.store.model_dump())
+    try:
+        present = store.resolve_alias(cfg.collection) is not None
+    finally:
+        store.close()
+    if not present:
+        index.run(cfg)
+
+
+def report(inproc: dict, http: dict) -> None:
+    print("\n| query | concurrency | p50 ms | p95 ms | p99 ms | req/s | errors | in-process p50 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for (kind, conc), r in http.items():
+        base = f"{inproc[kind]['p50']:.1f}" if kind in inproc else ""
+        print(f"| {kind} | {conc} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['rps']:.1f} | "
+              f"{r['errors']} | {base} |")
+    for kind in inproc:
+        overhead = http[(kind, 1)]["p50"] - inproc[kind]["p50"]
+        print(f"serving overhead ({kind}): HTTP p50 {http[(kind, 1)]['p50']:.1f} ms - in-process p50 "
+              f"{inproc[kind]['p50']:.1f} ms = {overhead:.1f} ms")
+
+
+def main(argv: list[str] | None = None) -> None:
+    import ray
+
+    parser = argparse.ArgumentParser(prog="python -m jobs.bench_serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=100, help="requests per kind at concurrency 1")
+    parser.add_argument("--seconds", type=float, default=60, help="the mixed soak at concurrency 8")
+    parser.add_argument("--port", type=int, default=8011)
+    args = parser.parse_args(argv)
+    bodies = {kind: queries(kind) for kind in ("text", "image", "image+text")}
+    ensure_index()
+    inproc = in_process(bodies, args.requests)
+    ray.init(ignore_reinit_error=True, log_to_driver=False)
+    url, http = start_app(args.port), {}
+    for kind, kind_bodies in bodies.items():
+        asyncio.run(load(url, kind_bodies, 1, 5, 10))  # warm-up
+        http[(kind, 1)] = asyncio.run(load(url, kind_bodies, 1, 120, args.requests))
+        http[(kind, 8)] = asyncio.run(load(url, kind_bodies, 8, 15, 100_000))
+    mixed = [b for kind_bodies in bodies.values() for b in kind_bodies]
+    http[("mixed soak", 8)] = asyncio.run(load(url, mixed, 8, args.seconds, 1_000_000))
+    report(inproc, http)
+
+
+if __name__ == "__main__":
+    main()
