@@ -161,3 +161,34 @@ def _switch_alias(cfg, collection: str) -> None:
         store.set_alias(cfg.collection, collection)
     finally:
         store.close()
+
+
+def test_unreachable_store_is_503_not_500(server, model_spec):
+    """A Qdrant server that is down: /readyz and /search answer 503 with a reason, the process keeps running."""
+    from ray import serve
+
+    from serve.app import build_app
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    serve.run(build_app({"model": model_spec, "qdrant_url": dead, "encoder_cpus": 0.25}), name="dead-store",
+              route_prefix="/dead", blocking=False)
+    try:
+        _wait_for_status(server, "/dead/healthz", 200)
+        ready = server.get("/dead/readyz")
+        assert ready.status_code == 503 and "store" in ready.json()["detail"]
+        response = server.post("/dead/search", json={"text": "blue jeans"})
+        assert response.status_code == 503 and "Traceback" not in response.text
+    finally:
+        serve.delete("dead-store")
+
+
+def _wait_for_status(client: httpx.Client, path: str, status: int, seconds: int = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if client.get(path).status_code == status:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{path} never answered {status}")

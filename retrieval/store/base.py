@@ -55,6 +55,15 @@ class Hit:
     vectors: dict[str, np.ndarray] | None = None
 
 
+def check_same_spec(spec: CollectionSpec, found: CollectionSpec) -> None:
+    """Raise CollectionMismatch, naming both models, when an existing collection differs from the wanted spec."""
+    problem = spec.mismatch(found)
+    if problem:
+        raise CollectionMismatch(
+            f"collection {spec.name!r} was built with model {found.model!r} (dim {found.dim}) but this run uses "
+            f"model {spec.model!r} (dim {spec.dim}): {problem}")
+
+
 # Filters are plain data: {"field": "value"} matches one value, {"field": ["a", "b"]} matches any of them.
 Filter = dict[str, Any]
 

@@ -44,7 +44,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from retrieval.store.base import (
-    ITEM_ID_FIELD, CollectionMismatch, CollectionMissing, Filter, Hit, Point, StoreError, point_id,
+    check_same_spec,
+    ITEM_ID_FIELD, CollectionMissing, Filter, Hit, Point, StoreError, point_id,
 )
 from schemas.collection import CollectionSpec
 
@@ -77,7 +78,7 @@ class EdgeStore:
         with self._lock, _edge_errors():
             found = self.collection_spec(spec.name) or self._create(spec)
             if found is not None:
-                _check_same(spec, found)
+                check_same_spec(spec, found)
 
     def _create(self, spec: CollectionSpec) -> CollectionSpec | None:
         """Create the collection and keep it open; or return the spec another process recorded meanwhile."""
@@ -310,14 +311,6 @@ def _hit(record: Any, score: float) -> Hit:
     vectors = record.vector if isinstance(record.vector, dict) else None
     return Hit(item_id=str(payload[ITEM_ID_FIELD]), score=float(score), payload=payload,
                vectors={k: np.asarray(v, dtype=np.float32) for k, v in vectors.items()} if vectors else None)
-
-
-def _check_same(spec: CollectionSpec, found: CollectionSpec) -> None:
-    problem = spec.mismatch(found)
-    if problem:
-        raise CollectionMismatch(
-            f"collection {spec.name!r} was built with model {found.model!r} (dim {found.dim}) but this run uses "
-            f"model {spec.model!r} (dim {spec.dim}): {problem}")
 
 
 def _close_shard(handle: _OpenShard) -> None:

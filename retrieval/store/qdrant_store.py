@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 
 from retrieval.store.base import (
+    check_same_spec,
     ITEM_ID_FIELD, CollectionMismatch, CollectionMissing, Filter, Hit, Point, StoreError, point_id,
 )
 from schemas.collection import CollectionSpec
@@ -38,7 +39,7 @@ class QdrantStore:
     def create_collection(self, spec: CollectionSpec) -> None:
         found = self.collection_spec(spec.name)
         if found is not None:
-            _check_same(spec, found)
+            check_same_spec(spec, found)
             return
         from qdrant_client import models
 
@@ -186,14 +187,6 @@ def _is_not_found(exc: Exception) -> bool:
         return getattr(code(), "name", None) == "NOT_FOUND"
     # Local mode raises ValueError("Collection X not found").
     return isinstance(exc, ValueError) and "not found" in str(exc)
-
-
-def _check_same(spec: CollectionSpec, found: CollectionSpec) -> None:
-    problem = spec.mismatch(found)
-    if problem:
-        raise CollectionMismatch(
-            f"collection {spec.name!r} was built with model {found.model!r} (dim {found.dim}) but this run uses "
-            f"model {spec.model!r} (dim {spec.dim}): {problem}")
 
 
 def _distance(name: str) -> Any:
