@@ -6,9 +6,12 @@ from pydantic import BaseModel, Field
 
 IMAGE_VECTOR = "image"
 
-# Fields shoppers filter by in the reference catalogs; each gets a keyword payload index.
+# Fields shoppers filter by in the catalogs we read (Fashion Product Images CSV, DeepFashion-MultiModal, In-shop);
+# each gets a keyword payload index. An index on a field a catalog lacks costs nothing.
 DEFAULT_FILTER_FIELDS: tuple[str, ...] = (
     "gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage",
+    "category", "sleeve_length", "neckline", "upper_fabric", "lower_fabric", "upper_pattern", "lower_pattern",
+    "inshop_item_id", "split",
 )
 
 
