@@ -33,6 +33,8 @@ class ServeArgs(BaseModel):
     collection: str = Field(default_factory=_settings_default("collection"))
     qdrant_url: str | None = Field(default_factory=_settings_default("qdrant_url"))
     qdrant_api_key: str | None = Field(default_factory=_settings_default("qdrant_api_key"))
+    qdrant_grpc: bool = Field(default_factory=_settings_default("qdrant_grpc"))
+    qdrant_timeout_s: float = Field(default_factory=_settings_default("qdrant_timeout_s"), gt=0)
     store_backend: str = Field(default_factory=_settings_default("store_backend"))
     store_path: Path = Field(default_factory=_settings_default("store_path"))
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)
@@ -44,8 +46,8 @@ class ServeArgs(BaseModel):
     ingress_cpus: float = Field(0.25, ge=0)
 
     def store(self) -> StoreConfig:
-        return StoreConfig(url=self.qdrant_url, api_key=self.qdrant_api_key, backend=self.store_backend,
-                           path=self.store_path.resolve())
+        return StoreConfig(url=self.qdrant_url, api_key=self.qdrant_api_key, prefer_grpc=self.qdrant_grpc,
+                           timeout_s=self.qdrant_timeout_s, backend=self.store_backend, path=self.store_path.resolve())
 
 
 def build_app(args: ServeArgs) -> Application:

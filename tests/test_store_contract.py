@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -17,17 +19,28 @@ GENDERS = ("Men", "Women", "Boys", "Girls", "Unisex")
 COLOURS = ("Red", "Blue", "Black")
 
 
-@pytest.fixture(params=["edge", "local", "memory"])
+# A real Qdrant server joins the suite when one is given (the manual check in docs/cluster.md); CI has none.
+SERVER_URL = os.environ.get("FASHION_TEST_QDRANT_URL")
+BACKENDS = ["edge", "local", "memory"] + (["server"] if SERVER_URL else [])
+
+
+@pytest.fixture(params=BACKENDS)
 def store_config(request, tmp_path) -> dict:
     if request.param == "memory":
         return {"backend": "local", "path": ":memory:"}
+    if request.param == "server":
+        return {"url": SERVER_URL, "api_key": os.environ.get("FASHION_TEST_QDRANT_API_KEY")}
     return {"backend": request.param, "path": tmp_path / "store"}
 
 
 @pytest.fixture
 def store(store_config):
     opened = open_store(**store_config)
+    before = set(opened.list_collections())
     yield opened
+    if "url" in store_config:  # leave a shared server as we found it
+        for name in set(opened.list_collections()) - before:
+            opened.delete_collection(name)
     opened.close()
 
 

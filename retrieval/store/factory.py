@@ -30,6 +30,8 @@ def _server_store(url: str, api_key: str | None, prefer_grpc: bool, timeout_s: f
 
     from retrieval.store.qdrant_store import QdrantStore
 
+    if "://" not in url:  # qdrant-client guesses https for a bare host when an API key is set: be explicit
+        raise StoreError(f"Qdrant URL {url!r} has no scheme; write http://{url} or https://{url}")
     try:
         client = QdrantClient(url=url, api_key=api_key, prefer_grpc=prefer_grpc, timeout=math.ceil(timeout_s))
     except Exception as exc:  # noqa: BLE001 - a bad URL or unreachable server is a store error to the caller

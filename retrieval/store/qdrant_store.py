@@ -30,8 +30,10 @@ TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABO
 class QdrantStore:
     """The store over a QdrantClient (server URL, path=... or ':memory:'); the spec lives in collection metadata."""
 
-    def __init__(self, client: Any, *, batch_size: int = 256, retries: int = 4, backoff_s: float = 0.5):
+    def __init__(self, client: Any, *, batch_size: int = 256, retries: int = 4, read_retries: int = 1,
+                 backoff_s: float = 0.5, ready_timeout_s: float = 600.0):
         self.client, self.batch_size, self.retries, self.backoff_s = client, batch_size, retries, backoff_s
+        self.read_retries, self.ready_timeout_s = read_retries, ready_timeout_s
         self.local = _is_local(client)
         # Local mode is plain Python state plus SQLite: not safe for concurrent threads, so serialise it.
         self._lock = threading.RLock() if self.local else contextlib.nullcontext()
@@ -87,7 +89,16 @@ class QdrantStore:
         return self._call(lambda: self.client.count(collection, exact=True), collection).count
 
     def optimize(self, collection: str) -> None:
-        """Nothing to do: a server builds its indexes in the background, and local mode has none."""
+        """A server builds its index in the background: wait until the collection is green, so an alias switched
+        next sends searches to an indexed generation. Local mode has no index: nothing to wait for."""
+        if self.local:
+            return
+        deadline = time.monotonic() + self.ready_timeout_s
+        while self._call(lambda: self.client.get_collection(collection), collection).status != "green":
+            if time.monotonic() > deadline:
+                log.warning("collection %s still not green after %.0f s; going on", collection, self.ready_timeout_s)
+                return
+            time.sleep(1.0)
 
     def delete_collection(self, name: str) -> None:
         if name in self.list_collections():
@@ -119,25 +130,22 @@ class QdrantStore:
             self.client.close()
 
     def _call(self, fn: Callable[[], T], collection: str | None = None) -> T:
-        """Run one client call, mapping client errors to the store's errors."""
-        try:
-            with self._lock:
-                return fn()
-        except Exception as exc:  # noqa: BLE001 - every client failure becomes a StoreError subclass
-            raise _store_error(exc, collection) from exc
+        """Run one client call (a read, or an idempotent admin call): one quick retry of a transient failure."""
+        return self._retrying(fn, collection, retries=self.read_retries)
 
-    def _retrying(self, fn: Callable[[], T], collection: str) -> T:
-        """Run a write, retrying transient failures with exponential backoff (a 4xx is the caller's bug: no retry)."""
-        for attempt in range(self.retries + 1):
+    def _retrying(self, fn: Callable[[], T], collection: str | None, retries: int | None = None) -> T:
+        """Retry transient failures with exponential backoff (a 4xx is the caller's bug: no retry); map errors."""
+        retries = self.retries if retries is None else retries
+        for attempt in range(retries + 1):
             try:
                 with self._lock:
                     return fn()
             except Exception as exc:  # noqa: BLE001
-                if attempt == self.retries or not is_transient(exc):
+                if attempt == retries or not is_transient(exc):
                     raise _store_error(exc, collection) from exc
                 delay = self.backoff_s * 2 ** attempt
                 log.warning("transient store error (attempt %d/%d), retrying in %.1fs: %s",
-                            attempt + 1, self.retries + 1, delay, exc)
+                            attempt + 1, retries + 1, delay, exc)
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
