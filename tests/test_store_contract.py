@@ -20,7 +20,7 @@ COLOURS = ("Red", "Blue", "Black")
 
 
 # A real Qdrant server joins the suite when one is given (the manual check in docs/cluster.md); CI has none.
-SERVER_URL = os.environ.get("FASHION_TEST_QDRANT_URL")
+SERVER_URL = os.environ.get("QDRANT_TEST_URL")
 BACKENDS = ["edge", "local", "memory"] + (["server"] if SERVER_URL else [])
 
 
@@ -29,7 +29,7 @@ def store_config(request, tmp_path) -> dict:
     if request.param == "memory":
         return {"backend": "local", "path": ":memory:"}
     if request.param == "server":
-        return {"url": SERVER_URL, "api_key": os.environ.get("FASHION_TEST_QDRANT_API_KEY")}
+        return {"url": SERVER_URL, "api_key": os.environ.get("QDRANT_TEST_API_KEY")}
     return {"backend": request.param, "path": tmp_path / "store"}
 
 
