@@ -52,6 +52,16 @@ def _wait_for_dashboard(address: str, seconds: int = 120) -> None:
     raise TimeoutError("the Ray dashboard did not come up")
 
 
+def _submit(command: list[str], env: dict, attempts: int = 6) -> subprocess.CompletedProcess:
+    """Submit, retrying while the head's job agent is still starting (the dashboard answers before it)."""
+    for _ in range(attempts):
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        if "No available agent" not in result.stdout + result.stderr:
+            return result
+        time.sleep(5)
+    return result
+
+
 def test_index_job_through_ray_job_submit(head_node, offline_catalog, model_spec, tmp_path):
     address, env = head_node
     summary = tmp_path / "summary.json"
@@ -59,7 +69,7 @@ def test_index_job_through_ray_job_submit(head_node, offline_catalog, model_spec
                "python", "-m", "jobs.index", "--catalog", str(offline_catalog), "--model", model_spec,
                "--store-path", str(tmp_path / "store"), "--limit", "40", "--encode-cpus", "0.5",
                "--summary-json", str(summary)]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    result = _submit(command, env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "indexed 40" in result.stdout and "images/s" in result.stdout
     report = json.loads(summary.read_text())
