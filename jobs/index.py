@@ -71,6 +71,12 @@ def parse_args(argv: list[str] | None = None) -> IndexConfig:
     p.add_argument("--encode-threads", type=int, help="torch threads per encoder actor (default: its CPUs)")
     p.add_argument("--allow-random-weights", action="store_true", help="benchmarks only: NAME without a tag")
     p.add_argument("--decode-cpus", type=float, default=0.5, help="CPUs per decode task")
+    p.add_argument("--segment", default="none", choices=["none", "u2netp", "annotations", "maskrcnn"],
+                   help="isolate the garment before encoding (its own actor pool)")
+    p.add_argument("--segment-actors", type=int, default=1)
+    p.add_argument("--segment-cpus", type=float, default=1.0)
+    p.add_argument("--segment-gpus", type=float, default=0.0)
+    p.add_argument("--segment-weights", help="maskrcnn weights file, or DEFAULT to download torchvision's")
     p.add_argument("--max-skip-fraction", type=float, default=0.2, help="fail (no alias switch) past this")
     p.add_argument("--optimize-above", type=int, default=20_000, help="build the kNN index past this many points")
     p.add_argument("--summary-json", type=Path, help="also write the summary here")
@@ -89,24 +95,52 @@ def encoder_resources(cfg: IndexConfig) -> dict:
     return {"num_cpus": cfg.encode_cpus, "num_gpus": gpus}
 
 
-def build_pipeline(cfg: IndexConfig, rows: list[dict], preprocess_cfg):
-    """The Ray Data plan: decode in CPU tasks, encode in an actor pool; consumed by the sink."""
+def build_pipeline(cfg: IndexConfig, rows: list[dict], preprocess_cfg, catalog_root: Path):
+    """The Ray Data plan: decode in CPU tasks, optionally segment in its own actor pool, encode in an actor pool."""
     import ray
 
     resources = encoder_resources(cfg)
     device = "cuda" if resources["num_gpus"] > 0 else ("cpu" if cfg.device == "auto" else cfg.device)
     threads = (cfg.encode_threads or max(1, round(cfg.encode_cpus))) if device == "cpu" else None
-    return (
+    ds = (
         ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // 256, 400)))
         # Stateless stages go in as instances, so Ray runs (and fuses) them as CPU tasks, not actors.
         .map_batches(ReadImages(), batch_size=cfg.batch_size, num_cpus=cfg.decode_cpus, batch_format="numpy")
-        .map_batches(DecodeImages(preprocess_cfg, cfg.max_image_pixels),
-                     batch_size=cfg.batch_size, num_cpus=cfg.decode_cpus, batch_format="numpy")
-        .map_batches(EncodeImages,
-                     fn_constructor_args=(cfg.model, device, cfg.precision, threads, cfg.allow_random_weights),
-                     batch_size=cfg.batch_size, batch_format="numpy",
-                     compute=ray.data.ActorPoolStrategy(size=cfg.encode_actors), **resources)
     )
+    ds = _decode(ds, cfg, preprocess_cfg, catalog_root)
+    return ds.map_batches(
+        EncodeImages, fn_constructor_args=(cfg.model, device, cfg.precision, threads, cfg.allow_random_weights),
+        batch_size=cfg.batch_size, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=cfg.encode_actors), **resources)
+
+
+def _decode(ds, cfg: IndexConfig, preprocess_cfg, catalog_root: Path):
+    """Decode straight to model pixels, or decode to RGB and let the segmentation actors crop and preprocess."""
+    import ray
+
+    if cfg.segment == "none":
+        return ds.map_batches(DecodeImages(preprocess_cfg, cfg.max_image_pixels),
+                              batch_size=cfg.batch_size, num_cpus=cfg.decode_cpus, batch_format="numpy")
+    from retrieval.segmentation import DecodeRGB, SegmentImages
+
+    options = segment_options(cfg, catalog_root)
+    return (ds.map_batches(DecodeRGB(cfg.max_image_pixels, min_side=320, max_side=640),
+                           batch_size=cfg.batch_size, num_cpus=cfg.decode_cpus, batch_format="numpy")
+            .map_batches(SegmentImages, fn_constructor_args=(cfg.segment,),
+                         fn_constructor_kwargs={"preprocess_cfg": preprocess_cfg, **options},
+                         batch_size=cfg.batch_size, batch_format="numpy",
+                         compute=ray.data.ActorPoolStrategy(size=cfg.segment_actors),
+                         num_cpus=cfg.segment_cpus, num_gpus=cfg.segment_gpus))
+
+
+def segment_options(cfg: IndexConfig, catalog_root: Path) -> dict:
+    """The segmenter's options; building it once here fails fast (bad name, missing weights) before Ray starts."""
+    from retrieval.segmentation import make_segmenter, segmenter_options
+
+    options = segmenter_options(cfg.segment, threads=max(1, round(cfg.segment_cpus)), catalog_root=catalog_root,
+                                device="cuda" if cfg.segment_gpus else "cpu", weights=cfg.segment_weights)
+    make_segmenter(cfg.segment, **options)
+    return options
 
 
 def model_info(cfg: IndexConfig):
@@ -124,7 +158,7 @@ def prepare_collection(cfg: IndexConfig, model: str, dim: int, catalog_root: Pat
     store = open_store(**cfg.store.model_dump())
     try:
         spec = CollectionSpec(name=cfg.collection, model=model, dim=dim, letterbox=cfg.letterbox,
-                              catalog_root=str(catalog_root))
+                              segmentation=cfg.segment, catalog_root=str(catalog_root))
         return target_collection(store, spec, cfg.rebuild)
     finally:
         store.close()
@@ -166,7 +200,7 @@ def run(cfg: IndexConfig) -> dict:
     if items:
         ray.init(ignore_reinit_error=True, log_to_driver=False) if not ray.is_initialized() else None
         pipeline_started = time.perf_counter()
-        build_pipeline(cfg, catalog_rows(catalog, items), preprocess_cfg).write_datasink(
+        build_pipeline(cfg, catalog_rows(catalog, items), preprocess_cfg, catalog.root).write_datasink(
             sink, concurrency=None if not cfg.store.embedded else 1, ray_remote_args={"num_cpus": 0.25})
     pipeline_s = time.perf_counter() - pipeline_started
     wall = time.perf_counter() - started
@@ -192,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     try:
         summary = run(cfg)
-    except (CatalogError, ModelLoadError, StoreError) as err:
+    except (CatalogError, ModelLoadError, StoreError, ValueError) as err:  # SegmenterError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
     print_summary(summary)

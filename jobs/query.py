@@ -36,6 +36,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--text-weight", type=float, default=SearchParams.text_weight, help="fusion weight of the text")
     p.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE")
     p.add_argument("--exclude", action="append", default=[], metavar="ITEM_ID")
+    p.add_argument("--segment", default="none", choices=["none", "u2netp"], help="isolate the garment in the photo")
     add_model_args(p)
     add_store_args(p)
     return p.parse_args(argv)
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         params = SearchParams(k=args.k, k1=args.k1, text_weight=args.text_weight,
                               filters=parse_filters(args.filter) or None, exclude=tuple(args.exclude))
         with SearchService.open(args.model, store_config(args), args.collection,
-                                device=args.device, precision=args.precision) as service:
+                                device=args.device, precision=args.precision, segment=args.segment) as service:
             image = args.image.read_bytes() if args.image else None
             print_results(service.search(image=image, text=args.text, params=params))
     except (QueryError, ImageRejected, StoreError, OSError) as err:

@@ -21,6 +21,7 @@ class SearchRequest(BaseModel):
     text_weight: float = Field(0.5, ge=0.0, le=1.0, description="Fusion weight of the text in stage 2")
     filters: dict[str, str | list[str] | int] | None = Field(
         None, description='Payload filters, e.g. {"gender": "Women", "articleType": ["Dresses", "Tops"]}')
+    segment: bool = Field(False, description="Isolate the garment in the photo first (a street photo, not a packshot)")
 
 
 class ResultItem(BaseModel):

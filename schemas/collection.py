@@ -24,12 +24,13 @@ class CollectionSpec(BaseModel):
     vectors: tuple[str, ...] = (IMAGE_VECTOR,)
     distance: str = "cosine"
     letterbox: bool = False  # queries must be preprocessed as the items were
+    segmentation: str = "none"  # how item photos were isolated before encoding
     catalog_root: str | None = None  # where the item images lie, so the service can show them
     filter_fields: tuple[str, ...] = DEFAULT_FILTER_FIELDS
 
     def mismatch(self, other: "CollectionSpec") -> str | None:
         """Why `other` (found in the store) cannot be used in place of this spec, or None."""
-        for field in ("model", "dim", "distance", "letterbox"):
+        for field in ("model", "dim", "distance", "letterbox", "segmentation"):
             mine, theirs = getattr(self, field), getattr(other, field)
             if mine != theirs:
                 return f"{field}: the collection has {theirs!r}, this run uses {mine!r}"

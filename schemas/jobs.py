@@ -44,6 +44,11 @@ class IndexConfig(BaseModel):
     allow_random_weights: bool = Field(False, description="Benchmarks only: a NAME without pretrained tag")
     encode_gpus: float = Field(0.0, ge=0)
     decode_cpus: float = Field(0.5, gt=0)
+    segment: str = Field("none", description="Garment isolation before encoding: none, u2netp, annotations, maskrcnn")
+    segment_actors: int = Field(1, gt=0)
+    segment_cpus: float = Field(1.0, ge=0)
+    segment_gpus: float = Field(0.0, ge=0)
+    segment_weights: str | None = Field(None, description="maskrcnn weights file (or DEFAULT to download)")
     max_skip_fraction: float = Field(0.2, ge=0, le=1, description="Fail the run (no alias switch) past this")
     keep_generations: int = Field(2, ge=1)
     summary_json: Path | None = None

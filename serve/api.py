@@ -26,7 +26,8 @@ SEARCH_BODY = {"requestBody": {"content": {
     "multipart/form-data": {"schema": {"type": "object", "properties": {
         "image": {"type": "string", "format": "binary"}, "text": {"type": "string"}, "item_id": {"type": "string"},
         "k": {"type": "integer"}, "k1": {"type": "integer"}, "text_weight": {"type": "number"},
-        "filters": {"type": "string", "description": "JSON object of payload filters"}}}},
+        "filters": {"type": "string", "description": "JSON object of payload filters"},
+        "segment": {"type": "boolean"}}}},
 }}}
 
 app = FastAPI(title="Fashion search", description="Search a fashion catalog by photo, words, or both.",
@@ -102,7 +103,8 @@ class SearchAPI:
         if image is None and not (search.text or "").strip():
             raise QueryError("a query needs an image, a text, or both")
         encode_started = time.perf_counter()
-        query, rejected = await self.encoder.encode.remote(image, (search.text or "").strip() or None, spec.letterbox)
+        text = (search.text or "").strip() or None
+        query, rejected = await self.encoder.encode.remote(image, text, spec.letterbox, search.segment)
         if rejected:
             raise HTTPException(400, rejected)
         encode_ms = (time.perf_counter() - encode_started) * 1000

@@ -42,6 +42,7 @@ class ServeArgs(BaseModel):
     encoder_cpus: float = Field(1.0, ge=0)
     encoder_gpus: float = Field(0.0, ge=0)
     encoder_threads: int | None = Field(None, ge=1, description="torch threads per encoder replica")
+    query_segmenter: str = Field("u2netp", description="garment isolation for requests with segment=true, or none")
     ingress_replicas: int = Field(1, ge=1, description="must stay 1 with the embedded store (one process)")
     ingress_cpus: float = Field(0.25, ge=0)
 
@@ -59,7 +60,7 @@ def build_app(args: ServeArgs) -> Application:
         num_replicas=args.encoder_replicas,
         ray_actor_options={"num_cpus": args.encoder_cpus, "num_gpus": args.encoder_gpus},
     ).bind(args.model, args.device, args.precision, get_settings().max_image_pixels,
-           args.encoder_threads or max(1, int(args.encoder_cpus)))
+           args.encoder_threads or max(1, int(args.encoder_cpus)), args.query_segmenter)
     ingress = SearchAPI.options(num_replicas=args.ingress_replicas,
                                 ray_actor_options={"num_cpus": args.ingress_cpus})
     return ingress.bind(encoder, args.store(), args.collection, _model_spec(args.model), args.max_upload_bytes)

@@ -51,6 +51,20 @@ def test_mismatched_model_is_refused(ray_cluster, salted_catalog, model_spec, tm
         run_index(salted_catalog, model_spec, store_path, "--letterbox", "--limit", "4")
 
 
+def test_segmentation_stage_in_the_job(ray_cluster, salted_catalog, model_spec, tmp_path):
+    """--segment u2netp runs as its own actor pool; crops land in the payload, the collection records it."""
+    cfg, summary = run_index(salted_catalog, model_spec, tmp_path / "store", "--limit", "4", "--segment", "u2netp",
+                             "--segment-cpus", "0.5")
+    assert summary["indexed"] == 4 and summary["skipped"] == {}
+    store = open_store(**cfg.store.model_dump())
+    try:
+        hits = store.retrieve(summary["collection"], GOOD_IDS[:4], with_vectors=False)
+        assert len(hits) == 4 and all(len(h.payload["crop_box"]) == 4 for h in hits)
+        assert store.collection_spec(summary["collection"]).segmentation == "u2netp"
+    finally:
+        store.close()
+
+
 @pytest.mark.slow
 def test_full_offline_catalog_every_id_once_and_rerun_is_idempotent(full_index, offline_catalog, model_spec):
     ids = [row["id"] for row in csv.DictReader((offline_catalog / "catalog.csv").open())]

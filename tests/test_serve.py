@@ -82,6 +82,13 @@ def test_multipart_image_text_and_filters(server, offline_catalog):
     assert all(r["text_score"] is not None for r in results)
 
 
+def test_segment_option_runs_the_query_segmenter(server, offline_catalog):
+    response = server.post("/search", files={"image": ("q.jpg", photo(offline_catalog, SHOE), "image/jpeg")},
+                           data={"segment": "true", "k": "5"})
+    assert response.status_code == 200, response.text
+    assert response.json()["results"][0]["id"] == SHOE  # a packshot is left whole: it still finds itself
+
+
 def test_base64_image_and_item_id_search(server, offline_catalog):
     encoded = base64.b64encode(photo(offline_catalog, SHOE)).decode()
     by_photo = server.post("/search", json={"image_base64": encoded, "k": 6}).json()["results"]
