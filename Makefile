@@ -8,6 +8,7 @@ RAY_ADDRESS ?= http://127.0.0.1:8265
 STORE := $(abspath var/qdrant)
 CATALOG ?= $(abspath ../shared/datasets/myntra-fashion-small)
 MODEL ?= local-dir:$(abspath ../shared/models/fashion-clip-mini)
+SPLIT ?= $(abspath ../shared/models/fashion-clip-mini/split.json)
 PYTEST_ARGS ?=
 
 # Offline by default (hub lookups fail fast instead of retrying); Ray's token auth stays off on one machine.
@@ -16,7 +17,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help venv demo test test-fast index query submit serve bench bench-serve bench-store clean
+.PHONY: help venv demo test test-fast index query submit serve eval bench bench-serve bench-store clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,6 +53,10 @@ submit: $(STAMP) ## reindex through `ray job submit` against a running `ray star
 
 serve: $(STAMP) ## run the search service on http://127.0.0.1:8000 (web page at /, API docs at /docs)
 	$(BIN)/serve run cluster/serve-config.yaml
+
+eval: $(STAMP) ## retrieval quality on held-out dev queries: every strategy x weight x depth (docs/evaluation.md)
+	$(BIN)/python -m jobs.make_queries --catalog $(CATALOG) --split-file $(SPLIT) --out var/eval/queries-dev.jsonl
+	$(BIN)/python -m jobs.evaluate --catalog $(CATALOG) --model $(MODEL) --queries var/eval/queries-dev.jsonl --out-dir var/eval $(ARGS)
 
 bench: $(STAMP) ## index throughput: model-only ceiling vs Ray pipeline vs naive loop (N=512, two models, two sizes)
 	$(BIN)/python -m jobs.bench_index $(ARGS)

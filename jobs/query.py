@@ -11,7 +11,7 @@ from pathlib import Path
 
 from jobs.index import add_model_args, add_store_args, store_config
 from retrieval.images import ImageRejected
-from retrieval.search import QueryError, SearchParams
+from retrieval.search import STRATEGIES, QueryError, SearchParams
 from retrieval.service import SearchService
 from retrieval.store.base import StoreError
 
@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("-k", type=int, default=SearchParams.k, help="results to return")
     p.add_argument("--k1", type=int, default=SearchParams.k1, help="stage-1 candidates")
     p.add_argument("--text-weight", type=float, default=SearchParams.text_weight, help="fusion weight of the text")
+    p.add_argument("--strategy", default=SearchParams.strategy, choices=STRATEGIES, help="see docs/evaluation.md")
     p.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE")
     p.add_argument("--exclude", action="append", default=[], metavar="ITEM_ID")
     p.add_argument("--segment", default="none", choices=["none", "u2netp"], help="isolate the garment in the photo")
@@ -53,7 +54,7 @@ def print_results(outcome) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        params = SearchParams(k=args.k, k1=args.k1, text_weight=args.text_weight,
+        params = SearchParams(k=args.k, k1=args.k1, text_weight=args.text_weight, strategy=args.strategy,
                               filters=parse_filters(args.filter) or None, exclude=tuple(args.exclude))
         with SearchService.open(args.model, store_config(args), args.collection,
                                 device=args.device, precision=args.precision, segment=args.segment) as service:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -17,8 +17,11 @@ class SearchRequest(BaseModel):
     image_base64: str | None = Field(None, description="A photo, base64-encoded (JPEG, PNG, WebP, ...)")
     item_id: str | None = Field(None, description="Search by a catalog item's own photo (excluded from results)")
     k: int = Field(10, ge=1, le=MAX_K, description="Results to return")
-    k1: int = Field(200, ge=1, le=MAX_K1, description="Stage-1 candidates reranked in stage 2")
-    text_weight: float = Field(0.5, ge=0.0, le=1.0, description="Fusion weight of the text in stage 2")
+    k1: int | None = Field(None, ge=1, le=MAX_K1, description="Stage-1 candidates (two_stage, rrf); default 1000")
+    text_weight: float | None = Field(None, ge=0.0, le=1.0, description="Weight of the text in the fusion; "
+                                      "default 0.55 (chosen by the evaluation, docs/evaluation.md)")
+    strategy: Literal["vector_fusion", "two_stage", "two_stage_image", "rrf", "image_knn", "text_knn"] | None = Field(
+        None, description="How image and text combine; default vector_fusion (docs/evaluation.md)")
     filters: dict[str, str | list[str] | int] | None = Field(
         None, description='Payload filters, e.g. {"gender": "Women", "articleType": ["Dresses", "Tops"]}')
     segment: bool = Field(False, description="Isolate the garment in the photo first (a street photo, not a packshot)")

@@ -26,6 +26,7 @@ SEARCH_BODY = {"requestBody": {"content": {
     "multipart/form-data": {"schema": {"type": "object", "properties": {
         "image": {"type": "string", "format": "binary"}, "text": {"type": "string"}, "item_id": {"type": "string"},
         "k": {"type": "integer"}, "k1": {"type": "integer"}, "text_weight": {"type": "number"},
+        "strategy": {"type": "string"},
         "filters": {"type": "string", "description": "JSON object of payload filters"},
         "segment": {"type": "boolean"}}}},
 }}}
@@ -35,8 +36,9 @@ app = FastAPI(title="Fashion search", description="Search a fashion catalog by p
 
 
 def to_params(request: SearchRequest, exclude: tuple[str, ...]) -> SearchParams:
-    return SearchParams(k=request.k, k1=request.k1, text_weight=request.text_weight,
-                        filters=request.filters, exclude=exclude)
+    """Only what the request sets; the rest keeps SearchParams' evaluated defaults."""
+    chosen = {k: v for k, v in request.model_dump(include={"k1", "text_weight", "strategy"}).items() if v is not None}
+    return SearchParams(k=request.k, filters=request.filters, exclude=exclude, **chosen)
 
 
 def to_item(result) -> ResultItem:

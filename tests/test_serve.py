@@ -106,6 +106,7 @@ def test_base64_image_and_item_id_search(server, offline_catalog):
     ({"content": b"shoes", "headers": {"content-type": "text/plain"}}, 415, "content type"),
     ({"json": {"text": "red", "filters": {"colour": "Red"}}}, 422, "filterable fields"),
     ({"json": {"text": "red", "k": 0}}, 422, "k"),
+    ({"json": {"text": "red", "strategy": "magic"}}, 422, "strategy"),
     ({"json": {"text": "red", "k": 1000}}, 422, "k"),
     ({"files": {"image": ("big.jpg", b"\xff" * 2_500_000, "image/jpeg")}}, 413, "limit"),
     ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "JSON"),

@@ -1,0 +1,151 @@
+"""Dev-set queries from catalog attributes: text, image and image+text, each judged by attribute matches.
+
+python -m jobs.make_queries --catalog ../shared/datasets/myntra-fashion-small \
+    --split-file ../shared/models/fashion-clip-mini/split.json --out var/eval/queries-dev.jsonl
+
+Query items (and the colour/type combinations of text queries) come from the model's held-out `test_ids`, so
+no query photo was trained on; relevant items may be anywhere in the catalog. One JSON object per line:
+{"qid", "mode": "text"|"image"|"image+text", "text": str|null, "image": "images/1.jpg"|null,
+ "relevant": {"<item id>": gain}, "exclude": ["<item id>", ...]}. Seeded: the same inputs give the same file.
+
+- text "<colour> <article type>": relevant = that type in that colour, gain 1; with "for <gender>": gain 2 for
+  the same gender, 1 for Unisex items, other genders not relevant.
+- image (an item's photo): relevant = the same type and colour, gain 2 for the same gender else 1; the item excluded.
+- image+text (a photo plus "in <another colour>"): relevant = the same type in that colour, gain 2 for the same
+  gender else 1; the colour is drawn among those the type exists in; the item excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from retrieval.catalogs import CATALOG_FORMATS, CatalogError, open_catalog
+
+ATTRIBUTES = ("articleType", "baseColour", "gender")
+SKIP_COLOURS = {"NA", "Multi"}  # not a colour anyone types
+GENDER_WORDS = {"Men": "for men", "Women": "for women", "Boys": "for boys", "Girls": "for girls"}
+
+
+def load_items(catalog: Path, fmt: str = "auto") -> dict[str, dict]:
+    """id -> {image, articleType, baseColour, gender} for items that have all three attributes."""
+    cat = open_catalog(catalog, fmt)
+    items = {}
+    for item in cat.items():
+        meta = {a: str(item.metadata.get(a, "")).strip() for a in ATTRIBUTES}
+        if all(meta.values()) and meta["baseColour"] not in SKIP_COLOURS:
+            items[item.id] = {"image": item.image, **meta}
+    return items
+
+
+def index_by(items: dict[str, dict], *fields: str) -> dict[tuple, list[str]]:
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    for item_id, item in items.items():
+        groups[tuple(item[f] for f in fields)].append(item_id)
+    return groups
+
+
+def gender_gains(ids: list[str], items: dict[str, dict], gender: str, others: float) -> dict[str, float]:
+    """Gain 2 for `gender`, `others` for the rest (0 drops them)."""
+    gains = {i: 2.0 if items[i]["gender"] == gender else others for i in ids}
+    return {i: g for i, g in gains.items() if g > 0}
+
+
+def query(qid: str, mode: str, text: str | None, image: str | None, relevant: dict, exclude=()) -> dict:
+    return {"qid": qid, "mode": mode, "text": text, "image": image, "relevant": relevant, "exclude": list(exclude)}
+
+
+def text_queries(items: dict[str, dict], test_ids: list[str]) -> list[dict]:
+    """'<colour> <type>' for every combination among the test items, plus a variant per gender present."""
+    by_type_colour = index_by(items, "articleType", "baseColour")
+    combos = sorted({(items[i]["articleType"], items[i]["baseColour"], items[i]["gender"]) for i in test_ids})
+    out, seen = [], set()
+    for article, colour, gender in combos:
+        ids, words = by_type_colour[(article, colour)], f"{colour} {article}".lower()
+        if words not in seen:
+            seen.add(words)
+            out.append(query(f"text:{words}", "text", words, None, {i: 1.0 for i in ids}))
+        if gender in GENDER_WORDS:
+            phrase = f"{words} {GENDER_WORDS[gender]}"
+            gains = {i: 1.0 for i in ids if items[i]["gender"] == "Unisex"} | gender_gains(ids, items, gender, 0)
+            out.append(query(f"text:{phrase}", "text", phrase, None, gains))
+    return out
+
+
+def image_queries(items: dict[str, dict], test_ids: list[str]) -> list[dict]:
+    """Each test item's photo; relevant: the other items of its type and colour."""
+    by_type_colour = index_by(items, "articleType", "baseColour")
+    out = []
+    for item_id in test_ids:
+        item = items[item_id]
+        ids = [i for i in by_type_colour[(item["articleType"], item["baseColour"])] if i != item_id]
+        if ids:
+            gains = gender_gains(ids, items, item["gender"], 1.0)
+            out.append(query(f"image:{item_id}", "image", None, item["image"], gains, [item_id]))
+    return out
+
+
+def image_text_queries(items: dict[str, dict], test_ids: list[str], rng: random.Random) -> list[dict]:
+    """Each test item's photo plus 'in <colour>', a colour its article type exists in other than its own."""
+    by_type_colour = index_by(items, "articleType", "baseColour")
+    colours_of: dict[str, list[str]] = defaultdict(list)
+    for article, colour in sorted(by_type_colour):
+        colours_of[article].append(colour)
+    out = []
+    for item_id in test_ids:
+        item = items[item_id]
+        choices = [c for c in colours_of[item["articleType"]] if c != item["baseColour"]]
+        if choices:
+            colour = rng.choice(choices)
+            ids = [i for i in by_type_colour[(item["articleType"], colour)] if i != item_id]
+            gains = gender_gains(ids, items, item["gender"], 1.0)
+            out.append(query(f"image+text:{item_id}:{colour}", "image+text", f"in {colour.lower()}",
+                             item["image"], gains, [item_id]))
+    return out
+
+
+def make_queries(items: dict[str, dict], test_ids: list[str], seed: int = 0,
+                 max_per_mode: int | None = None) -> list[dict]:
+    """All three kinds; with max_per_mode, a seeded sample of each."""
+    rng = random.Random(seed)
+    test_ids = sorted((i for i in set(test_ids) if i in items), key=lambda i: (len(i), i))
+    kinds = [text_queries(items, test_ids), image_queries(items, test_ids),
+             image_text_queries(items, test_ids, rng)]
+    if max_per_mode is not None:
+        kinds = [rng.sample(k, min(max_per_mode, len(k))) for k in kinds]
+    return [q for kind in kinds for q in kind]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m jobs.make_queries", description=__doc__.splitlines()[0])
+    p.add_argument("--catalog", type=Path, required=True, help="catalog root or CSV file")
+    p.add_argument("--catalog-format", default="auto", choices=CATALOG_FORMATS)
+    p.add_argument("--split-file", type=Path, required=True, help="JSON with the model's held-out test_ids")
+    p.add_argument("--out", type=Path, required=True, help="JSONL file to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-per-mode", type=int, help="a seeded sample of at most N queries per mode")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        items = load_items(args.catalog, args.catalog_format)
+        test_ids = [str(i) for i in json.loads(args.split_file.read_text())["test_ids"]]
+    except (CatalogError, OSError, KeyError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    queries = make_queries(items, test_ids, args.seed, args.max_per_mode)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("".join(json.dumps(q) + "\n" for q in queries))
+    counts = {m: sum(q["mode"] == m for q in queries) for m in ("text", "image", "image+text")}
+    print(f"wrote {len(queries)} queries to {args.out}: " + ", ".join(f"{m} {n}" for m, n in counts.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
