@@ -23,13 +23,20 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def head_node(tmp_path_factory):
-    """A head node of our own (`--block`, so terminating it stops exactly the processes it started)."""
+    """A head node of our own (`--block`, so terminating it stops exactly the processes it started).
+
+    Every fixed port gets a free one: the session's `ray.init()` cluster already holds the default agent ports,
+    and a head whose job agent cannot bind answers every submit with "No available agent".
+    """
     dashboard, gcs = free_port(), free_port()
+    ports = [f"--{name}={free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port",
+        "ray-client-server-port")]
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     temp = tmp_path_factory.mktemp("ray-head")
     process = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
-         "--dashboard-host=127.0.0.1", "--num-cpus=2", "--include-dashboard=true", f"--temp-dir={temp}"],
+         "--dashboard-host=127.0.0.1", "--num-cpus=2", "--include-dashboard=true", f"--temp-dir={temp}", *ports],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
     try:
