@@ -15,6 +15,7 @@ from PIL import Image
 
 from retrieval.images import WHITE, ImageRejected, PreprocessConfig, decode_image, preprocess
 from retrieval.settings import SHARED_ROOT
+from retrieval.stages import Batch, column
 
 log = logging.getLogger(__name__)
 
@@ -534,13 +535,6 @@ def segmenter_options(name: str, *, threads: int = 1, catalog_root: str | Path |
 
 # ---------------------------------------------------------------------------------------------------- stages
 
-Batch = dict[str, Any]  # column name -> numpy array, as in retrieval.stages
-
-
-def _column(values: list, dtype=object) -> np.ndarray:
-    out = np.empty(len(values), dtype=dtype)
-    out[:] = values
-    return out
 
 
 def rgb_to_bytes(image: Image.Image) -> tuple[bytes, tuple[int, int]]:
@@ -579,10 +573,10 @@ class DecodeRGB:
         decoded = [self._decode(data, error) for data, error in zip(batch["data"], batch["error"])]
         raw = [rgb_to_bytes(image) if image is not None else (b"", (0, 0)) for image, _, _ in decoded]
         out = {k: v for k, v in batch.items() if k != "data"}
-        return {**out, "rgb": _column([data for data, _ in raw]),
+        return {**out, "rgb": column([data for data, _ in raw]),
                 "rgb_size": np.array([size for _, size in raw], np.int64).reshape(-1, 2),
                 "rgb_scale": np.array([scale for _, scale, _ in decoded], np.float64),
-                "error": _column([error for _, _, error in decoded])}
+                "error": column([error for _, _, error in decoded])}
 
     def _decode(self, data: bytes, error: str) -> tuple[Image.Image | None, float, str]:
         if error:
@@ -625,7 +619,7 @@ class SegmentImages:
             payload[i] = json.dumps({**item, "crop_box": [round(v / scale) for v in result.box]})
             fallback[i] = result.reason
             rgb[i], sizes[i] = rgb_to_bytes(result.image)
-        out = {**batch, "payload": _column(payload), "seg_fallback": _column(fallback), "rgb": _column(rgb),
+        out = {**batch, "payload": column(payload), "seg_fallback": column(fallback), "rgb": column(rgb),
                "rgb_size": sizes}
         return out if self.preprocess_cfg is None else PreprocessRGB(self.preprocess_cfg)(out)
 
@@ -640,7 +634,7 @@ class PreprocessRGB:
         pixels = [preprocess(rgb_from_bytes(raw, size), self.cfg).tobytes() if raw else b""
                   for raw, size in zip(batch["rgb"], batch["rgb_size"])]
         rest = {k: v for k, v in batch.items() if k not in ("rgb", "rgb_size", "rgb_scale")}
-        return {**rest, "pixels": _column(pixels)}
+        return {**rest, "pixels": column(pixels)}
 
 
 def segment_query(data: bytes, segmenter: Segmenter, *, max_pixels: int = 80_000_000) -> tuple[bytes, SegmentResult]:

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 Batch = dict[str, Any]  # column name -> numpy array (Ray Data's "numpy" batch format)
 
 
-def _column(values: list, dtype=object) -> np.ndarray:
+def column(values: list, dtype=object) -> np.ndarray:
     out = np.empty(len(values), dtype=dtype)
     out[:] = values
     return out
@@ -30,7 +30,7 @@ class ReadImages:
             content, error = _read(Path(path))
             data.append(content)
             errors.append(error)
-        return {**batch, "data": _column(data), "error": _column(errors)}
+        return {**batch, "data": column(data), "error": column(errors)}
 
 
 def _read(path: Path) -> tuple[bytes, str]:
@@ -55,7 +55,7 @@ class DecodeImages:
             pixels.append(array.tobytes() if array is not None else b"")
             errors.append(error)
         out = {k: v for k, v in batch.items() if k != "data"}  # the file bytes are not needed past this stage
-        return {**out, "pixels": _column(pixels), "error": _column(errors)}
+        return {**out, "pixels": column(pixels), "error": column(errors)}
 
     def _decode(self, data: bytes, error: str) -> tuple[np.ndarray | None, str]:
         if error:
@@ -89,7 +89,7 @@ class EncodeImages:
             for i, vector in zip(ok, self.encoder.encode_images(pixels)):
                 vectors[i] = vector.tobytes()
         out = {k: v for k, v in batch.items() if k != "pixels"}
-        return {**out, "vector": _column(vectors)}
+        return {**out, "vector": column(vectors)}
 
 
 def catalog_rows(catalog, items) -> list[dict[str, str]]:

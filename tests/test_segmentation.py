@@ -31,6 +31,7 @@ from retrieval.segmentation import (
     segmenter_options,
     with_dynamic_batch,
 )
+from tests.test_stages import as_batch
 
 COLOURS = ("Black", "Blue", "Navy Blue", "Red", "Green", "Maroon", "Purple")  # products that stand out from white
 MAX_PIXELS = 80_000_000
@@ -51,14 +52,6 @@ def products(offline_catalog) -> list[Image.Image]:
 @pytest.fixture(scope="module")
 def u2netp():
     return make_segmenter("u2netp", threads=1, batch_size=4)
-
-
-def _as_batch(rows: list[dict]) -> dict[str, np.ndarray]:
-    batch = {}
-    for key in rows[0]:
-        batch[key] = np.empty(len(rows), dtype=object)
-        batch[key][:] = [row[key] for row in rows]
-    return batch
 
 
 def _jpeg(image: Image.Image) -> bytes:
@@ -312,7 +305,7 @@ def test_pipeline_stages_decode_segment_preprocess(offline_catalog, tmp_path):
     rows = [{"id": "big", "data": (tmp_path / "big.jpg").read_bytes(), "error": "",
              "payload": json.dumps({"bbox": [100, 60, 400, 480]})},
             {"id": "broken", "data": b"", "error": "missing file", "payload": json.dumps({})}]
-    batch = DecodeRGB(MAX_PIXELS, min_side=256, max_side=256)(_as_batch(rows))
+    batch = DecodeRGB(MAX_PIXELS, min_side=256, max_side=256)(as_batch(rows))
     assert batch["rgb_size"][0].tolist() == [256, 256] and batch["rgb_scale"][0] == 0.5
     cfg = PreprocessConfig(image_size=96)
     segmented = SegmentImages("annotations", margin=0.0)(batch)
@@ -329,7 +322,7 @@ def test_decode_rgb_rejects_what_decode_images_rejects(salted_catalog):
     from retrieval.stages import DecodeImages, ReadImages, catalog_rows
 
     catalog = open_catalog(salted_catalog)
-    batch = ReadImages()(_as_batch(catalog_rows(catalog, catalog.items())))
+    batch = ReadImages()(as_batch(catalog_rows(catalog, catalog.items())))
     expected = DecodeImages(PreprocessConfig(image_size=96), MAX_PIXELS)(batch)["error"].tolist()
     decoded = DecodeRGB(MAX_PIXELS)(batch)
     assert decoded["error"].tolist() == expected
@@ -341,7 +334,7 @@ def test_u2netp_stage_counts_fallbacks_and_records_the_box(offline_catalog, u2ne
     rows = [{"id": r["id"], "data": (offline_catalog / r["image"]).read_bytes(), "error": "",
              "payload": json.dumps({"articleType": r["articleType"]})} for r in _pick(offline_catalog, 2)]
     stage = SegmentImages(u2netp, preprocess_cfg=PreprocessConfig(image_size=96))  # an instance: no second load
-    out = stage(DecodeRGB(MAX_PIXELS)(_as_batch(rows)))
+    out = stage(DecodeRGB(MAX_PIXELS)(as_batch(rows)))
     for payload, fallback in zip(out["payload"], out["seg_fallback"]):
         x1, y1, x2, y2 = json.loads(payload)["crop_box"]
         assert fallback == "" and 0 <= x1 < x2 <= 224 and 0 <= y1 < y2 <= 224

@@ -55,6 +55,20 @@ class Hit:
     vectors: dict[str, np.ndarray] | None = None
 
 
+def wire_parts(point: Point) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """A point's named vectors as plain float lists and its payload with item_id, as every client sends them."""
+    vectors = {name: np.asarray(v, dtype=np.float32).tolist() for name, v in point.vectors.items()}
+    return vectors, {**point.payload, ITEM_ID_FIELD: point.item_id}
+
+
+def hit_from_record(record: Any, score: float) -> Hit:
+    """A client's scored point or record (id, payload, optional named vectors) as a Hit."""
+    payload = dict(record.payload or {})
+    vectors = record.vector if isinstance(record.vector, dict) else None
+    return Hit(item_id=str(payload[ITEM_ID_FIELD]), score=float(score), payload=payload,
+               vectors={k: np.asarray(v, dtype=np.float32) for k, v in vectors.items()} if vectors else None)
+
+
 def check_same_spec(spec: CollectionSpec, found: CollectionSpec) -> None:
     """Raise CollectionMismatch, naming both models, when an existing collection differs from the wanted spec."""
     problem = spec.mismatch(found)

@@ -44,7 +44,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from retrieval.store.base import (
-    check_same_spec,
+    check_same_spec, hit_from_record, wire_parts,
     ITEM_ID_FIELD, CollectionMissing, Filter, Hit, Point, StoreError, point_id,
 )
 from schemas.collection import CollectionSpec
@@ -121,14 +121,14 @@ class EdgeStore:
             filter=to_edge_filter(query_filter), with_payload=True, with_vector=with_vectors)
         with self._lock, _edge_errors():
             found = self._shard(collection).query(request)
-        return [_hit(p, p.score) for p in found]
+        return [hit_from_record(p, p.score) for p in found]
 
     def retrieve(self, collection: str, item_ids: Sequence[str], with_vectors: bool = True) -> list[Hit]:
         wanted = list(dict.fromkeys(str(i) for i in item_ids))
         with self._lock, _edge_errors():
             records = self._shard(collection).retrieve([point_id(i) for i in wanted], True, with_vectors)
         by_item = {r.payload[ITEM_ID_FIELD]: r for r in records}
-        return [_hit(by_item[i], 0.0) for i in wanted if i in by_item]
+        return [hit_from_record(by_item[i], 0.0) for i in wanted if i in by_item]
 
     def count(self, collection: str) -> int:
         edge = _edge()
@@ -302,15 +302,8 @@ def _create_shard(path: Path, spec: CollectionSpec) -> Any:
 
 
 def _edge_point(point: Point) -> Any:
-    vectors = {name: np.asarray(v, dtype=np.float32).tolist() for name, v in point.vectors.items()}
-    return _edge().Point(point.id, vectors, {**point.payload, ITEM_ID_FIELD: point.item_id})
-
-
-def _hit(record: Any, score: float) -> Hit:
-    payload = dict(record.payload or {})
-    vectors = record.vector if isinstance(record.vector, dict) else None
-    return Hit(item_id=str(payload[ITEM_ID_FIELD]), score=float(score), payload=payload,
-               vectors={k: np.asarray(v, dtype=np.float32) for k, v in vectors.items()} if vectors else None)
+    vectors, payload = wire_parts(point)
+    return _edge().Point(point.id, vectors, payload)
 
 
 def _close_shard(handle: _OpenShard) -> None:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 
 from retrieval.store.base import (
-    check_same_spec,
+    check_same_spec, hit_from_record, wire_parts,
     ITEM_ID_FIELD, CollectionMismatch, CollectionMissing, Filter, Hit, Point, StoreError, point_id,
 )
 from schemas.collection import CollectionSpec
@@ -75,7 +75,7 @@ class QdrantStore:
         response = self._call(lambda: self.client.query_points(
             collection, query=query, using=vector_name, limit=limit, query_filter=to_qdrant_filter(query_filter),
             with_payload=True, with_vectors=with_vectors), collection)
-        return [_hit(p, p.score) for p in response.points]
+        return [hit_from_record(p, p.score) for p in response.points]
 
     def retrieve(self, collection: str, item_ids: Sequence[str], with_vectors: bool = True) -> list[Hit]:
         wanted = list(dict.fromkeys(str(i) for i in item_ids))
@@ -83,7 +83,7 @@ class QdrantStore:
             collection, ids=[point_id(i) for i in wanted], with_payload=True, with_vectors=with_vectors), collection)
         by_item = {r.payload[ITEM_ID_FIELD]: r for r in records}
         # Qdrant returns records in storage order; keep the caller's order instead.
-        return [_hit(by_item[i], 0.0) for i in wanted if i in by_item]
+        return [hit_from_record(by_item[i], 0.0) for i in wanted if i in by_item]
 
     def count(self, collection: str) -> int:
         return self._call(lambda: self.client.count(collection, exact=True), collection).count
@@ -208,15 +208,8 @@ def _distance(name: str) -> Any:
 def _point_struct(point: Point) -> Any:
     from qdrant_client import models
 
-    vectors = {name: np.asarray(v, dtype=np.float32).tolist() for name, v in point.vectors.items()}
-    return models.PointStruct(id=point.id, vector=vectors, payload={**point.payload, ITEM_ID_FIELD: point.item_id})
-
-
-def _hit(record: Any, score: float) -> Hit:
-    payload = dict(record.payload or {})
-    vectors = record.vector if isinstance(record.vector, dict) else None
-    return Hit(item_id=str(payload[ITEM_ID_FIELD]), score=float(score), payload=payload,
-               vectors={k: np.asarray(v, dtype=np.float32) for k, v in vectors.items()} if vectors else None)
+    vectors, payload = wire_parts(point)
+    return models.PointStruct(id=point.id, vector=vectors, payload=payload)
 
 
 def _is_local(client: Any) -> bool:
