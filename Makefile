@@ -15,6 +15,10 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
+# Ray Serve's fast path: gRPC between replicas, HAProxy in front of the ingress where installed (serve/runtime.py).
+export RAY_SERVE_THROUGHPUT_OPTIMIZED ?= 1
+export RAY_SERVE_ENABLE_HA_PROXY ?= $(if $(shell command -v haproxy),1,0)
+export RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S ?= 2
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: help venv demo test test-fast index query submit serve eval bench bench-serve bench-store clean

@@ -1,7 +1,8 @@
 """Serving benchmark: in-process search time, then HTTP latency and throughput through Ray Serve, on one index.
 
 python -m jobs.bench_serve --seconds 60       (indexes the offline catalog first if the store has no collection)
-Headline: serving overhead = HTTP p50 - in-process p50, per query kind, at concurrency 1.
+Headline: serving overhead = HTTP p50 - in-process p50, per query kind, at concurrency 1. The in-process search
+uses the service's torch thread count, so the difference is what serving adds (HTTP, proxy, hops, batching).
 """
 
 from __future__ import annotations
@@ -34,15 +35,18 @@ def percentiles(ms: list[float]) -> dict[str, float]:
     return {f"p{q}": float(np.percentile(ms, q)) for q in (50, 95, 99)}
 
 
-def in_process(bodies: dict[str, list[dict]], repeats: int) -> dict[str, dict]:
+def in_process(bodies: dict[str, list[dict]], repeats: int, threads: int) -> dict[str, dict]:
     """The same queries through SearchService in this process (encode + two-stage search), no HTTP."""
+    import torch
+
     from retrieval.search import SearchParams
     from retrieval.service import SearchService
     from schemas.jobs import StoreConfig
 
     s = get_settings()
     store = StoreConfig(url=s.qdrant_url, backend=s.store_backend, path=s.store_path)
-    results = {}
+    results, default_threads = {}, torch.get_num_threads()
+    torch.set_num_threads(threads)
     with SearchService.open(s.model, store, s.collection, device=s.device) as service:
         for kind, kind_bodies in bodies.items():
             ms = []
@@ -53,6 +57,7 @@ def in_process(bodies: dict[str, list[dict]], repeats: int) -> dict[str, dict]:
                 service.search(image=image, text=body.get("text"), params=SearchParams(k=10))
                 ms.append((time.perf_counter() - started) * 1000)
             results[kind] = percentiles(ms[3:])
+    torch.set_num_threads(default_threads)
     return results
 
 
@@ -76,13 +81,13 @@ async def load(url: str, bodies: list[dict], concurrency: int, seconds: float, m
             "rps": len(latencies) / elapsed}
 
 
-def start_app(port: int) -> str:
+def start_app(port: int, args: dict) -> str:
     from ray import serve
 
     from serve.app import build_app
 
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({}), blocking=False)
+    serve.run(build_app(args), blocking=False)
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
         try:
@@ -128,12 +133,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=100, help="requests per kind at concurrency 1")
     parser.add_argument("--seconds", type=float, default=60, help="the mixed soak at concurrency 8")
     parser.add_argument("--port", type=int, default=8011)
+    parser.add_argument("--placement", choices=["ingress", "deployment"], default="ingress",
+                        help="where the encoder runs (ServeArgs.encoder_placement)")
     args = parser.parse_args(argv)
+    from serve.app import ServeArgs
+    from serve.runtime import use_fast_path
+
+    serve_args = ServeArgs(encoder_placement=args.placement)
+    threads = serve_args.encoder_threads or max(1, int(serve_args.encoder_cpus))
     bodies = {kind: queries(kind) for kind in ("text", "image", "image+text")}
     ensure_index()
-    inproc = in_process(bodies, args.requests)
+    inproc = in_process(bodies, args.requests, threads)
+    print(f"encoder: {args.placement}, {threads} torch thread(s); Ray Serve env: {use_fast_path()}")
     ray.init(ignore_reinit_error=True, log_to_driver=False)
-    url, http = start_app(args.port), {}
+    url, http = start_app(args.port, {"encoder_placement": args.placement}), {}
     for kind, kind_bodies in bodies.items():
         asyncio.run(load(url, kind_bodies, 1, 5, 10))  # warm-up
         http[(kind, 1)] = asyncio.run(load(url, kind_bodies, 1, 120, args.requests))

@@ -16,6 +16,7 @@ from retrieval.store.base import StoreError
 from retrieval.store.factory import open_store
 from schemas.api import ErrorResponse, SearchRequest, SearchResponse, ResultItem
 from schemas.jobs import StoreConfig
+from serve.encoder import EncoderClient
 from serve.http import parse_search
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,10 @@ def safe_image_path(root: str | None, image: str | None) -> Path | None:
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
 @serve.ingress(app)
 class SearchAPI:
-    """Holds the store (one process for the embedded store) and a handle to the encoder deployment."""
+    """Holds the store (one process for the embedded store) and the encoder: in this process, or a handle to it."""
 
     def __init__(self, encoder, store: StoreConfig, collection: str, model: str, max_upload_bytes: int):
-        self.encoder, self.max_upload_bytes = encoder, max_upload_bytes
+        self.encoder, self.max_upload_bytes = EncoderClient(encoder), max_upload_bytes
         self.searcher = Searcher(open_store(**store.model_dump()), collection, model)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -78,7 +79,7 @@ class SearchAPI:
         try:
             collection, spec = self.searcher.current()
             points = self.searcher.store.count(collection)
-            await self.encoder.model_spec.remote()
+            await self.encoder.model_spec()
         except StoreError as err:
             raise HTTPException(503, f"store not ready: {err}") from err
         return {"status": "ready", "collection": collection, "points": points, "model": spec.model,
@@ -106,7 +107,7 @@ class SearchAPI:
             raise QueryError("a query needs an image, a text, or both")
         encode_started = time.perf_counter()
         text = (search.text or "").strip() or None
-        query, rejected = await self.encoder.encode.remote(image, text, spec.letterbox, search.segment)
+        query, rejected = await self.encoder.encode(image, text, spec.letterbox, search.segment)
         if rejected:
             raise HTTPException(400, rejected)
         encode_ms = (time.perf_counter() - encode_started) * 1000

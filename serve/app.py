@@ -7,6 +7,7 @@ serve run serve.app:build_app model=... collection=...   # or arguments
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
@@ -15,7 +16,7 @@ from ray.serve import Application
 from retrieval.settings import get_settings
 from schemas.jobs import StoreConfig
 from serve.api import SearchAPI
-from serve.encoder import QueryEncoder
+from serve.encoder import EncoderSpec, QueryEncoder
 
 
 def _settings_default(name: str):
@@ -38,10 +39,13 @@ class ServeArgs(BaseModel):
     store_backend: str = Field(default_factory=_settings_default("store_backend"))
     store_path: Path = Field(default_factory=_settings_default("store_path"))
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)
-    encoder_replicas: int = Field(1, ge=1)
-    encoder_cpus: float = Field(1.0, ge=0)
+    encoder_placement: Literal["ingress", "deployment"] = Field(
+        "ingress", description="ingress: the model runs in the ingress process (no hop, lowest latency on one "
+                               "machine); deployment: QueryEncoder replicas of their own (GPUs, scaling apart)")
+    encoder_replicas: int = Field(1, ge=1, description="QueryEncoder replicas (encoder_placement: deployment)")
+    encoder_cpus: float = Field(1.0, ge=0, description="CPUs for the encoder, added to the ingress's when placed there")
     encoder_gpus: float = Field(0.0, ge=0)
-    encoder_threads: int | None = Field(None, ge=1, description="torch threads per encoder replica")
+    encoder_threads: int | None = Field(None, ge=1, description="torch threads per encoder (default: its whole CPUs)")
     query_segmenter: str = Field("u2netp", description="garment isolation for requests with segment=true, or none")
     ingress_replicas: int = Field(1, ge=1, description="must stay 1 with the embedded store (one process)")
     ingress_cpus: float = Field(0.25, ge=0)
@@ -56,14 +60,20 @@ def build_app(args: ServeArgs) -> Application:
     args = args if isinstance(args, ServeArgs) else ServeArgs.model_validate(args or {})
     if args.ingress_replicas > 1 and args.qdrant_url is None:
         raise ValueError("the embedded store lives in one process: ingress_replicas must be 1 without qdrant_url")
+    encoder_args = (args.model, args.device, args.precision, get_settings().max_image_pixels,
+                    args.encoder_threads or max(1, int(args.encoder_cpus)), args.query_segmenter)
+    ingress_args = (args.store(), args.collection, _model_spec(args.model), args.max_upload_bytes)
+    if args.encoder_placement == "ingress":
+        ingress = SearchAPI.options(num_replicas=args.ingress_replicas, ray_actor_options={
+            "num_cpus": args.ingress_cpus + args.encoder_cpus, "num_gpus": args.encoder_gpus})
+        return ingress.bind(EncoderSpec(args=encoder_args), *ingress_args)
     encoder = QueryEncoder.options(
         num_replicas=args.encoder_replicas,
         ray_actor_options={"num_cpus": args.encoder_cpus, "num_gpus": args.encoder_gpus},
-    ).bind(args.model, args.device, args.precision, get_settings().max_image_pixels,
-           args.encoder_threads or max(1, int(args.encoder_cpus)), args.query_segmenter)
+    ).bind(*encoder_args)
     ingress = SearchAPI.options(num_replicas=args.ingress_replicas,
                                 ray_actor_options={"num_cpus": args.ingress_cpus})
-    return ingress.bind(encoder, args.store(), args.collection, _model_spec(args.model), args.max_upload_bytes)
+    return ingress.bind(encoder, *ingress_args)
 
 
 def _model_spec(model: str) -> str:

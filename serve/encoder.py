@@ -1,8 +1,13 @@
-"""Query-encoder deployment: the model loaded once per replica, image and text encoding batched across requests."""
+"""Query encoding: the model loaded once per process, image and text encoding batched across requests.
+
+`QueryEncoderCore` is plain (it runs inside the ingress when `encoder_placement: ingress`); `QueryEncoder` is the
+same code as its own deployment (GPU replicas, scaling apart from the ingress). `EncoderClient` hides which one.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import numpy as np
 from ray import serve
@@ -14,8 +19,7 @@ from retrieval.search import EncodedQuery
 from retrieval.service import query_segmenter
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 1.0}, max_ongoing_requests=64)
-class QueryEncoder:
+class QueryEncoderCore:
     """Decodes per request (each with its own options), then batches only the model calls, which take no options."""
 
     def __init__(self, model: str, device: str = "auto", precision: str = "fp32", max_pixels: int = 80_000_000,
@@ -46,17 +50,48 @@ class QueryEncoder:
 
     async def _image(self, data: bytes, letterbox: bool, segment: bool) -> np.ndarray:
         if segment:  # per request, before the batch: each request has its own option
-            data = isolate_garment(data, self.segmenter, self.max_pixels)
+            data = await asyncio.to_thread(isolate_garment, data, self.segmenter, self.max_pixels)
         cfg = self.encoder.preprocess_cfg.letterboxed() if letterbox else self.encoder.preprocess_cfg
         return await self._pixels(load_and_preprocess(data, cfg, max_pixels=self.max_pixels))
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    # The model runs in a worker thread (torch releases the GIL): the event loop keeps reading and
+    # decoding the next requests meanwhile, which is what fills the next batch.
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def _pixels(self, batch: list[np.ndarray]) -> list[np.ndarray]:
-        return list(self.encoder.encode_images(np.stack(batch)))
+        return list(await asyncio.to_thread(self.encoder.encode_images, np.stack(batch)))
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _texts(self, batch: list[str]) -> list[np.ndarray]:
-        return list(self.encoder.encode_texts(batch))
+        return list(await asyncio.to_thread(self.encoder.encode_texts, batch))
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1.0}, max_ongoing_requests=64)
+class QueryEncoder(QueryEncoderCore):
+    """The encoder as its own deployment: replicas placed on GPUs and scaled apart from the ingress."""
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """QueryEncoderCore's constructor arguments: the ingress builds the encoder in its own process from these."""
+
+    args: tuple
+
+
+class EncoderClient:
+    """The ingress's view of the encoder: the core in this process, or a handle to the QueryEncoder deployment."""
+
+    def __init__(self, target):
+        self.local = isinstance(target, EncoderSpec)
+        self.target = QueryEncoderCore(*target.args) if self.local else target
+
+    async def encode(self, image: bytes | None, text: str | None, letterbox: bool,
+                     segment: bool) -> tuple[EncodedQuery | None, str | None]:
+        if self.local:
+            return await self.target.encode(image, text, letterbox, segment)
+        return await self.target.encode.remote(image, text, letterbox, segment)
+
+    async def model_spec(self) -> str:
+        return self.target.model_spec() if self.local else await self.target.model_spec.remote()
 
 
 async def _none() -> None:

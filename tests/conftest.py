@@ -10,6 +10,10 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from serve.runtime import use_fast_path  # noqa: E402
+
+use_fast_path()  # the serving path users get from the Makefile (HAProxy where installed)
+
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402

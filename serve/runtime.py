@@ -1,0 +1,27 @@
+"""Ray Serve's fast request path, switched on through Ray's own environment variables before Ray starts.
+
+RAY_SERVE_THROUGHPUT_OPTIMIZED=1: gRPC between replicas, user code on the replica's main loop.
+RAY_SERVE_ENABLE_HA_PROXY=1: HAProxy (C) forwards HTTP straight to the ingress replica, in place of Serve's
+Python proxy actor; only where the `haproxy` binary is installed. Measured in docs/performance.md.
+RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=2: HAProxy is on this machine, so a stopping ingress needs no
+30 s drain (Ray's default, for HAProxies on other nodes); with 30 s `serve.shutdown()` times out.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+
+def fast_path_env() -> dict[str, str]:
+    """The variables, with HAProxy only where its binary exists (Ray would fail to start it otherwise)."""
+    return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+            "RAY_SERVE_ENABLE_HA_PROXY": "1" if shutil.which("haproxy") else "0",
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
+
+
+def use_fast_path() -> dict[str, str]:
+    """Set them in this process unless already set (a user's choice wins); call before ray.init/serve.start."""
+    for name, value in fast_path_env().items():
+        os.environ.setdefault(name, value)
+    return {name: os.environ[name] for name in fast_path_env()}

@@ -1,0 +1,37 @@
+"""Serve's fast-path environment: HAProxy only where installed, a user's choice kept, the Makefile in step."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from serve.runtime import fast_path_env, use_fast_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_haproxy_only_where_its_binary_is(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert fast_path_env()["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+    binary = tmp_path / "haproxy"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    assert fast_path_env()["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+
+
+def test_a_users_setting_wins(monkeypatch):
+    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "0")
+    for name in ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"):
+        monkeypatch.delenv(name, raising=False)
+    applied = use_fast_path()
+    assert applied["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+    assert applied["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+
+
+def test_makefile_exports_the_same_variables():
+    exported = dict(re.findall(r"^export (RAY_SERVE_\w+) \?= (.+)$", (ROOT / "Makefile").read_text(), re.M))
+    expected = fast_path_env()
+    assert set(exported) == set(expected)
+    for name, value in expected.items():
+        if name != "RAY_SERVE_ENABLE_HA_PROXY":  # the Makefile computes that one with `command -v haproxy`
+            assert exported[name] == value, name
