@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter
 from typing import Any, Iterable
 
@@ -26,6 +27,19 @@ class WriteTally:
 
     def __init__(self):
         self.written, self.skipped, self.examples = 0, Counter(), {}
+        self.first_write, self.last_write, self.first_rows = None, None, 0  # epoch seconds, for steady-state rates
+
+    def wrote(self, rows: int) -> None:
+        now = time.time()
+        if self.first_write is None:
+            self.first_write, self.first_rows = now, rows
+        self.last_write, self.written = now, self.written + rows
+
+    def steady_rate(self) -> float | None:
+        """Points/s from the first write to the last, start-up (workers, model loading) excluded."""
+        if self.first_write is None or self.last_write <= self.first_write:
+            return None
+        return (self.written - self.first_rows) / (self.last_write - self.first_write)
 
     def skip(self, item_id: str, reason: str) -> None:
         self.skipped[reason] += 1
@@ -35,13 +49,18 @@ class WriteTally:
 
     def merge(self, other: dict[str, Any]) -> None:
         self.written += other["written"]
+        if other["first_write"] is not None and (self.first_write is None or other["first_write"] < self.first_write):
+            self.first_write, self.first_rows = other["first_write"], other["first_rows"]
+        if other["last_write"] is not None:
+            self.last_write = max(self.last_write or 0.0, other["last_write"])
         self.skipped.update(other["skipped"])
         for reason, ids in other["examples"].items():
             self.examples.setdefault(reason, [])
             self.examples[reason].extend(ids[: EXAMPLES_PER_REASON - len(self.examples[reason])])
 
     def as_dict(self) -> dict[str, Any]:
-        return {"written": self.written, "skipped": dict(self.skipped), "examples": self.examples}
+        return {"written": self.written, "skipped": dict(self.skipped), "examples": self.examples,
+                "first_write": self.first_write, "last_write": self.last_write, "first_rows": self.first_rows}
 
 
 def rows_to_points(rows: Iterable[dict[str, Any]], tally: WriteTally) -> list[Point]:
@@ -98,7 +117,7 @@ class QdrantDatasink(Datasink[dict]):
         points = rows_to_points(block.iter_rows(public_row_format=False), tally)
         for start in range(0, len(points), self.batch_size):
             store.upsert(self.collection, points[start:start + self.batch_size])
-        tally.written += len(points)
+        tally.wrote(len(points))
 
     def on_write_complete(self, write_result: WriteResult[dict]) -> None:
         for result in write_result.write_returns:
