@@ -180,11 +180,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", nargs="+", default=["224", "750x1101"])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--naive-limit", type=int, default=128, help="images timed in the slow naive loop")
-    parser.add_argument("--pipeline-args", default="", help="extra jobs.index flags, e.g. '--encode-actors 2'")
+    parser.add_argument("--pipeline-args", default=f"--encode-threads {psutil.cpu_count()}",
+                        help="jobs.index flags (default: one encoder actor using every core, as measured best on "
+                             "2 CPUs; docs/performance.md)")
     args = parser.parse_args(argv)
     root = PROJECT_ROOT / "var" / "bench"
     ray.init(ignore_reinit_error=True, log_to_driver=False)
-    print(f"{psutil.cpu_count()} CPUs; torch device auto; n={args.n}; batch {args.batch_size}")
+    print(f"{psutil.cpu_count()} CPUs; torch device auto; n={args.n}; batch {args.batch_size}; "
+          f"pipeline flags: {args.pipeline_args or '(none)'}")
     rows = [measure(model, size, args, root) for model in args.models for size in args.sizes]
     print_table(rows)
 
