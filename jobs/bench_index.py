@@ -120,6 +120,8 @@ def pipeline(model: str, catalog: Path, batch_size: int, store: Path, extra: lis
             "--batch-size", str(batch_size), *extra]
     summary = index.run(index.parse_args(args + (["--allow-random-weights"] if model != "offline" else [])))
     assert summary["indexed"] == summary["read"], summary["skipped"]
+    if summary["steady_images_per_s"] is None:
+        raise SystemExit("too few images for a steady-state rate (one write); raise --n")
     return summary["steady_images_per_s"], summary["indexed"] / summary["pipeline_s"]
 
 

@@ -14,8 +14,7 @@ import psutil
 
 from retrieval.settings import OFFLINE_CATALOG, PROJECT_ROOT, get_settings
 
-TEXTS = ["blue jeans", "red dress for women", "white sports shoes", "black leather handbag", "pink top"]
-PHOTOS = ["10003", "10127", "10438", "10016", "11534"]
+from jobs.bench_serve import PHOTOS, WORDS
 
 
 def index_size(limit: int, store_path, threads: int) -> dict:
@@ -33,9 +32,10 @@ def query_latency(store_path, repeats: int) -> dict[str, float]:
 
     s, photos = get_settings(), [(OFFLINE_CATALOG / "images" / f"{i}.jpg").read_bytes() for i in PHOTOS]
     latencies = {"text": [], "image": [], "knn": []}
-    with SearchService.open(s.model, StoreConfig(backend="edge", path=store_path), s.collection) as service:
+    store = StoreConfig(backend=s.store_backend, path=store_path)
+    with SearchService.open(s.model, store, s.collection) as service:
         for i in range(repeats + 3):
-            for kind, query in (("text", {"text": TEXTS[i % 5]}), ("image", {"image": photos[i % 5]})):
+            for kind, query in (("text", {"text": WORDS[i % len(WORDS)]}), ("image", {"image": photos[i % len(photos)]})):
                 started = time.perf_counter()
                 outcome = service.search(params=SearchParams(k=10), **query)
                 if i >= 3:  # the first rounds warm caches
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
           "| kNN p50 ms |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for summary, ms in rows:
-        print(f"| {summary['indexed']} | {summary['wall_s']:.1f} | {summary['steady_images_per_s']:.1f} | "
+        print(f"| {summary['indexed']} | {summary['wall_s']:.1f} | {summary['steady_images_per_s'] or '-'} | "
               f"{summary['images_per_s']:.1f} | {ms['text']:.1f} | {ms['image']:.1f} | {ms['knn']:.2f} |")
 
 

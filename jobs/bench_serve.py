@@ -136,15 +136,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--placement", choices=["ingress", "deployment"], default="ingress",
                         help="where the encoder runs (ServeArgs.encoder_placement)")
     args = parser.parse_args(argv)
-    from serve.app import ServeArgs
     from serve.runtime import use_fast_path
+
+    serve_env = use_fast_path()  # before anything imports ray.serve: Serve reads these at import
+    from serve.app import ServeArgs
 
     serve_args = ServeArgs(encoder_placement=args.placement)
     threads = serve_args.encoder_threads or max(1, int(serve_args.encoder_cpus))
     bodies = {kind: queries(kind) for kind in ("text", "image", "image+text")}
     ensure_index()
     inproc = in_process(bodies, args.requests, threads)
-    print(f"encoder: {args.placement}, {threads} torch thread(s); Ray Serve env: {use_fast_path()}")
+    print(f"encoder: {args.placement}, {threads} torch thread(s); Ray Serve env: {serve_env}")
     ray.init(ignore_reinit_error=True, log_to_driver=False)
     url, http = start_app(args.port, {"encoder_placement": args.placement}), {}
     for kind, kind_bodies in bodies.items():

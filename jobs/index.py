@@ -207,7 +207,7 @@ def run(cfg: IndexConfig) -> dict:
     summary = {"read": len(items), "indexed": sink.tally.written, "skipped": dict(sink.tally.skipped),
                "skipped_examples": sink.tally.examples, "wall_s": round(wall, 2),
                "pipeline_s": round(pipeline_s, 2),
-               "steady_images_per_s": round(sink.tally.steady_rate() or 0.0, 1),
+               "steady_images_per_s": round(rate, 1) if (rate := sink.tally.steady_rate()) else None,
                "images_per_s": round(sink.tally.written / wall, 1) if wall else 0.0,
                **finish(cfg, collection, is_new, sink.tally, len(items))}
     return summary

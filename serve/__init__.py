@@ -1,1 +1,1 @@
-"""Ray Serve application: a batched query-encoder deployment behind a FastAPI ingress that runs two-stage search."""
+"""Ray Serve application: a FastAPI ingress running two-stage search, with the batched query encoder inside it or as its own deployment."""

@@ -60,6 +60,9 @@ def build_app(args: ServeArgs) -> Application:
     args = args if isinstance(args, ServeArgs) else ServeArgs.model_validate(args or {})
     if args.ingress_replicas > 1 and args.qdrant_url is None:
         raise ValueError("the embedded store lives in one process: ingress_replicas must be 1 without qdrant_url")
+    if args.encoder_replicas > 1 and args.encoder_placement == "ingress":
+        raise ValueError("encoder_replicas needs encoder_placement: deployment (in the ingress, each ingress "
+                         "replica has one encoder: scale ingress_replicas)")
     encoder_args = (args.model, args.device, args.precision, get_settings().max_image_pixels,
                     args.encoder_threads or max(1, int(args.encoder_cpus)), args.query_segmenter)
     ingress_args = (args.store(), args.collection, _model_spec(args.model), args.max_upload_bytes)

@@ -17,6 +17,7 @@ from retrieval.model import load_model
 from retrieval.query import isolate_garment
 from retrieval.search import EncodedQuery
 from retrieval.service import query_segmenter
+from serve.batching import ContinuousBatcher
 
 
 class QueryEncoderCore:
@@ -31,6 +32,8 @@ class QueryEncoderCore:
         self.encoder = load_model(model, device=device, precision=precision)
         self.segmenter = query_segmenter(segmenter, threads=threads or 1)
         self.max_pixels = max_pixels
+        self.images = ContinuousBatcher(lambda batch: list(self.encoder.encode_images(np.stack(batch))), 16)
+        self.texts = ContinuousBatcher(lambda batch: list(self.encoder.encode_texts(batch)), 32)
 
     def model_spec(self) -> str:
         return self.encoder.spec
@@ -41,7 +44,7 @@ class QueryEncoderCore:
         if segment and self.segmenter is None:
             return None, "garment isolation is not enabled on this service (query_segmenter: none)"
         image_task = self._image(image, letterbox, segment) if image else _none()
-        text_task = self._texts(text) if text else _none()
+        text_task = self.texts(text) if text else _none()
         try:
             image_vector, text_vector = await asyncio.gather(image_task, text_task)
         except ImageRejected as err:
@@ -49,20 +52,11 @@ class QueryEncoderCore:
         return EncodedQuery(image=image_vector, text=text_vector), None
 
     async def _image(self, data: bytes, letterbox: bool, segment: bool) -> np.ndarray:
-        if segment:  # per request, before the batch: each request has its own option
+        """Decoding is per request (each has its own options) and off the event loop; the model call is batched."""
+        if segment:
             data = await asyncio.to_thread(isolate_garment, data, self.segmenter, self.max_pixels)
         cfg = self.encoder.preprocess_cfg.letterboxed() if letterbox else self.encoder.preprocess_cfg
-        return await self._pixels(load_and_preprocess(data, cfg, max_pixels=self.max_pixels))
-
-    # The model runs in a worker thread (torch releases the GIL): the event loop keeps reading and
-    # decoding the next requests meanwhile, which is what fills the next batch.
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def _pixels(self, batch: list[np.ndarray]) -> list[np.ndarray]:
-        return list(await asyncio.to_thread(self.encoder.encode_images, np.stack(batch)))
-
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
-    async def _texts(self, batch: list[str]) -> list[np.ndarray]:
-        return list(await asyncio.to_thread(self.encoder.encode_texts, batch))
+        return await self.images(await asyncio.to_thread(load_and_preprocess, data, cfg, max_pixels=self.max_pixels))
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1.0}, max_ongoing_requests=64)

