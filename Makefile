@@ -23,7 +23,7 @@ export RAY_SERVE_ENABLE_HA_PROXY ?= 1
 export RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S ?= 2
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help venv demo test test-fast index query submit serve eval bench bench-serve bench-store clean
+.PHONY: help venv demo test test-fast index query submit serve eval bench bench-serve bench-store bench-scale clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ bench: $(STAMP) ## index throughput: model-only ceiling vs Ray pipeline vs naive
 
 bench-serve: $(STAMP) ## HTTP latency p50/p95/p99 and throughput at concurrency 1 and 8, against in-process search
 	$(BIN)/python -m jobs.bench_serve $(ARGS)
+
+bench-scale: $(STAMP) ## index time and query latency at 1k, 2.5k, 5k items and the whole catalog
+	$(BIN)/python -m jobs.bench_scale $(ARGS)
 
 bench-store: $(STAMP) ## store backends: upsert time and kNN latency on synthetic vectors
 	$(BIN)/python -m jobs.bench_store --points 10000 44000
