@@ -72,7 +72,7 @@ def test_uint8_path_matches_open_clip_transform(offline_catalog, item):
     """Our uint8 preprocessing plus in-batch normalisation equals open_clip's eval transform."""
     data = (offline_catalog / "images" / f"{item}.jpg").read_bytes()
     cfg = PreprocessConfig(image_size=96, draft=False)
-    ours = torch.from_numpy(load_and_preprocess(data, cfg, max_pixels=MAX_PIXELS)).permute(2, 0, 1).float() / 255
+    ours = torch.from_numpy(load_and_preprocess(data, cfg, max_pixels=MAX_PIXELS).copy()).permute(2, 0, 1).float() / 255
     ours = (ours - torch.tensor(cfg.mean).view(3, 1, 1)) / torch.tensor(cfg.std).view(3, 1, 1)
     theirs = _open_clip_tensor(Image.open(io.BytesIO(data)).convert("RGB"), 96)
     assert torch.allclose(ours, theirs, atol=1e-5)
