@@ -40,8 +40,11 @@ class Searcher:
                 f"{self.model_spec!r}; serve with the same model or reindex")
         return spec
 
-    def search(self, query: EncodedQuery, params: SearchParams) -> SearchOutcome:
-        collection, spec = self.current()
+    def search(self, query: EncodedQuery, params: SearchParams,
+               target: tuple[str, CollectionSpec] | None = None) -> SearchOutcome:
+        """`target`: the generation the caller resolved for this request (one resolve per request, so the
+        generation whose letterbox setting encoded the query is the one searched, even across an alias switch)."""
+        collection, spec = target or self.current()
         validate_filters(params.filters, spec.filter_fields)
         return search(self.store, collection, query, params)
 
@@ -63,11 +66,11 @@ class SearchService:
     def search(self, *, image: bytes | None = None, text: str | None = None,
                params: SearchParams = SearchParams()) -> SearchOutcome:
         started = time.perf_counter()
-        _, spec = self.searcher.current()
-        query = encode_query(self.encoder, image, text, max_pixels=self.max_pixels, letterbox=spec.letterbox,
+        target = self.searcher.current()
+        query = encode_query(self.encoder, image, text, max_pixels=self.max_pixels, letterbox=target[1].letterbox,
                              segmenter=self.segmenter)
         encode_ms = (time.perf_counter() - started) * 1000
-        outcome = self.searcher.search(query, params)
+        outcome = self.searcher.search(query, params, target)
         outcome.timings_ms = {"encode_ms": encode_ms, **outcome.timings_ms}
         return outcome
 

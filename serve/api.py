@@ -102,7 +102,7 @@ class SearchAPI:
         collection, spec = self.searcher.current()
         exclude: tuple[str, ...] = ()
         if search.item_id and image is None:
-            image, exclude = self._item_image_bytes(search.item_id, spec), (search.item_id,)
+            image, exclude = self._item_image_bytes(search.item_id, (collection, spec)), (search.item_id,)
         if image is None and not (search.text or "").strip():
             raise QueryError("a query needs an image, a text, or both")
         encode_started = time.perf_counter()
@@ -111,26 +111,26 @@ class SearchAPI:
         if rejected:
             raise HTTPException(400, rejected)
         encode_ms = (time.perf_counter() - encode_started) * 1000
-        outcome = self.searcher.search(query, to_params(search, exclude))
+        outcome = self.searcher.search(query, to_params(search, exclude), (collection, spec))
         timings = {"parse_ms": (encode_started - started) * 1000, "encode_ms": encode_ms, **outcome.timings_ms}
         timings["total_ms"] = (time.perf_counter() - started) * 1000
         return SearchResponse(collection=collection, results=[to_item(r) for r in outcome.results], timings_ms=timings)
 
-    def _item_image_bytes(self, item_id: str, spec) -> bytes:
-        path = self._item_image_path(item_id, spec)
+    def _item_image_bytes(self, item_id: str, target) -> bytes:
+        path = self._item_image_path(item_id, target)
         if path is None:
             raise HTTPException(404, f"no image for catalog item {item_id!r}")
         return path.read_bytes()
 
-    def _item_image_path(self, item_id: str, spec) -> Path | None:
-        collection, _ = self.searcher.current()
+    def _item_image_path(self, item_id: str, target) -> Path | None:
+        """`target`: the (collection, spec) this request resolved the alias to."""
+        collection, spec = target
         hits = self.searcher.store.retrieve(collection, [item_id], with_vectors=False)
         return safe_image_path(spec.catalog_root, hits[0].payload.get("image")) if hits else None
 
     @app.get("/items/{item_id:path}/image", responses={404: {"model": ErrorResponse}})
     def item_image(self, item_id: str) -> FileResponse:
-        _, spec = self.searcher.current()
-        path = self._item_image_path(item_id, spec)
+        path = self._item_image_path(item_id, self.searcher.current())
         if path is None:
             raise HTTPException(404, f"no image for catalog item {item_id!r}")
         return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
