@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import base64
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np

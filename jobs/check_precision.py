@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     files = sorted((OFFLINE_CATALOG / "images").glob("*.jpg"))[: args.n]
     pixels = np.stack([load_and_preprocess(f.read_bytes(), probe.preprocess_cfg, max_pixels=10**9) for f in files])
     reference = embed(args.model, args.device, "fp32", pixels, args.batch_size)
-    print(f"| precision | images/s | min cos (images) | mean cos (images) | min cos (texts) | top-10 overlap |")
+    print("| precision | images/s | min cos (images) | mean cos (images) | min cos (texts) | top-10 overlap |")
     print("|---|---:|---:|---:|---:|---:|")
     print(f"| fp32 | {reference[2]:.1f} | 1 | 1 | 1 | 1 |")
     for precision in args.precisions:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from ray import serve
 from ray.serve import Application
 
 from retrieval.settings import get_settings
