@@ -64,7 +64,7 @@ eval: $(STAMP) ## retrieval quality on held-out dev queries: every strategy x we
 	$(BIN)/python -m jobs.make_queries --catalog $(CATALOG) --split-file $(SPLIT) --out var/eval/queries-dev.jsonl
 	$(BIN)/python -m jobs.evaluate --catalog $(CATALOG) --model $(MODEL) --queries var/eval/queries-dev.jsonl --out-dir var/eval $(ARGS)
 
-bench: $(STAMP) ## index throughput: model-only ceiling vs Ray pipeline vs naive loop (N=512, two models, two sizes)
+bench: $(STAMP) ## index throughput: model-only ceiling vs Ray pipeline vs naive loop (two models, two sizes)
 	$(BIN)/python -m jobs.bench_index $(ARGS)
 
 bench-serve: $(STAMP) ## HTTP latency p50/p95/p99 and throughput at concurrency 1 and 8, against in-process search

@@ -21,6 +21,8 @@ from PIL import Image
 from retrieval.settings import OFFLINE_CATALOG, OFFLINE_MODEL, PROJECT_ROOT
 
 MODELS = {"offline": OFFLINE_MODEL, "ViT-B-32": "ViT-B-32"}
+# Images per set: enough for a steady window of 10+ s at each model's speed on 2 CPUs (~200 and ~11 images/s).
+DEFAULT_N = {"offline": 2048, "ViT-B-32": 512}
 
 
 @dataclass
@@ -152,7 +154,7 @@ def naive(model: str, catalog: Path, store_root: Path, limit: int) -> float:
 
 
 def measure(model: str, size: str, args, root: Path) -> Row:
-    catalog = image_set(args.n, size, root)
+    catalog = image_set(args.n or DEFAULT_N[model], size, root)
     store = root / "stores" / f"{model}-{size}"
     shutil.rmtree(store, ignore_errors=True)
     a = ceiling(model, catalog, args.batch_size)
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     import ray
 
     parser = argparse.ArgumentParser(prog="python -m jobs.bench_index", description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=512, help="images per set")
+    parser.add_argument("--n", type=int, help=f"images per set (default per model: {DEFAULT_N})")
     parser.add_argument("--models", nargs="+", default=["offline", "ViT-B-32"], choices=list(MODELS))
     parser.add_argument("--sizes", nargs="+", default=["224", "750x1101"])
     parser.add_argument("--batch-size", type=int, default=64)
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     root = PROJECT_ROOT / "var" / "bench"
     ray.init(ignore_reinit_error=True, log_to_driver=False)
-    print(f"{psutil.cpu_count()} CPUs; torch device auto; n={args.n}; batch {args.batch_size}; "
+    print(f"{psutil.cpu_count()} CPUs; torch device auto; n={args.n or DEFAULT_N}; batch {args.batch_size}; "
           f"pipeline flags: {args.pipeline_args or '(none)'}")
     rows = [measure(model, size, args, root) for model in args.models for size in args.sizes]
     print_table(rows)
