@@ -196,13 +196,13 @@ def run(cfg: IndexConfig) -> dict:
     collection, is_new = prepare_collection(cfg, model, dim, catalog.root)
     log.info("indexing %d items of %s into %s", len(items), catalog.root, collection)
     sink = QdrantDatasink(cfg.store, collection)
-    pipeline_started = time.perf_counter()
+    pipeline_s = 0.0
     if items:
         ray.init(ignore_reinit_error=True, log_to_driver=False) if not ray.is_initialized() else None
         pipeline_started = time.perf_counter()
         build_pipeline(cfg, catalog_rows(catalog, items), preprocess_cfg, catalog.root).write_datasink(
             sink, concurrency=None if not cfg.store.embedded else 1, ray_remote_args={"num_cpus": 0.25})
-    pipeline_s = time.perf_counter() - pipeline_started
+        pipeline_s = time.perf_counter() - pipeline_started
     wall = time.perf_counter() - started
     summary = {"read": len(items), "indexed": sink.tally.written, "skipped": dict(sink.tally.skipped),
                "skipped_examples": sink.tally.examples, "wall_s": round(wall, 2),

@@ -30,6 +30,7 @@ def fast_path_env() -> dict[str, str]:
 
 def use_fast_path() -> dict[str, str]:
     """Set them in this process unless already set (a user's choice wins); call before ray.init/serve.start."""
-    for name, value in fast_path_env().items():
+    wanted = fast_path_env()
+    for name, value in wanted.items():
         os.environ.setdefault(name, value)
-    return {name: os.environ[name] for name in fast_path_env()}
+    return {name: os.environ[name] for name in wanted}
