@@ -65,16 +65,16 @@ eval: $(STAMP) ## retrieval quality on held-out dev queries: every strategy x we
 	$(BIN)/python -m jobs.evaluate --catalog $(CATALOG) --model $(MODEL) --queries var/eval/queries-dev.jsonl --out-dir var/eval $(ARGS)
 
 bench: $(STAMP) ## index throughput: model-only ceiling vs Ray pipeline vs naive loop (two models, two sizes)
-	$(BIN)/python -m jobs.bench_index $(ARGS)
+	$(BIN)/python -m bench.indexing $(ARGS)
 
 bench-serve: $(STAMP) ## HTTP latency p50/p95/p99 and throughput at concurrency 1 and 8, against in-process search
-	$(BIN)/python -m jobs.bench_serve $(ARGS)
+	$(BIN)/python -m bench.serving $(ARGS)
 
 bench-scale: $(STAMP) ## index time and query latency at 1k, 2.5k, 5k items and the whole catalog
-	$(BIN)/python -m jobs.bench_scale $(ARGS)
+	$(BIN)/python -m bench.scale $(ARGS)
 
 bench-store: $(STAMP) ## store backends: upsert time and kNN latency on synthetic vectors
-	$(BIN)/python -m jobs.bench_store --points 10000 44000
+	$(BIN)/python -m bench.store --points 10000 44000
 
 clean: ## remove the embedded store and artifacts (keeps .venv)
 	rm -rf var artifacts

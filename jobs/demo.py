@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jobs import index, query
+from jobs import cli, index, query
 from retrieval.catalogs import open_catalog
 from retrieval.search import SearchParams
 from retrieval.service import SearchService
@@ -31,17 +31,19 @@ def run_examples(service: SearchService, catalog_root: Path) -> None:
                                            params=SearchParams(k=5, exclude=(item_id,) if item_id else ())))
 
 
+@cli.entry
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.demo", description=__doc__)
-    parser.add_argument("--catalog", type=Path, required=True)
-    parser.add_argument("--model", required=True)
-    args, rest = parser.parse_known_args(argv)
-    code = index.main(["--catalog", str(args.catalog), "--model", args.model, *rest])
-    if code != 0:
-        return code
-    qargs = query.parse_args(["--model", args.model, *rest])
-    with SearchService.open(args.model, index.store_config(qargs), qargs.collection, device=qargs.device) as service:
-        run_examples(service, args.catalog)
+    """Every index flag is accepted and passed on (the store and model flags also pick what the examples search)."""
+    parser = argparse.ArgumentParser(prog="python -m jobs.demo", description=__doc__, add_help=False,
+                                     parents=[index.build_parser()])
+    args = parser.parse_args(argv)
+    cli.setup_logging()
+    cfg = index.IndexConfig.from_settings(**vars(args))
+    index.print_summary(summary := index.run(cfg))
+    if not summary["acceptable"]:
+        return 1
+    with SearchService.open(cfg.model, cfg.store, cfg.collection, device=cfg.device) as service:
+        run_examples(service, cfg.catalog)
     return 0
 
 

@@ -12,35 +12,30 @@ Writes results.json, results.md and ndcg_vs_weight.png to --out-dir and prints t
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
-# Before numpy loads: the rerank's matrix-vector products (a few thousand rows) run several times slower with
-# OpenBLAS threads contending on a busy machine than on one thread (measured: 25 s against 14 s for one grid).
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np
+from tqdm import tqdm
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import random  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from dataclasses import asdict, dataclass, replace  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from jobs.eval_report import summary_line, write_outputs  # noqa: E402
-from jobs.index import add_model_args  # noqa: E402
-from retrieval.catalogs import CATALOG_FORMATS, Catalog, CatalogError, open_catalog  # noqa: E402
-from retrieval.images import ImageRejected, load_and_preprocess  # noqa: E402
-from retrieval.metrics import DEPTH, aggregate, score_query  # noqa: E402
-from retrieval.model import ClipEncoder, ModelLoadError, load_model  # noqa: E402
-from retrieval.search import STRATEGIES, EncodedQuery, SearchParams, search  # noqa: E402
-from retrieval.settings import get_settings  # noqa: E402
-from retrieval.store.base import Hit, StoreError, VectorStore  # noqa: E402
-from retrieval.store.factory import open_store  # noqa: E402
-from schemas.jobs import StoreConfig  # noqa: E402
+from jobs import cli, index
+from jobs.eval_report import summary_line, write_outputs
+from retrieval.catalogs import Catalog, open_catalog
+from retrieval.metrics import DEPTH, aggregate, score_query
+from retrieval.model import ClipEncoder, load_model
+from retrieval.prepare import prepare_pixels
+from retrieval.search import EncodedQuery, SearchParams, search
+from retrieval.store.base import Hit, VectorStore
+from retrieval.store.factory import open_store
+from schemas.api import STRATEGIES
+from schemas.jobs import CATALOG_FORMATS, IndexConfig
+from schemas.settings import get_settings
 
 log = logging.getLogger("jobs.evaluate")
 MODES = ("text", "image", "image+text")
@@ -116,75 +111,32 @@ def load_vectors(store: VectorStore, collection: str, ids: list[str], batch: int
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    s = get_settings()
     p = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("--catalog", type=Path, default=s.catalog, help="catalog root or CSV file")
-    p.add_argument("--catalog-format", default=s.catalog_format, choices=CATALOG_FORMATS)
+    cli.add_field(p, IndexConfig, "catalog", help=f"catalog root or CSV file (default: {get_settings().catalog})")
+    cli.add_field(p, IndexConfig, "catalog_format", choices=CATALOG_FORMATS)
     p.add_argument("--queries", type=Path, nargs="+", required=True, help="JSONL files (jobs.make_queries)")
     p.add_argument("--limit", type=int, help="index (and judge against) only the first N catalog items")
     p.add_argument("--max-queries", type=int, help="a seeded sample of at most N queries per mode")
     p.add_argument("--out-dir", type=Path, default=Path("var/eval"))
     p.add_argument("--store-path", type=Path, help="embedded store folder (default: <out-dir>/qdrant)")
     p.add_argument("--collection", help="alias to index into (default: eval-<catalog folder>[-<limit>])")
-    p.add_argument("--letterbox", action="store_true", default=s.letterbox, help="index with letterbox padding")
-    p.add_argument("--rebuild", action="store_true", help="index a new generation even if one exists")
+    cli.add_field(p, IndexConfig, "letterbox", action="store_true")
+    cli.add_field(p, IndexConfig, "rebuild", action="store_true")
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     p.add_argument("--weights", type=float, nargs="+", help="text weights (default: 0 to 1 by 0.1, by 0.05 near 0.5)",
                    default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0])
     p.add_argument("--depths", type=int, nargs="+", default=[50, 200, 500, 1000], help="stage-1 k1 values")
     p.add_argument("--latency-queries", type=int, default=50, help="queries timed without the memo, per strategy")
-    add_model_args(p)
-    args = p.parse_args(argv)
-    args.store_path = args.store_path or args.out_dir / "qdrant"
-    args.collection = args.collection or f"eval-{Path(args.catalog).resolve().name}" + (
-        f"-{args.limit}" if args.limit else "")
-    return args
+    cli.add_model_args(p)
+    return p.parse_args(argv)
 
 
-def index_args(args: argparse.Namespace) -> list[str]:
-    """jobs.index's command line for this evaluation's store and collection."""
-    argv = ["--catalog", str(args.catalog), "--catalog-format", args.catalog_format, "--model", args.model,
-            "--store-path", str(args.store_path), "--collection", args.collection, "--device", args.device]
-    argv += ["--limit", str(args.limit)] if args.limit else []
-    return argv + ["--letterbox"] * args.letterbox + ["--rebuild"] * args.rebuild
-
-
-def existing(store_cfg: StoreConfig, alias: str, model: str, letterbox: bool) -> str | None:
-    """The collection behind `alias` if it was indexed with this model and letterbox flag."""
-    from retrieval.model import ModelSpec
-
-    store = open_store(**store_cfg.model_dump())
-    try:
-        name = store.resolve_alias(alias)
-        spec = store.collection_spec(name) if name else None
-        ok = spec is not None and spec.model == str(ModelSpec.parse(model)) and spec.letterbox == letterbox
-        return name if ok else None
-    finally:
-        store.close()
-
-
-def ensure_index(args: argparse.Namespace) -> tuple[StoreConfig, dict]:
-    """Reuse the collection when it fits, else index with jobs.index (Ray started here is shut down here)."""
-    from jobs import index
-
-    cfg = index.parse_args(index_args(args))
-    found = None if args.rebuild else existing(cfg.store, args.collection, args.model, args.letterbox)
-    if found:
-        log.info("reusing collection %s (alias %s)", found, args.collection)
-        return cfg.store, {"reused": found}
-    import ray
-
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(include_dashboard=False, log_to_driver=False)
-    try:
-        summary = index.run(cfg)
-    finally:
-        if started_here:
-            ray.shutdown()
-    if not summary["acceptable"]:
-        raise StoreError(f"indexing skipped too many items: {summary['skipped']}")
-    return cfg.store, summary
+def index_config(args: argparse.Namespace) -> IndexConfig:
+    """The index this evaluation judges: its own store under --out-dir and an alias named after the catalog."""
+    given = {k: v for k, v in vars(args).items() if k in IndexConfig.model_fields and k != "collection"}
+    cfg = IndexConfig.from_settings(**given, store_path=args.store_path or args.out_dir / "qdrant")
+    name = args.collection or f"eval-{cfg.catalog.resolve().name}" + (f"-{cfg.limit}" if cfg.limit else "")
+    return cfg.model_copy(update={"collection": name})
 
 
 def load_queries(files: list[Path], max_per_mode: int | None) -> list[Query]:
@@ -192,7 +144,7 @@ def load_queries(files: list[Path], max_per_mode: int | None) -> list[Query]:
                      tuple(q.get("exclude") or ())) for f in files for q in map(json.loads, f.open()) if q]
     unknown = {q.mode for q in queries} - set(MODES)
     if unknown:
-        raise ValueError(f"unknown query mode(s) {sorted(unknown)}; valid: {', '.join(MODES)}")
+        raise cli.UsageError(f"unknown query mode(s) {sorted(unknown)}; valid: {', '.join(MODES)}")
     if max_per_mode is None:
         return queries
     rng = random.Random(0)
@@ -213,7 +165,7 @@ def restrict_to_collection(queries: list[Query], store: VectorStore, collection:
 
 
 def encode_texts(encoder: ClipEncoder, texts: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Unique texts to unit vectors, batched (the texts are stripped as retrieval.query does)."""
+    """Unique texts to unit vectors, batched (stripped as retrieval.prepare.checked_query does)."""
     out = {}
     for start in range(0, len(texts), batch_size):
         batch = texts[start:start + batch_size]
@@ -224,11 +176,11 @@ def encode_texts(encoder: ClipEncoder, texts: list[str], batch_size: int = 256) 
 def encode_images(encoder: ClipEncoder, paths: list[Path], letterbox: bool, max_pixels: int,
                   batch_size: int = 64) -> dict[Path, np.ndarray]:
     """Unique image files to unit vectors through retrieval.images, preprocessed as the collection was."""
-    cfg = encoder.preprocess_cfg.letterboxed() if letterbox else encoder.preprocess_cfg
+    cfg = encoder.preprocess_cfg.with_letterbox(letterbox)
     out = {}
     for start in tqdm(range(0, len(paths), batch_size), desc="encode images", unit="batch", leave=False):
         batch = paths[start:start + batch_size]
-        pixels = np.stack([load_and_preprocess(p.read_bytes(), cfg, max_pixels=max_pixels) for p in batch])
+        pixels = np.stack([prepare_pixels(p.read_bytes(), cfg, max_pixels=max_pixels) for p in batch])
         out.update(zip(batch, encoder.encode_images(pixels)))
     return out
 
@@ -356,12 +308,14 @@ def measure(store: VectorStore, args: argparse.Namespace, catalog: Catalog, quer
 def evaluate(args: argparse.Namespace, command: str = "") -> dict:
     """The whole run; returns the report written to results.json."""
     phases = Phases()
-    catalog = open_catalog(args.catalog, args.catalog_format)
-    store_cfg, index_summary = ensure_index(args)
+    cfg = index_config(args)
+    args.collection = cfg.collection
+    catalog = open_catalog(cfg.catalog, cfg.catalog_format)
+    index_summary = index.ensure_index(cfg)
     phases.done("index_s")
     queries = load_queries(args.queries, args.max_queries)
-    encoder = load_model(args.model, device=args.device, precision=args.precision)
-    store = open_store(**store_cfg.model_dump())
+    encoder = load_model(cfg.model, device=cfg.device, precision=cfg.precision)
+    store = open_store(cfg.store)
     try:
         report = measure(store, args, catalog, queries, encoder, phases)
     finally:
@@ -371,16 +325,18 @@ def evaluate(args: argparse.Namespace, command: str = "") -> dict:
     return report
 
 
+@cli.entry
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from threadpoolctl import threadpool_limits
+
+    cli.setup_logging()
     started = time.perf_counter()
     args = parse_args(argv)
     command = "python -m jobs.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
-    try:
+    # The rerank's matrix-vector products (a few thousand rows) ran 25 s against 14 s for one grid with OpenBLAS
+    # threads contending on a busy machine: one BLAS thread for this run.
+    with threadpool_limits(1, user_api="blas"):
         report = evaluate(args, command)
-    except (CatalogError, ModelLoadError, StoreError, ImageRejected, OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     write_outputs(args.out_dir, report)
     print(summary_line(report, time.perf_counter() - started))
     return 0

@@ -15,74 +15,44 @@ from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 
+from jobs import cli
 from jobs.qdrant_sink import QdrantDatasink
-from retrieval.catalogs import CATALOG_FORMATS, CatalogError, open_catalog
+from retrieval.catalogs import open_catalog
 from retrieval.generations import publish, target_collection
-from retrieval.model import ModelLoadError
-from retrieval.settings import get_settings
-from retrieval.stages import DecodeImages, EncodeImages, ReadImages, catalog_rows
+from retrieval.indexing import DecodeImages, EncodeImages, ReadImages, catalog_rows
 from retrieval.store.base import StoreError
 from retrieval.store.factory import open_store
 from schemas.collection import CollectionSpec
-from schemas.jobs import IndexConfig, StoreConfig
+from schemas.jobs import CATALOG_FORMATS, SEGMENTERS, IndexConfig
+from schemas.settings import get_settings
 
 log = logging.getLogger("jobs.index")
 
 
-def add_store_args(parser: argparse.ArgumentParser) -> None:
-    """Store flags shared by every job; defaults come from the settings."""
-    s = get_settings()
-    parser.add_argument("--collection", default=s.collection, help="alias searched and (re)built")
-    parser.add_argument("--qdrant-url", default=s.qdrant_url, help="Qdrant server URL (unset: embedded store)")
-    parser.add_argument("--qdrant-api-key", default=s.qdrant_api_key)
-    parser.add_argument("--qdrant-grpc", action="store_true", default=s.qdrant_grpc)
-    parser.add_argument("--store-backend", default=s.store_backend, choices=["edge", "local"])
-    parser.add_argument("--store-path", type=Path, default=s.store_path, help="folder of the embedded store")
-
-
-def store_config(args: argparse.Namespace) -> StoreConfig:
-    s = get_settings()
-    return StoreConfig(url=args.qdrant_url, api_key=args.qdrant_api_key, prefer_grpc=args.qdrant_grpc,
-                       timeout_s=s.qdrant_timeout_s, backend=args.store_backend, path=args.store_path.resolve())
-
-
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    s = get_settings()
-    parser.add_argument("--model", default=s.model, help="NAME/TAG, hf-hub:ORG/REPO or local-dir:PATH")
-    parser.add_argument("--device", default=s.device, help="auto, cpu, cuda")
-    parser.add_argument("--precision", default=s.precision, choices=["fp32", "bf16", "fp16", "auto"])
+def build_parser() -> argparse.ArgumentParser:
+    """Every IndexConfig knob as a flag; defaults and help come from the config schema and the settings."""
+    p = argparse.ArgumentParser(prog="python -m jobs.index", description=__doc__.splitlines()[0])
+    cli.add_field(p, IndexConfig, "catalog", help=f"catalog root or CSV file (default: {get_settings().catalog})")
+    cli.add_field(p, IndexConfig, "catalog_format", choices=CATALOG_FORMATS)
+    cli.add_model_args(p)
+    cli.add_store_args(p)
+    for name in ("rebuild", "letterbox", "allow_random_weights"):
+        cli.add_field(p, IndexConfig, name, action="store_true")
+    p.add_argument("--no-draft", dest="draft", action="store_false", default=None,
+                   help="full-size JPEG decode before resizing")
+    for name in ("limit", "batch_size", "encode_actors", "encode_cpus", "encode_gpus", "encode_threads",
+                 "decode_cpus"):
+        cli.add_field(p, IndexConfig, name)
+    cli.add_field(p, IndexConfig, "segment", choices=SEGMENTERS)
+    for name in ("segment_actors", "segment_cpus", "segment_gpus", "segment_weights", "max_skip_fraction",
+                 "optimize_above", "summary_json"):
+        cli.add_field(p, IndexConfig, name)
+    return p
 
 
 def parse_args(argv: list[str] | None = None) -> IndexConfig:
-    s = get_settings()
-    p = argparse.ArgumentParser(prog="python -m jobs.index", description=__doc__.splitlines()[0])
-    p.add_argument("--catalog", type=Path, default=s.catalog, help="catalog root or CSV file")
-    p.add_argument("--catalog-format", default=s.catalog_format, choices=CATALOG_FORMATS)
-    add_model_args(p)
-    add_store_args(p)
-    p.add_argument("--rebuild", action="store_true", help="build a new generation and switch the alias to it")
-    p.add_argument("--letterbox", action="store_true", default=s.letterbox, help="pad to square, no centre crop")
-    p.add_argument("--no-draft", dest="draft", action="store_false", help="full-size JPEG decode before resizing")
-    p.add_argument("--limit", type=int, help="index only the first N items")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--encode-actors", type=int, default=1)
-    p.add_argument("--encode-cpus", type=float, default=1.0, help="CPUs per encoder actor (fractions allowed)")
-    p.add_argument("--encode-gpus", type=float, default=0.0, help="GPUs per encoder actor (auto: 1 when present)")
-    p.add_argument("--encode-threads", type=int, help="torch threads per encoder actor (default: its CPUs)")
-    p.add_argument("--allow-random-weights", action="store_true", help="benchmarks only: NAME without a tag")
-    p.add_argument("--decode-cpus", type=float, default=0.5, help="CPUs per decode task")
-    p.add_argument("--segment", default="none", choices=["none", "u2netp", "annotations", "maskrcnn"],
-                   help="isolate the garment before encoding (its own actor pool)")
-    p.add_argument("--segment-actors", type=int, default=1)
-    p.add_argument("--segment-cpus", type=float, default=1.0)
-    p.add_argument("--segment-gpus", type=float, default=0.0)
-    p.add_argument("--segment-weights", help="maskrcnn weights file, or DEFAULT to download torchvision's")
-    p.add_argument("--max-skip-fraction", type=float, default=0.2, help="fail (no alias switch) past this")
-    p.add_argument("--optimize-above", type=int, default=20_000, help="build the kNN index past this many points")
-    p.add_argument("--summary-json", type=Path, help="also write the summary here")
-    args = p.parse_args(argv)
-    return IndexConfig(store=store_config(args), max_image_pixels=s.max_image_pixels,
-                       **{k: v for k, v in vars(args).items() if k in IndexConfig.model_fields and k != "store"})
+    """The flags given, over the settings, as a validated IndexConfig."""
+    return IndexConfig.from_settings(**vars(build_parser().parse_args(argv)))
 
 
 def encoder_resources(cfg: IndexConfig) -> dict:
@@ -148,14 +118,12 @@ def model_info(cfg: IndexConfig):
     from retrieval.model import load_model
 
     encoder = load_model(cfg.model, device="cpu", precision="fp32", allow_random=cfg.allow_random_weights)
-    preprocess = encoder.preprocess_cfg
-    preprocess = preprocess.letterboxed() if cfg.letterbox else preprocess
-    return encoder.spec, encoder.dim, replace(preprocess, draft=cfg.draft)
+    return encoder.spec, encoder.dim, replace(encoder.preprocess_cfg.with_letterbox(cfg.letterbox), draft=cfg.draft)
 
 
 def prepare_collection(cfg: IndexConfig, model: str, dim: int, catalog_root: Path) -> tuple[str, bool]:
     """Create (or reuse) the collection to write into; the store is closed again so workers can open it."""
-    store = open_store(**cfg.store.model_dump())
+    store = open_store(cfg.store)
     try:
         spec = CollectionSpec(name=cfg.collection, model=model, dim=dim, letterbox=cfg.letterbox,
                               segmentation=cfg.segment, catalog_root=str(catalog_root))
@@ -166,7 +134,7 @@ def prepare_collection(cfg: IndexConfig, model: str, dim: int, catalog_root: Pat
 
 def finish(cfg: IndexConfig, collection: str, is_new: bool, tally, n_items: int) -> dict:
     """Count what landed, then switch the alias if the run is acceptable, and return the summary."""
-    store = open_store(**cfg.store.model_dump())
+    store = open_store(cfg.store)
     try:
         points = store.count(collection)
         if points > cfg.optimize_above:  # brute force is ~1.5 ms at 10k points; an index pays off past ~20k
@@ -176,7 +144,7 @@ def finish(cfg: IndexConfig, collection: str, is_new: bool, tally, n_items: int)
     skipped = sum(tally.skipped.values())
     acceptable = n_items > 0 and skipped <= cfg.max_skip_fraction * n_items
     switch = is_new and acceptable
-    store = open_store(**cfg.store.model_dump())
+    store = open_store(cfg.store)
     try:
         dropped = publish(store, cfg.collection, collection, cfg.keep_generations) if switch else []
     finally:
@@ -213,6 +181,44 @@ def run(cfg: IndexConfig) -> dict:
     return summary
 
 
+def fitting_collection(cfg: IndexConfig) -> str | None:
+    """The generation behind cfg's alias when it fits this run (model, letterbox, segmentation, vectors) and holds
+    points, else None."""
+    from retrieval.model import ModelSpec
+
+    store = open_store(cfg.store)
+    try:
+        name = store.resolve_alias(cfg.collection)
+        found = store.collection_spec(name) if name else None
+        wanted = {"model": str(ModelSpec.parse(cfg.model)), "letterbox": cfg.letterbox,
+                  "segmentation": cfg.segment, "vectors": CollectionSpec.model_fields["vectors"].default}
+        return name if found and found.problem(**wanted) is None and store.count(name) else None
+    finally:
+        store.close()
+
+
+def ensure_index(cfg: IndexConfig) -> dict:
+    """Reuse the collection when it fits (`{"reused": name}`), else index it and return the run's summary; Ray is
+    started and shut down here when nobody had started it. Raises StoreError when the run skipped too much."""
+    import ray
+
+    found = None if cfg.rebuild else fitting_collection(cfg)
+    if found:
+        log.info("reusing collection %s (alias %s)", found, cfg.collection)
+        return {"reused": found}
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run(cfg)
+    finally:
+        if started_here:
+            ray.shutdown()
+    if not summary["acceptable"]:
+        raise StoreError(f"indexing skipped too many items: {summary['skipped']}")
+    return summary
+
+
 def print_summary(summary: dict) -> None:
     print(f"\nread {summary['read']}  indexed {summary['indexed']}  skipped {sum(summary['skipped'].values())}"
           f"  in {summary['wall_s']} s  ({summary['images_per_s']} images/s)")
@@ -222,14 +228,11 @@ def print_summary(summary: dict) -> None:
           f"{summary['alias']} {'switched to it' if summary['alias_switched'] else 'unchanged'}")
 
 
+@cli.entry
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cli.setup_logging()
     cfg = parse_args(argv)
-    try:
-        summary = run(cfg)
-    except (CatalogError, ModelLoadError, StoreError, ValueError) as err:  # SegmenterError is a ValueError
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    summary = run(cfg)
     print_summary(summary)
     if cfg.summary_json:
         cfg.summary_json.write_text(json.dumps(summary, indent=2))

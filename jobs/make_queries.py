@@ -24,7 +24,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from retrieval.catalogs import CATALOG_FORMATS, CatalogError, open_catalog
+from jobs import cli
+from retrieval.catalogs import open_catalog
+from schemas.jobs import CATALOG_FORMATS
 
 ATTRIBUTES = ("articleType", "baseColour", "gender")
 SKIP_COLOURS = {"NA", "Multi"}  # not a colour anyone types
@@ -131,14 +133,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def held_out_ids(split_file: Path) -> list[str]:
+    """The model's held-out item ids from its split file."""
+    try:
+        return [str(i) for i in json.loads(split_file.read_text())["test_ids"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise cli.UsageError(f"{split_file}: not a split file with test_ids ({err})") from err
+
+
+@cli.entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        items = load_items(args.catalog, args.catalog_format)
-        test_ids = [str(i) for i in json.loads(args.split_file.read_text())["test_ids"]]
-    except (CatalogError, OSError, KeyError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    items = load_items(args.catalog, args.catalog_format)
+    test_ids = held_out_ids(args.split_file)
     queries = make_queries(items, test_ids, args.seed, args.max_per_mode)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(json.dumps(q) + "\n" for q in queries))

@@ -81,7 +81,7 @@ class EmbeddedWriter:
     points, 0.8 s at 100k), so reopening it for every block made the write cost grow with the square of the size."""
 
     def __init__(self, store: StoreConfig, collection: str):
-        self.store, self.collection = open_store(**store.model_dump()), collection
+        self.store, self.collection = open_store(store), collection
 
     def upsert(self, points: list[Point]) -> None:
         self.store.upsert(self.collection, points)
@@ -113,7 +113,7 @@ class QdrantDatasink(Datasink[dict]):
         return not self.store_config.embedded
 
     def on_write_start(self, schema=None) -> None:
-        store = open_store(**self.store_config.model_dump())
+        store = open_store(self.store_config)
         try:
             if store.collection_spec(self.collection) is None:
                 raise StoreError(f"collection {self.collection!r} does not exist; create it before writing")
@@ -139,7 +139,7 @@ class QdrantDatasink(Datasink[dict]):
         if self._writer is not None:
             ray.get(self._writer.upsert.remote(points))
             return
-        self._store = self._store or open_store(**self.store_config.model_dump())
+        self._store = self._store or open_store(self.store_config)
         self._store.upsert(self.collection, points)
 
     def on_write_complete(self, write_result: WriteResult[dict]) -> None:

@@ -1,4 +1,4 @@
-"""Query CLI: two-stage search by image, text or both, through the same code the service uses.
+"""Query CLI: search by image, text, a catalog item or a mix, through the same code the service uses.
 
 python -m jobs.query --image PATH --text "red floral dress" -k 10 --filter gender=Women
 """
@@ -9,11 +9,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from jobs.index import add_model_args, add_store_args, store_config
-from retrieval.images import ImageRejected
-from retrieval.search import STRATEGIES, QueryError, SearchParams
+from jobs import cli
+from retrieval.search import SearchParams
 from retrieval.service import SearchService
-from retrieval.store.base import StoreError
+from schemas.api import STRATEGIES
+from schemas.jobs import QUERY_SEGMENTERS
 
 
 def parse_filters(pairs: list[str]) -> dict:
@@ -22,25 +22,42 @@ def parse_filters(pairs: list[str]) -> dict:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name or not value:
-            raise QueryError(f"filter {pair!r} is not field=value")
+            raise cli.UsageError(f"filter {pair!r} is not field=value")
         filters.setdefault(name, []).extend(value.split("|"))
     return {k: v[0] if len(v) == 1 else v for k, v in filters.items()}
 
 
-def parse_args(argv: list[str] | None):
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jobs.query", description=__doc__.splitlines()[0])
     p.add_argument("--image", type=Path, help="query photo")
     p.add_argument("--text", help="query words")
+    p.add_argument("--item-id", help="search by a catalog item (left out of the results)")
     p.add_argument("-k", type=int, default=SearchParams.k, help="results to return")
     p.add_argument("--k1", type=int, default=SearchParams.k1, help="stage-1 candidates")
     p.add_argument("--text-weight", type=float, default=SearchParams.text_weight, help="fusion weight of the text")
     p.add_argument("--strategy", default=SearchParams.strategy, choices=STRATEGIES, help="see docs/evaluation.md")
     p.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE")
     p.add_argument("--exclude", action="append", default=[], metavar="ITEM_ID")
-    p.add_argument("--segment", default="none", choices=["none", "u2netp"], help="isolate the garment in the photo")
-    add_model_args(p)
-    add_store_args(p)
-    return p.parse_args(argv)
+    p.add_argument("--segment", default="none", choices=QUERY_SEGMENTERS, help="isolate the garment in the photo")
+    cli.add_model_args(p)
+    cli.add_store_args(p)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def search_params(args: argparse.Namespace) -> SearchParams:
+    return SearchParams(k=args.k, k1=args.k1, text_weight=args.text_weight, strategy=args.strategy,
+                        filters=parse_filters(args.filter) or None, exclude=tuple(args.exclude))
+
+
+def open_service(args: argparse.Namespace, segment: str = "none") -> SearchService:
+    """The in-process service for these flags (the settings filling in what they leave out)."""
+    model = cli.model_choice(args)
+    return SearchService.open(model["model"], cli.store_config(args), cli.collection_of(args),
+                              device=model["device"], precision=model["precision"], segment=segment)
 
 
 def print_results(outcome) -> None:
@@ -51,18 +68,13 @@ def print_results(outcome) -> None:
     print("   timings: " + ", ".join(f"{k} {v:.1f}" for k, v in outcome.timings_ms.items()))
 
 
+@cli.entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        params = SearchParams(k=args.k, k1=args.k1, text_weight=args.text_weight, strategy=args.strategy,
-                              filters=parse_filters(args.filter) or None, exclude=tuple(args.exclude))
-        with SearchService.open(args.model, store_config(args), args.collection,
-                                device=args.device, precision=args.precision, segment=args.segment) as service:
-            image = args.image.read_bytes() if args.image else None
-            print_results(service.search(image=image, text=args.text, params=params))
-    except (QueryError, ImageRejected, StoreError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    params = search_params(args)
+    image = args.image.read_bytes() if args.image else None
+    with open_service(args, args.segment) as service:
+        print_results(service.search(image=image, text=args.text, item_id=args.item_id, params=params))
     return 0
 
 

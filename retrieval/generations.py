@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from retrieval.store.base import CollectionMismatch, StoreError, VectorStore
+from retrieval.store.base import REBUILD, CollectionMismatch, StoreError, VectorStore, check_fits
 from schemas.collection import CollectionSpec
 
 log = logging.getLogger(__name__)
@@ -21,9 +21,9 @@ def target_collection(store: VectorStore, spec: CollectionSpec, rebuild: bool) -
     current = store.resolve_alias(spec.name)
     if current is not None and not rebuild:
         found = store.collection_spec(current)
-        problem = spec.mismatch(found) if found else f"alias {spec.name} points at missing {current}"
-        if problem:
-            raise CollectionMismatch(f"collection {spec.name!r} ({current}): {problem}. Rebuild it with --rebuild.")
+        if found is None:
+            raise CollectionMismatch(f"alias {spec.name!r} points at {current}, which is missing. {REBUILD}")
+        check_fits(found, REBUILD, **spec.wanted_by_writer())
         return current, False
     name = new_generation_name(spec.name)
     store.create_collection(spec.model_copy(update={"name": name}))

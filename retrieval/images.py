@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import io
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-
-# PIL's own bomb guard only warns below 2x its limit; we check the header ourselves with our own limit.
-Image.MAX_IMAGE_PIXELS = None
 
 _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -41,23 +37,23 @@ class PreprocessConfig:
     fill: tuple[int, int, int] = WHITE
     draft: bool = True  # JPEG DCT-domain downscale before decoding: far cheaper on large photos
 
-    def letterboxed(self) -> "PreprocessConfig":
-        """The same config with aspect-preserving padding instead of a centre crop."""
-        return PreprocessConfig(**{**self.__dict__, "resize_mode": "longest"})
+    def with_letterbox(self, letterbox: bool) -> "PreprocessConfig":
+        """With letterbox, the same config padding to square instead of centre-cropping (a collection records which
+        one its items got, and queries must get the same: the one place this choice is made)."""
+        return replace(self, resize_mode="longest") if letterbox else self
 
 
 def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Image.Image:
     """Bytes to an upright 8-bit RGB image, or ImageRejected with the reason."""
     if not data:
         raise ImageRejected("empty file")
+    _allow_in_pil(max_pixels)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            _check_size(image, max_pixels)
-            if draft_size and image.format == "JPEG":
-                _draft(image, draft_size)
-            image.load()
+        image = Image.open(io.BytesIO(data))
+        _check_size(image, max_pixels)
+        if draft_size and image.format == "JPEG":
+            _draft(image, draft_size)
+        image.load()
     except ImageRejected:
         raise
     except UnidentifiedImageError as err:
@@ -67,6 +63,13 @@ def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = None)
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageRejected("corrupt or truncated", str(err)) from err
     return to_rgb(ImageOps.exif_transpose(image))
+
+
+def _allow_in_pil(max_pixels: int) -> None:
+    """PIL refuses an image over twice its own limit (89 Mpx) before we can look at it: where a caller allows more,
+    raise PIL's limit to ours (never lower it), so that our own check below decides, with our reason."""
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
 
 
 def _check_size(image: Image.Image, max_pixels: int) -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.images import PreprocessConfig
+from schemas.jobs import PRECISIONS
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 _PREFIXES = ("hf-hub:", "local-dir:")
 
 

@@ -14,15 +14,15 @@ With only an image or only a text every fusion strategy is that modality's kNN.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from retrieval.store.base import Filter, Hit, VectorStore
+from schemas.api import STRATEGIES
 from schemas.collection import IMAGE_VECTOR
 
-STRATEGIES = ("two_stage", "two_stage_image", "vector_fusion", "rrf", "image_knn", "text_knn")
 RRF_K = 60
 
 
@@ -50,6 +50,10 @@ class SearchParams:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise QueryError(f"unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)}")
+
+    def excluding(self, item_ids: tuple[str, ...]) -> "SearchParams":
+        """The same search, also leaving these items out (the item a search by item started from)."""
+        return replace(self, exclude=tuple(dict.fromkeys((*self.exclude, *item_ids))))
 
 
 @dataclass(frozen=True)

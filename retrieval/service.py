@@ -1,17 +1,42 @@
-"""Search over an alias: resolves the current generation, checks it matches the model, runs two-stage search."""
+"""Search over an alias, one orchestration for every caller: the CLI and evaluation (SearchService, in this process)
+and the HTTP ingress (serve/api.py, which encodes through its batching encoder between the two halves).
+
+`Searcher.begin` resolves the alias once (the generation whose letterbox flag encodes the query is the one searched),
+checks that it fits the model, turns an item id into that item's photo and checks the query is not empty;
+`Searcher.finish` runs the search on the encoded query and adds the timings.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass, field
 
 from retrieval.model import ClipEncoder, load_model
-from retrieval.query import encode_query
-from retrieval.search import EncodedQuery, SearchOutcome, SearchParams, search, validate_filters
-from retrieval.store.base import CollectionMismatch, CollectionMissing, VectorStore
+from retrieval.prepare import checked_query, encode_query, query_segmenter
+from retrieval.search import EncodedQuery, QueryError, SearchOutcome, SearchParams, search, validate_filters
+from retrieval.store.base import CollectionMissing, VectorStore, check_fits
 from retrieval.store.factory import open_store
 from schemas.collection import CollectionSpec
 from schemas.jobs import StoreConfig
+
+SERVE_REMEDY = "Serve with the model the collection was built with, or reindex it with this one (--rebuild)."
+
+
+class ItemNotFound(QueryError):
+    """A search by a catalog item that the collection does not hold (HTTP 404)."""
+
+
+@dataclass
+class Pending:
+    """A query between begin and finish: where it runs, what it holds, and when it started."""
+
+    collection: str
+    spec: CollectionSpec
+    image: bytes | None
+    text: str | None
+    exclude: tuple[str, ...] = ()
+    started: float = field(default_factory=time.perf_counter)
 
 
 class Searcher:
@@ -34,23 +59,46 @@ class Searcher:
         spec = self.store.collection_spec(name)
         if spec is None:
             raise CollectionMissing(f"no collection {self.alias!r} in the store; run the index job first")
-        if spec.model != self.model_spec:
-            raise CollectionMismatch(
-                f"collection {name} was indexed with model {spec.model!r} but this service encodes queries with "
-                f"{self.model_spec!r}; serve with the same model or reindex")
+        check_fits(spec, SERVE_REMEDY, model=self.model_spec)
         return spec
 
-    def search(self, query: EncodedQuery, params: SearchParams,
-               target: tuple[str, CollectionSpec] | None = None) -> SearchOutcome:
-        """`target`: the generation the caller resolved for this request (one resolve per request, so the
-        generation whose letterbox setting encoded the query is the one searched, even across an alias switch)."""
-        collection, spec = target or self.current()
-        validate_filters(params.filters, spec.filter_fields)
-        return search(self.store, collection, query, params)
+    def begin(self, image: bytes | None = None, text: str | None = None, item_id: str | None = None) -> Pending:
+        """Resolve the generation, fetch an item's photo for a search by item, and refuse an empty query."""
+        collection, spec = self.current()
+        exclude: tuple[str, ...] = ()
+        if item_id and not image:
+            image, exclude = self.item_photo(item_id, collection, spec), (item_id,)
+        image, text = checked_query(image, text)
+        return Pending(collection, spec, image, text, exclude)
+
+    def finish(self, pending: Pending, query: EncodedQuery, params: SearchParams) -> SearchOutcome:
+        """Search the generation `begin` chose; timings: encode (since begin), the search's stages, total."""
+        encoded = time.perf_counter()
+        validate_filters(params.filters, pending.spec.filter_fields)
+        if pending.exclude:
+            params = params.excluding(pending.exclude)
+        outcome = search(self.store, pending.collection, query, params)
+        outcome.timings_ms = {"encode_ms": (encoded - pending.started) * 1000, **outcome.timings_ms,
+                              "total_ms": (time.perf_counter() - pending.started) * 1000}
+        return outcome
+
+    def item_photo(self, item_id: str, collection: str, spec: CollectionSpec) -> bytes:
+        """The bytes of a catalog item's photo, as the collection recorded it."""
+        path = self.item_image_path(item_id, collection, spec)
+        if path is None:
+            raise ItemNotFound(f"no image for catalog item {item_id!r}")
+        return path.read_bytes()
+
+    def item_image_path(self, item_id: str, collection: str, spec: CollectionSpec):
+        """The item's image inside the catalog root, or None (unknown item, or a path leaving the root)."""
+        from retrieval.catalogs import safe_image_path
+
+        hits = self.store.retrieve(collection, [item_id], with_vectors=False)
+        return safe_image_path(spec.catalog_root, hits[0].payload.get("image")) if hits else None
 
 
 class SearchService:
-    """Encoder plus Searcher in one process: what the query CLI and the evaluation use."""
+    """Encoder plus Searcher in one process: what the query CLI and the demo use."""
 
     def __init__(self, encoder: ClipEncoder, searcher: Searcher, max_pixels: int = 80_000_000, segmenter=None):
         self.encoder, self.searcher, self.max_pixels, self.segmenter = encoder, searcher, max_pixels, segmenter
@@ -61,18 +109,14 @@ class SearchService:
         """`segment` (e.g. u2netp) isolates the garment in query photos; plain catalog-style photos are left whole."""
         encoder = load_model(model, device=device, precision=precision)
         segmenter = query_segmenter(segment)
-        return cls(encoder, Searcher(open_store(**store.model_dump()), alias, encoder.spec), segmenter=segmenter)
+        return cls(encoder, Searcher(open_store(store), alias, encoder.spec), segmenter=segmenter)
 
-    def search(self, *, image: bytes | None = None, text: str | None = None,
+    def search(self, *, image: bytes | None = None, text: str | None = None, item_id: str | None = None,
                params: SearchParams = SearchParams()) -> SearchOutcome:
-        started = time.perf_counter()
-        target = self.searcher.current()
-        query = encode_query(self.encoder, image, text, max_pixels=self.max_pixels, letterbox=target[1].letterbox,
-                             segmenter=self.segmenter)
-        encode_ms = (time.perf_counter() - started) * 1000
-        outcome = self.searcher.search(query, params, target)
-        outcome.timings_ms = {"encode_ms": encode_ms, **outcome.timings_ms}
-        return outcome
+        pending = self.searcher.begin(image, text, item_id)
+        query = encode_query(self.encoder, pending.image, pending.text, letterbox=pending.spec.letterbox,
+                             max_pixels=self.max_pixels, segmenter=self.segmenter)
+        return self.searcher.finish(pending, query, params)
 
     def close(self) -> None:
         self.searcher.store.close()
@@ -83,13 +127,3 @@ class SearchService:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def query_segmenter(name: str, threads: int = 2):
-    """The query-side segmenter, or None. skip_plain: a white-background photo is already a clean garment, and
-    cropping it would change its framing against the indexed items (-44 points of Recall@1 measured)."""
-    if name == "none":
-        return None
-    from retrieval.segmentation import make_segmenter
-
-    options = {"threads": threads, "skip_plain": True} if name == "u2netp" else {}
-    return make_segmenter(name, **options)

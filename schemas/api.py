@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 MAX_K = 100
 MAX_K1 = 1000
+STRATEGIES = ("two_stage", "two_stage_image", "vector_fusion", "rrf", "image_knn", "text_knn")
 
 
 class SearchRequest(BaseModel):
@@ -20,7 +21,7 @@ class SearchRequest(BaseModel):
     k1: int | None = Field(None, ge=1, le=MAX_K1, description="Stage-1 candidates (two_stage, rrf); default 1000")
     text_weight: float | None = Field(None, ge=0.0, le=1.0, description="Weight of the text in the fusion; "
                                       "default 0.55 (chosen by the evaluation, docs/evaluation.md)")
-    strategy: Literal["vector_fusion", "two_stage", "two_stage_image", "rrf", "image_knn", "text_knn"] | None = Field(
+    strategy: Literal[STRATEGIES] | None = Field(  # type: ignore[valid-type]
         None, description="How image and text combine; default vector_fusion (docs/evaluation.md)")
     filters: dict[str, str | list[str] | int] | None = Field(
         None, description='Payload filters, e.g. {"gender": "Women", "articleType": ["Dresses", "Tops"]}')

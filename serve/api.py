@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from ray import serve
 
 from retrieval.search import FilterError, QueryError, SearchParams
-from retrieval.service import Searcher
+from retrieval.service import ItemNotFound, Searcher
 from retrieval.store.base import StoreError
 from retrieval.store.factory import open_store
 from schemas.api import ErrorResponse, SearchRequest, SearchResponse, ResultItem
@@ -36,25 +36,16 @@ app = FastAPI(title="Fashion search", description="Search a fashion catalog by p
               version="0.1.0")
 
 
-def to_params(request: SearchRequest, exclude: tuple[str, ...]) -> SearchParams:
+def to_params(request: SearchRequest) -> SearchParams:
     """Only what the request sets; the rest keeps SearchParams' evaluated defaults."""
     chosen = {k: v for k, v in request.model_dump(include={"k1", "text_weight", "strategy"}).items() if v is not None}
-    return SearchParams(k=request.k, filters=request.filters, exclude=exclude, **chosen)
+    return SearchParams(k=request.k, filters=request.filters, **chosen)
 
 
 def to_item(result) -> ResultItem:
     return ResultItem(id=result.item_id, score=result.score, stage1_score=result.stage1_score,
                       text_score=result.text_score, payload=result.payload,
                       image_url=f"/items/{quote(result.item_id, safe='')}/image")
-
-
-def safe_image_path(root: str | None, image: str | None) -> Path | None:
-    """The item's image inside the catalog root, or None: nothing outside the root is ever served."""
-    if not root or not image:
-        return None
-    base = Path(root).resolve()
-    path = (base / image).resolve()
-    return path if path.is_relative_to(base) and path.is_file() else None
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
@@ -64,7 +55,7 @@ class SearchAPI:
 
     def __init__(self, encoder, store: StoreConfig, collection: str, model: str, max_upload_bytes: int):
         self.encoder, self.max_upload_bytes = EncoderClient(encoder), max_upload_bytes
-        self.searcher = Searcher(open_store(**store.model_dump()), collection, model)
+        self.searcher = Searcher(open_store(store), collection, model)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page(self) -> HTMLResponse:
@@ -91,6 +82,8 @@ class SearchAPI:
         search, image = await parse_search(request, self.max_upload_bytes)
         try:
             return await self._search(search, image, started)
+        except ItemNotFound as err:
+            raise HTTPException(404, str(err)) from err
         except FilterError as err:
             raise HTTPException(422, str(err)) from err
         except QueryError as err:
@@ -99,38 +92,21 @@ class SearchAPI:
             raise HTTPException(503, f"store unavailable: {err}") from err
 
     async def _search(self, search: SearchRequest, image: bytes | None, started: float) -> SearchResponse:
-        collection, spec = self.searcher.current()
-        exclude: tuple[str, ...] = ()
-        if search.item_id and image is None:
-            image, exclude = self._item_image_bytes(search.item_id, (collection, spec)), (search.item_id,)
-        if image is None and not (search.text or "").strip():
-            raise QueryError("a query needs an image, a text, or both")
-        encode_started = time.perf_counter()
-        text = (search.text or "").strip() or None
-        query, rejected = await self.encoder.encode(image, text, spec.letterbox, search.segment)
+        """The shared orchestration (retrieval/service.py), with the batching encoder between its two halves."""
+        pending = self.searcher.begin(image, search.text, search.item_id)
+        query, rejected = await self.encoder.encode(pending.image, pending.text, pending.spec.letterbox,
+                                                    search.segment)
         if rejected:
             raise HTTPException(400, rejected)
-        encode_ms = (time.perf_counter() - encode_started) * 1000
-        outcome = self.searcher.search(query, to_params(search, exclude), (collection, spec))
-        timings = {"parse_ms": (encode_started - started) * 1000, "encode_ms": encode_ms, **outcome.timings_ms}
+        outcome = self.searcher.finish(pending, query, to_params(search))
+        timings = {"parse_ms": (pending.started - started) * 1000, **outcome.timings_ms}
         timings["total_ms"] = (time.perf_counter() - started) * 1000
-        return SearchResponse(collection=collection, results=[to_item(r) for r in outcome.results], timings_ms=timings)
-
-    def _item_image_bytes(self, item_id: str, target) -> bytes:
-        path = self._item_image_path(item_id, target)
-        if path is None:
-            raise HTTPException(404, f"no image for catalog item {item_id!r}")
-        return path.read_bytes()
-
-    def _item_image_path(self, item_id: str, target) -> Path | None:
-        """`target`: the (collection, spec) this request resolved the alias to."""
-        collection, spec = target
-        hits = self.searcher.store.retrieve(collection, [item_id], with_vectors=False)
-        return safe_image_path(spec.catalog_root, hits[0].payload.get("image")) if hits else None
+        return SearchResponse(collection=pending.collection, results=[to_item(r) for r in outcome.results],
+                              timings_ms=timings)
 
     @app.get("/items/{item_id:path}/image", responses={404: {"model": ErrorResponse}})
     def item_image(self, item_id: str) -> FileResponse:
-        path = self._item_image_path(item_id, self.searcher.current())
+        path = self.searcher.item_image_path(item_id, *self.searcher.current())
         if path is None:
             raise HTTPException(404, f"no image for catalog item {item_id!r}")
         return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})

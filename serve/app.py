@@ -1,7 +1,10 @@
 """Application builder: typed arguments (for `serve run`, `serve build` and config files) to the bound deployments.
 
-serve run serve.app:app                                  # offline defaults from the settings
-serve run serve.app:build_app model=... collection=...   # or arguments
+serve run cluster/serve-config.yaml                      # what `make serve` runs
+serve run serve.app:build_app model=... collection=...   # or arguments; unset ones come from FASHION_* settings
+
+Nothing is built at import: `serve run` and `serve build` import this module on the driver, and the settings must be
+read when the app is built, not when a module happens to be imported.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
-from retrieval.settings import get_settings
-from schemas.jobs import StoreConfig
+from schemas.jobs import QUERY_SEGMENTERS, STORE_SETTINGS, StoreConfig
+from schemas.settings import get_settings
 from serve.api import SearchAPI
 from serve.encoder import EncoderSpec, QueryEncoder
 
@@ -36,7 +39,7 @@ class ServeArgs(BaseModel):
     qdrant_grpc: bool = Field(default_factory=_settings_default("qdrant_grpc"))
     qdrant_timeout_s: float = Field(default_factory=_settings_default("qdrant_timeout_s"), gt=0)
     store_backend: str = Field(default_factory=_settings_default("store_backend"))
-    store_path: Path = Field(default_factory=_settings_default("store_path"))
+    store_path: Path | str = Field(default_factory=_settings_default("store_path"))
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)
     encoder_placement: Literal["ingress", "deployment"] = Field(
         "ingress", description="ingress: the model runs in the ingress process (no hop, lowest latency on one "
@@ -45,13 +48,13 @@ class ServeArgs(BaseModel):
     encoder_cpus: float = Field(1.0, ge=0, description="CPUs for the encoder, added to the ingress's when placed there")
     encoder_gpus: float = Field(0.0, ge=0)
     encoder_threads: int | None = Field(None, ge=1, description="torch threads per encoder (default: its whole CPUs)")
-    query_segmenter: str = Field("u2netp", description="garment isolation for requests with segment=true, or none")
+    query_segmenter: Literal[QUERY_SEGMENTERS] = Field(  # type: ignore[valid-type]
+        "u2netp", description="garment isolation for requests with segment=true, or none")
     ingress_replicas: int = Field(1, ge=1, description="must stay 1 with the embedded store (one process)")
     ingress_cpus: float = Field(0.25, ge=0)
 
     def store(self) -> StoreConfig:
-        return StoreConfig(url=self.qdrant_url, api_key=self.qdrant_api_key, prefer_grpc=self.qdrant_grpc,
-                           timeout_s=self.qdrant_timeout_s, backend=self.store_backend, path=self.store_path.resolve())
+        return StoreConfig.from_settings(**self.model_dump(include=set(STORE_SETTINGS)))
 
 
 def build_app(args: ServeArgs) -> Application:
@@ -84,4 +87,9 @@ def _model_spec(model: str) -> str:
     return str(ModelSpec.parse(model))
 
 
-app = build_app(ServeArgs())
+def __getattr__(name: str) -> Application:
+    """`serve.app:app` (what `serve build` and `serve run serve.app:app` need, an Application) is built when asked
+    for, from the settings of that moment, never as a side effect of importing this module."""
+    if name == "app":
+        return build_app(ServeArgs())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 from ray import serve
 
-from retrieval.images import ImageRejected, load_and_preprocess
+from retrieval.images import ImageRejected
 from retrieval.model import load_model
-from retrieval.query import isolate_garment
+from retrieval.prepare import prepare_pixels, query_segmenter
 from retrieval.search import EncodedQuery
-from retrieval.service import query_segmenter
 from serve.batching import ContinuousBatcher
 
 
@@ -53,10 +52,9 @@ class QueryEncoderCore:
 
     async def _image(self, data: bytes, letterbox: bool, segment: bool) -> np.ndarray:
         """Decoding is per request (each has its own options) and off the event loop; the model call is batched."""
-        if segment:
-            data = await asyncio.to_thread(isolate_garment, data, self.segmenter, self.max_pixels)
-        cfg = self.encoder.preprocess_cfg.letterboxed() if letterbox else self.encoder.preprocess_cfg
-        return await self.images(await asyncio.to_thread(load_and_preprocess, data, cfg, max_pixels=self.max_pixels))
+        pixels = await asyncio.to_thread(prepare_pixels, data, self.encoder.preprocess_cfg.with_letterbox(letterbox),
+                                         max_pixels=self.max_pixels, segmenter=self.segmenter if segment else None)
+        return await self.images(pixels)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1.0}, max_ongoing_requests=64)

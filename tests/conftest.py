@@ -1,4 +1,9 @@
-"""Shared fixtures: offline environment, the offline kit, the real small model, a Ray cluster, a salted catalog."""
+"""Shared fixtures: offline environment, the offline kit, the real small model, a Ray cluster, a salted catalog, the
+full offline index and the HTTP app over it.
+
+Markers (declared in pyproject.toml): a test using the full offline index is `slow` (it indexes 9,583 images once
+per session), so `pytest -m "not slow"` really skips that run; `gpu` tests are skipped where torch sees no CUDA.
+"""
 
 from __future__ import annotations
 
@@ -14,24 +19,29 @@ from serve.runtime import use_fast_path  # noqa: E402
 
 use_fast_path()  # the serving path users get from the Makefile (HAProxy where installed)
 
+import socket  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from retrieval.settings import OFFLINE_CATALOG, OFFLINE_MODEL  # noqa: E402
+from schemas.jobs import IndexConfig  # noqa: E402
+from schemas.settings import OFFLINE_CATALOG, OFFLINE_MODEL  # noqa: E402
 from tests.salted import write_salted_catalog  # noqa: E402
+
+FULL_INDEX_FIXTURES = {"full_index", "search_service", "server"}
 
 
 def pytest_collection_modifyitems(config, items):
-    """gpu tests run only where torch sees CUDA."""
+    """Tests on the full offline index are slow; gpu tests run only where torch sees CUDA."""
     import torch
 
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        if FULL_INDEX_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
 
 
 @pytest.fixture(scope="session")
@@ -68,14 +78,19 @@ def salted_catalog(tmp_path_factory, offline_catalog) -> Path:
     return write_salted_catalog(tmp_path_factory.mktemp("salted"), offline_catalog)
 
 
+def index_config(catalog: Path, model: str, store: Path, **overrides) -> IndexConfig:
+    """An index run of `catalog` into an embedded store of its own, sized for this 2-CPU machine."""
+    return IndexConfig.from_settings(catalog=catalog, model=model, store_path=store,
+                                     **{"encode_cpus": 0.5, "batch_size": 16, **overrides})
+
+
 @pytest.fixture(scope="session")
 def full_index(ray_cluster, tmp_path_factory, offline_catalog, model_spec):
     """The whole offline catalog indexed once per session into an embedded store: (IndexConfig, summary)."""
     from jobs import index
 
-    store = tmp_path_factory.mktemp("full-index") / "store"
-    cfg = index.parse_args(["--catalog", str(offline_catalog), "--model", model_spec, "--store-path", str(store),
-                            "--encode-cpus", "1"])
+    cfg = index_config(offline_catalog, model_spec, tmp_path_factory.mktemp("full-index") / "store",
+                       encode_cpus=1, batch_size=64)
     return cfg, index.run(cfg)
 
 
@@ -87,3 +102,44 @@ def search_service(full_index, model_spec):
     cfg, _ = full_index
     with SearchService.open(model_spec, cfg.store, cfg.collection, device="cpu") as service:
         yield service
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_status(client, path: str, status: int = 200, seconds: int = 120) -> None:
+    """Poll `path` until it answers `status` (bounded), for apps and agents that take a while to start."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if client.get(path).status_code == status:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{path} never answered {status}")
+
+
+@pytest.fixture(scope="module")
+def server(full_index, model_spec):
+    """The app on a free loopback port over the session's full index; shut down (store released) after the module."""
+    import httpx
+    from ray import serve
+
+    from serve.app import build_app
+
+    cfg, _ = full_index
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app({"model": model_spec, "store_path": cfg.store.path, "encoder_cpus": 0.5,
+                         "max_upload_bytes": 2_000_000}), blocking=False)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    wait_for_status(client, "/readyz")
+    yield client
+    client.close()
+    serve.shutdown()

@@ -1,4 +1,5 @@
-"""Builds a catalog of real product photos salted with bad and awkward files, each labelled with what must happen."""
+"""Builds a catalog of real product photos salted with bad and awkward files, each labelled with what must happen,
+and turns rows into the column batches the pipeline stages take."""
 
 from __future__ import annotations
 
@@ -82,3 +83,12 @@ def write_salted_catalog(root: Path, catalog: Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return root
+
+
+def as_batch(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Rows as a column batch, the shape Ray Data hands the pipeline stages."""
+    batch = {}
+    for key in rows[0]:
+        batch[key] = np.empty(len(rows), dtype=object)
+        batch[key][:] = [row[key] for row in rows]
+    return batch

@@ -11,7 +11,7 @@ from retrieval.catalogs import CatalogError, open_catalog
 from retrieval.catalogs.csv_catalog import read_csv_catalog
 from retrieval.catalogs.deepfashion import read_deepfashion_multimodal, read_inshop
 from retrieval.catalogs.folder import read_image_folder
-from retrieval.settings import OFFLINE_CATALOG
+from schemas.settings import OFFLINE_CATALOG
 
 
 def _write(path: Path, text: str | bytes) -> Path:

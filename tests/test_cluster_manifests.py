@@ -5,7 +5,8 @@ compose file for Qdrant; docs/cluster.md has the commands that use them. A manif
 so a typo would surface there, after a GPU node came up. Here instead: import paths import, the index job's flags
 parse with jobs.index's own parser, Serve configs pass Ray's schema and serve.app.ServeArgs, every FASHION_* name is
 a setting, one Ray version, one Qdrant version and one commit everywhere, a GPU for every encoder, the same
-collection, model, Qdrant address and API-key Secret on every side. (tests/test_cluster_config.py parses the YAML.)
+collection, model, Qdrant address and API-key Secret on every side; the Serve config builds the deployments that
+`serve build` finds.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -248,8 +250,8 @@ def test_runtime_envs_are_valid():
 
 
 def test_fashion_variables_are_settings():
-    """A FASHION_* name in a manifest or the docs is a field of retrieval.settings.Settings (else it is ignored)."""
-    from retrieval.settings import Settings
+    """A FASHION_* name in a manifest or the docs is a field of schemas.settings.Settings (else it is ignored)."""
+    from schemas.settings import Settings
 
     known = {f"FASHION_{name.upper()}" for name in Settings.model_fields}
     for path in [*MANIFESTS, DOC]:
@@ -367,7 +369,7 @@ def test_the_catalog_is_mounted_where_the_job_reads_it(capsys, monkeypatch):
 
 
 def test_the_collection_is_the_same_everywhere():
-    from retrieval.settings import Settings
+    from schemas.settings import Settings
 
     default = Settings.model_fields["collection"].default
     found = []
@@ -478,3 +480,52 @@ def test_code_is_pinned_to_one_commit():
     for obj in (f"{sha}^{{commit}}", f"{sha}:jobs/index.py", f"{sha}:serve/app.py"):
         found = subprocess.run(["git", "cat-file", "-e", obj], cwd=ROOT, capture_output=True)
         assert found.returncode == 0, f"{obj} is not in this repository's history"
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_every_yaml_parses(path):
+    assert list(yaml.safe_load_all(path.read_text()))
+
+
+def test_serve_config_matches_serve_build(tmp_path):
+    """The deployments our config creates are the ones `serve build` finds in the app, with the same resources."""
+    from serve.app import ServeArgs
+
+    out = tmp_path / "built.yaml"
+    subprocess.run([sys.executable, "-m", "ray.serve.scripts", "build", "serve.app:app", "-o", str(out)],
+                   cwd=ROOT, check=True, capture_output=True, timeout=120)
+    built = yaml.safe_load(out.read_text())["applications"][0]
+    (_, config), = [c for c in serve_configs() if c[0] == "serve-config.yaml"]
+    args, defaults = config["applications"][0]["args"], ServeArgs()
+    assert config["http_options"]["host"] == "127.0.0.1"
+    assert args["encoder_placement"] == defaults.encoder_placement == "ingress"
+    assert {d["name"] for d in built["deployments"]} == {"SearchAPI"}  # the encoder runs inside the ingress
+    ingress = built["deployments"][0]["ray_actor_options"]
+    assert args["encoder_cpus"] == defaults.encoder_cpus and args["ingress_cpus"] == defaults.ingress_cpus
+    assert ingress["num_cpus"] == defaults.ingress_cpus + defaults.encoder_cpus
+
+
+def test_encoder_deployment_placement_builds_both_deployments():
+    from ray.serve._private.build_app import build_app as flatten
+
+    from serve.app import build_app
+
+    app = build_app({"encoder_placement": "deployment", "encoder_cpus": 0.5, "encoder_gpus": 1})
+    deployments = {d.name: d for d in flatten(app, name="probe").deployments}
+    assert set(deployments) == {"QueryEncoder", "SearchAPI"}
+    assert deployments["QueryEncoder"].ray_actor_options == {"num_cpus": 0.5, "num_gpus": 1}
+
+
+def test_unknown_serve_arg_is_refused():
+    from pydantic import ValidationError
+
+    from serve.app import build_app
+
+    with pytest.raises(ValidationError, match="encoder_cpu"):
+        build_app({"encoder_cpu": 2})
+
+
+def test_importing_the_app_module_builds_nothing():
+    """`serve run`/`serve build` import serve.app on the driver: the app is built only when asked for."""
+    code = "import sys, serve.app; assert 'app' not in vars(serve.app) and 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)

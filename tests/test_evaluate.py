@@ -1,4 +1,4 @@
-"""Search strategies on a toy store, the evaluation's encoding and scoring, and the evaluation job on a slice."""
+"""The evaluation: its kNN memo, encoding and scoring, the dev-set generator, and the evaluation job on a slice."""
 
 from __future__ import annotations
 
@@ -11,70 +11,10 @@ import pytest
 
 from jobs import evaluate, make_queries
 from retrieval.catalogs import open_catalog
-from retrieval.search import EncodedQuery, QueryError, Result, SearchOutcome, SearchParams, rrf_scores, search
-from retrieval.settings import SHARED_ROOT
-from retrieval.store.base import Hit
+from retrieval.search import EncodedQuery, Result, SearchOutcome, search
 from schemas.collection import IMAGE_VECTOR
-
-
-def unit(*xs: float) -> np.ndarray:
-    v = np.array(xs, dtype=np.float32)
-    return v / np.linalg.norm(v)
-
-
-class ToyStore:
-    """Exact kNN over a few named vectors (no filters)."""
-
-    def __init__(self, vectors: dict[str, np.ndarray]):
-        self.vectors = vectors
-
-    def search(self, collection, vector_name, vector, limit, query_filter=None, with_vectors=False):
-        scored = sorted(((float(v @ vector), i) for i, v in self.vectors.items()), key=lambda s: -s[0])[:limit]
-        return [Hit(i, s, {}, {IMAGE_VECTOR: self.vectors[i]} if with_vectors else None) for s, i in scored]
-
-
-# Items along a quarter circle: "img" is the photo's own look, "txt" what the words ask for.
-TOY = ToyStore({"img": unit(1, 0), "near_img": unit(0.95, 0.3), "mid": unit(1, 1), "near_txt": unit(0.3, 0.95),
-                "txt": unit(0, 1)})
-BOTH = EncodedQuery(image=unit(1, 0), text=unit(0, 1))
-
-
-def ranking(strategy: str, **kw) -> list[str]:
-    params = SearchParams(k=5, k1=kw.pop("k1", 5), strategy=strategy, **kw)
-    return [r.item_id for r in search(TOY, "c", BOTH, params).results]
-
-
-def test_single_modality_strategies_ignore_the_other_vector():
-    assert ranking("image_knn")[0] == "img"
-    assert ranking("text_knn")[0] == "txt"
-
-
-def test_fusion_strategies_follow_the_text_weight():
-    for strategy in ("two_stage", "two_stage_image", "vector_fusion", "rrf"):
-        assert ranking(strategy, text_weight=0.0)[0] == "img", strategy
-        assert ranking(strategy, text_weight=1.0)[0] == "txt", strategy
-    assert ranking("vector_fusion", text_weight=0.5)[0] == "mid"  # normalize(image + text)
-
-
-def test_two_stage_image_only_reranks_the_image_candidates():
-    # k1 = 2: stage 1 by image keeps img and near_img, so the text cannot bring txt back
-    assert set(ranking("two_stage_image", k1=2, text_weight=1.0)) == {"img", "near_img"}
-    assert ranking("two_stage", k1=2, text_weight=1.0)[0] == "txt"  # the union has the text kNN's top 2
-
-
-def test_rrf_is_the_standard_sum_at_equal_weights():
-    a, b = [Hit("x", 0, {}), Hit("y", 0, {})], [Hit("y", 0, {})]
-    scores = rrf_scores([a, b], [0.5, 0.5])
-    assert scores["x"] == pytest.approx(1 / 61) and scores["y"] == pytest.approx(1 / 62 + 1 / 61)
-
-
-def test_strategy_errors():
-    with pytest.raises(QueryError, match="unknown strategy"):
-        SearchParams(strategy="magic")
-    with pytest.raises(QueryError, match="image"):
-        search(TOY, "c", EncodedQuery(text=unit(0, 1)), SearchParams(strategy="image_knn"))
-    only_text = search(TOY, "c", EncodedQuery(text=unit(0, 1)), SearchParams(k=1, strategy="rrf"))
-    assert [r.item_id for r in only_text.results] == ["txt"]  # one modality: every fusion is its kNN
+from schemas.settings import SHARED_ROOT
+from tests.toys import BOTH, TOY, unit
 
 
 def test_the_memo_changes_no_ranking():
@@ -86,7 +26,7 @@ def test_the_memo_changes_no_ranking():
 
 
 def test_batched_encoding_matches_the_service_path(encoder, offline_catalog):
-    from retrieval.query import encode_query
+    from retrieval.prepare import encode_query
 
     queries = [evaluate.Query("a", "image+text", " in red ", "images/10003.jpg", {}, ()),
                evaluate.Query("b", "text", "blue jeans", None, {}, ())]

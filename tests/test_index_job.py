@@ -9,25 +9,25 @@ import pytest
 from jobs import index
 from retrieval.store.factory import open_store
 from retrieval.store.base import point_id
+from tests.conftest import index_config
 from tests.salted import EXPECTED, GOOD_IDS
 
 pytestmark = pytest.mark.ray
 
 
-def run_index(catalog, model_spec, store_path, *extra):
-    cfg = index.parse_args(["--catalog", str(catalog), "--model", model_spec, "--store-path", str(store_path),
-                            "--batch-size", "16", "--encode-cpus", "0.5", *extra])
+def run_index(catalog, model_spec, store_path, **overrides):
+    cfg = index_config(catalog, model_spec, store_path, **overrides)
     return cfg, index.run(cfg)
 
 
 def test_salted_catalog_indexes_good_files_and_reports_bad_ones(ray_cluster, salted_catalog, model_spec, tmp_path):
-    cfg, summary = run_index(salted_catalog, model_spec, tmp_path / "store", "--max-skip-fraction", "0.5")
+    cfg, summary = run_index(salted_catalog, model_spec, tmp_path / "store", max_skip_fraction=0.5)
     good = len(GOOD_IDS) + sum(1 for r in EXPECTED.values() if r is None)
     assert summary["read"] == len(GOOD_IDS) + len(EXPECTED)
     assert summary["indexed"] == good == summary["points_in_collection"]
     assert summary["skipped"] == {reason: 1 for reason in EXPECTED.values() if reason}
     assert summary["alias_switched"] and summary["images_per_s"] > 0
-    store = open_store(**cfg.store.model_dump())
+    store = open_store(cfg.store)
     try:
         hits = store.retrieve(summary["collection"], ["exif-rotated", "cmyk", "zero-byte"])
         assert sorted(h.item_id for h in hits) == ["cmyk", "exif-rotated"]
@@ -36,7 +36,7 @@ def test_salted_catalog_indexes_good_files_and_reports_bad_ones(ray_cluster, sal
 
 
 def test_too_many_bad_files_fail_the_run_without_switching(ray_cluster, salted_catalog, model_spec, tmp_path):
-    cfg, summary = run_index(salted_catalog, model_spec, tmp_path / "store", "--max-skip-fraction", "0.1")
+    cfg, summary = run_index(salted_catalog, model_spec, tmp_path / "store", max_skip_fraction=0.1)
     assert not summary["acceptable"] and not summary["alias_switched"]
     assert index.main(["--catalog", str(salted_catalog), "--model", model_spec, "--store-path",
                        str(tmp_path / "store2"), "--max-skip-fraction", "0.1", "--encode-cpus", "0.5"]) == 1
@@ -46,17 +46,17 @@ def test_mismatched_model_is_refused(ray_cluster, salted_catalog, model_spec, tm
     from retrieval.store.base import CollectionMismatch
 
     store_path = tmp_path / "store"
-    run_index(salted_catalog, model_spec, store_path, "--max-skip-fraction", "0.5", "--limit", "4")
+    run_index(salted_catalog, model_spec, store_path, max_skip_fraction=0.5, limit=4)
     with pytest.raises(CollectionMismatch, match="--rebuild"):
-        run_index(salted_catalog, model_spec, store_path, "--letterbox", "--limit", "4")
+        run_index(salted_catalog, model_spec, store_path, letterbox=True, limit=4)
 
 
 def test_segmentation_stage_in_the_job(ray_cluster, salted_catalog, model_spec, tmp_path):
     """--segment u2netp runs as its own actor pool; crops land in the payload, the collection records it."""
-    cfg, summary = run_index(salted_catalog, model_spec, tmp_path / "store", "--limit", "4", "--segment", "u2netp",
-                             "--segment-cpus", "0.5")
+    cfg, summary = run_index(salted_catalog, model_spec, tmp_path / "store", limit=4, segment="u2netp",
+                             segment_cpus=0.5)
     assert summary["indexed"] == 4 and summary["skipped"] == {}
-    store = open_store(**cfg.store.model_dump())
+    store = open_store(cfg.store)
     try:
         hits = store.retrieve(summary["collection"], GOOD_IDS[:4], with_vectors=False)
         assert len(hits) == 4 and all(len(h.payload["crop_box"]) == 4 for h in hits)
@@ -70,9 +70,9 @@ def test_full_offline_catalog_every_id_once_and_rerun_is_idempotent(full_index, 
     ids = [row["id"] for row in csv.DictReader((offline_catalog / "catalog.csv").open())]
     cfg, first = full_index
     assert first["skipped"] == {} and first["indexed"] == len(ids) == first["points_in_collection"]
-    _, second = run_index(offline_catalog, model_spec, cfg.store.path, "--encode-cpus", "1", "--limit", "300")
+    _, second = run_index(offline_catalog, model_spec, cfg.store.path, encode_cpus=1, limit=300)
     assert second["collection"] == first["collection"] and second["points_in_collection"] == len(ids)
-    store = open_store(**cfg.store.model_dump())
+    store = open_store(cfg.store)
     try:
         found = store.retrieve(first["collection"], ids)
         assert sorted(h.item_id for h in found) == sorted(ids)  # every id exactly once

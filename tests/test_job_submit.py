@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_serve import free_port
+from tests.conftest import free_port, wait_for_status
 
 pytestmark = [pytest.mark.ray, pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,23 +39,12 @@ def head_node(tmp_path_factory):
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
     try:
-        _wait_for_dashboard(address)
+        with httpx.Client(base_url=address, timeout=2) as client:
+            wait_for_status(client, "/api/version")
         yield address, env
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
-
-
-def _wait_for_dashboard(address: str, seconds: int = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{address}/api/version", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise TimeoutError("the Ray dashboard did not come up")
 
 
 def _submit(command: list[str], env: dict, attempts: int = 6) -> subprocess.CompletedProcess:

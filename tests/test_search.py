@@ -1,4 +1,5 @@
-"""Two-stage search: fusion arithmetic, filter validation, and real retrieval quality on the full offline index."""
+"""Search strategies: fusion arithmetic and each strategy on a toy store, filter validation, and real retrieval
+quality on the full offline index."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import csv
 import numpy as np
 import pytest
 
-from retrieval.search import QueryError, SearchParams, fuse, validate_filters, zscore
+from retrieval.search import EncodedQuery, QueryError, SearchParams, fuse, rrf_scores, search, validate_filters, zscore
+from retrieval.store.base import Hit
+from tests.toys import BOTH, TOY, unit
 
 
 def test_zscore_and_fuse():
@@ -21,6 +24,44 @@ def test_unknown_filter_field_is_an_error():
     validate_filters({"gender": "Women"}, ("gender", "articleType"))
     with pytest.raises(QueryError, match="colour"):
         validate_filters({"colour": "Red"}, ("gender", "articleType"))
+
+
+def ranking(strategy: str, **kw) -> list[str]:
+    params = SearchParams(k=5, k1=kw.pop("k1", 5), strategy=strategy, **kw)
+    return [r.item_id for r in search(TOY, "c", BOTH, params).results]
+
+
+def test_single_modality_strategies_ignore_the_other_vector():
+    assert ranking("image_knn")[0] == "img"
+    assert ranking("text_knn")[0] == "txt"
+
+
+def test_fusion_strategies_follow_the_text_weight():
+    for strategy in ("two_stage", "two_stage_image", "vector_fusion", "rrf"):
+        assert ranking(strategy, text_weight=0.0)[0] == "img", strategy
+        assert ranking(strategy, text_weight=1.0)[0] == "txt", strategy
+    assert ranking("vector_fusion", text_weight=0.5)[0] == "mid"  # normalize(image + text)
+
+
+def test_two_stage_image_only_reranks_the_image_candidates():
+    # k1 = 2: stage 1 by image keeps img and near_img, so the text cannot bring txt back
+    assert set(ranking("two_stage_image", k1=2, text_weight=1.0)) == {"img", "near_img"}
+    assert ranking("two_stage", k1=2, text_weight=1.0)[0] == "txt"  # the union has the text kNN's top 2
+
+
+def test_rrf_is_the_standard_sum_at_equal_weights():
+    a, b = [Hit("x", 0, {}), Hit("y", 0, {})], [Hit("y", 0, {})]
+    scores = rrf_scores([a, b], [0.5, 0.5])
+    assert scores["x"] == pytest.approx(1 / 61) and scores["y"] == pytest.approx(1 / 62 + 1 / 61)
+
+
+def test_strategy_errors():
+    with pytest.raises(QueryError, match="unknown strategy"):
+        SearchParams(strategy="magic")
+    with pytest.raises(QueryError, match="image"):
+        search(TOY, "c", EncodedQuery(text=unit(0, 1)), SearchParams(strategy="image_knn"))
+    only_text = search(TOY, "c", EncodedQuery(text=unit(0, 1)), SearchParams(k=1, strategy="rrf"))
+    assert [r.item_id for r in only_text.results] == ["txt"]  # one modality: every fusion is its kNN
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from retrieval.segmentation import (
     segmenter_options,
     with_dynamic_batch,
 )
-from tests.test_stages import as_batch
+from tests.salted import as_batch
 
 COLOURS = ("Black", "Blue", "Navy Blue", "Red", "Green", "Maroon", "Purple")  # products that stand out from white
 MAX_PIXELS = 80_000_000
@@ -151,7 +151,7 @@ def test_u2netp_finds_the_product_on_white(u2netp, products):
 
 def test_skip_plain_leaves_studio_shots_whole_and_still_segments_photos(u2netp, products):
     pytest.importorskip("skimage", reason="scikit-image provides the background photographs")
-    from jobs.bench_segmentation import composite, photo_backgrounds
+    from bench.segmentation import composite, photo_backgrounds
 
     matte = u2netp.masks(products[:1], [{}], [1.0])[0]
     scene, truth, _ = composite(products[0], matte, photo_backgrounds()["grass"], np.random.default_rng(1))
@@ -190,12 +190,12 @@ def test_u2netp_checks_the_model_file(tmp_path):
 
 def test_u2netp_crops_a_product_back_out_of_a_real_photograph(u2netp, products):
     pytest.importorskip("skimage", reason="scikit-image provides the background photographs")
-    from jobs.bench_segmentation import composite, photo_backgrounds
+    from bench.segmentation import composite, photo_backgrounds
 
     photos, rng = photo_backgrounds(), np.random.default_rng(7)
     mattes = u2netp.masks(products, [{}] * len(products), [1.0] * len(products))
     # Cluttered real backdrops; photos holding a competing salient object (a person, a cup, a rocket) are where
-    # salient-object segmentation can pick the wrong thing: jobs.bench_segmentation measures those.
+    # salient-object segmentation can pick the wrong thing: bench.segmentation measures those.
     for name in ("chelsea", "grass", "brick", "gravel"):
         for product, matte in zip(products[::2], mattes[::2]):
             image, truth, _ = composite(product, matte, photos[name], rng, (300, 400))
@@ -319,7 +319,7 @@ def test_pipeline_stages_decode_segment_preprocess(offline_catalog, tmp_path):
 
 def test_decode_rgb_rejects_what_decode_images_rejects(salted_catalog):
     from retrieval.catalogs import open_catalog
-    from retrieval.stages import DecodeImages, ReadImages, catalog_rows
+    from retrieval.indexing import DecodeImages, ReadImages, catalog_rows
 
     catalog = open_catalog(salted_catalog)
     batch = ReadImages()(as_batch(catalog_rows(catalog, catalog.items())))
@@ -355,7 +355,7 @@ def test_stages_run_as_a_ray_data_pipeline(ray_cluster, offline_catalog):
     import ray
 
     from retrieval.catalogs import open_catalog
-    from retrieval.stages import ReadImages, catalog_rows
+    from retrieval.indexing import ReadImages, catalog_rows
 
     catalog = open_catalog(offline_catalog)
     items = [item for item, _ in zip(catalog.items(), range(4))]

@@ -3,53 +3,16 @@
 from __future__ import annotations
 
 import base64
-from collections import Counter
-import socket
 import threading
 import time
+from collections import Counter
 
-import httpx
 import pytest
+
+from tests.conftest import free_port, index_config, wait_for_status
 
 pytestmark = [pytest.mark.ray, pytest.mark.e2e]
 SHOE, TEE = "10127", "10003"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(full_index, model_spec):
-    """The app on a free loopback port over the session's full index; shut down (store released) after the module."""
-    from ray import serve
-
-    from serve.app import build_app
-
-    cfg, _ = full_index
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"model": model_spec, "store_path": cfg.store.path, "encoder_cpus": 0.5,
-                         "max_upload_bytes": 2_000_000}), blocking=False)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    _wait_ready(client)
-    yield client
-    client.close()
-    serve.shutdown()
-
-
-def _wait_ready(client: httpx.Client, seconds: int = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if client.get("/readyz").status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError("the app did not become ready")
 
 
 def photo(catalog, item_id: str) -> bytes:
@@ -147,9 +110,8 @@ def test_reindex_while_serving(server, full_index, offline_catalog, model_spec):
     searcher = threading.Thread(target=keep_searching)
     searcher.start()
     try:
-        summary = index.run(index.parse_args([
-            "--catalog", str(offline_catalog), "--model", model_spec, "--store-path", str(cfg.store.path),
-            "--rebuild", "--limit", "300", "--encode-cpus", "0.5", "--decode-cpus", "0.25"]))
+        summary = index.run(index_config(offline_catalog, model_spec, cfg.store.path, rebuild=True, limit=300,
+                                          decode_cpus=0.25))
     finally:
         stop.set()
         searcher.join(timeout=60)
@@ -169,13 +131,12 @@ def test_encoder_as_its_own_deployment(server, offline_catalog, model_spec, tmp_
     from serve.app import build_app
 
     store = tmp_path / "store"
-    index.run(index.parse_args(["--catalog", str(offline_catalog), "--model", model_spec, "--store-path", str(store),
-                                "--limit", "64", "--encode-cpus", "0.5", "--decode-cpus", "0.25"]))
+    index.run(index_config(offline_catalog, model_spec, store, limit=64, decode_cpus=0.25))
     serve.run(build_app({"model": model_spec, "store_path": store, "encoder_placement": "deployment",
                          "encoder_cpus": 0.25, "ingress_cpus": 0.1}), name="split", route_prefix="/split",
               blocking=False)
     try:
-        _wait_for_status(server, "/split/readyz", 200)
+        wait_for_status(server, "/split/readyz", 200)
         first = (offline_catalog / "catalog.csv").read_text().splitlines()[1].split(",")[0]  # indexed by --limit
         found = server.post("/split/search", files={"image": ("q.jpg", photo(offline_catalog, first), "image/jpeg")},
                             data={"k": "3"})
@@ -189,7 +150,7 @@ def test_encoder_as_its_own_deployment(server, offline_catalog, model_spec, tmp_
 def _switch_alias(cfg, collection: str) -> None:
     from retrieval.store.factory import open_store
 
-    store = open_store(**cfg.store.model_dump())
+    store = open_store(cfg.store)
     try:
         store.set_alias(cfg.collection, collection)
     finally:
@@ -206,22 +167,10 @@ def test_unreachable_store_is_503_not_500(server, model_spec):
     serve.run(build_app({"model": model_spec, "qdrant_url": dead, "encoder_cpus": 0.25}), name="dead-store",
               route_prefix="/dead", blocking=False)
     try:
-        _wait_for_status(server, "/dead/healthz", 200)
+        wait_for_status(server, "/dead/healthz", 200)
         ready = server.get("/dead/readyz")
         assert ready.status_code == 503 and "store" in ready.json()["detail"]
         response = server.post("/dead/search", json={"text": "blue jeans"})
         assert response.status_code == 503 and "Traceback" not in response.text
     finally:
         serve.delete("dead-store")
-
-
-def _wait_for_status(client: httpx.Client, path: str, status: int, seconds: int = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if client.get(path).status_code == status:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{path} never answered {status}")

@@ -12,6 +12,7 @@ import pytest
 from retrieval.store.base import CollectionMismatch, CollectionMissing, Point, StoreError
 from retrieval.store.factory import open_store
 from schemas.collection import IMAGE_VECTOR, CollectionSpec
+from schemas.jobs import StoreConfig
 
 DIM = 16
 N = 60
@@ -25,23 +26,27 @@ BACKENDS = ["edge", "local", "memory"] + (["server"] if SERVER_URL else [])
 
 
 @pytest.fixture(params=BACKENDS)
-def store_config(request, tmp_path) -> dict:
+def store_config(request, tmp_path) -> StoreConfig:
     if request.param == "memory":
-        return {"backend": "local", "path": ":memory:"}
+        return StoreConfig(backend="local", path=":memory:")
     if request.param == "server":
-        return {"url": SERVER_URL, "api_key": os.environ.get("QDRANT_TEST_API_KEY")}
-    return {"backend": request.param, "path": tmp_path / "store"}
+        return StoreConfig(url=SERVER_URL, api_key=os.environ.get("QDRANT_TEST_API_KEY"))
+    return StoreConfig(backend=request.param, path=tmp_path / "store")
 
 
 @pytest.fixture
 def store(store_config):
-    opened = open_store(**store_config)
+    opened = open_store(store_config)
     before = set(opened.list_collections())
     yield opened
-    if "url" in store_config:  # leave a shared server as we found it
+    if store_config.url:  # leave a shared server as we found it
         for name in set(opened.list_collections()) - before:
             opened.delete_collection(name)
     opened.close()
+
+
+def edge_store(path):
+    return open_store(StoreConfig(backend="edge", path=path))
 
 
 def make_spec(name: str = "items", model: str = "model-a", dim: int = DIM) -> CollectionSpec:
@@ -150,12 +155,12 @@ def test_delete_collection(filled):
 
 
 def test_reopening_keeps_points_spec_and_aliases(store_config, filled):
-    if store_config["path"] == ":memory:":
+    if str(store_config.path) == ":memory:":
         pytest.skip("an in-memory store does not outlive its client")
     store, points = filled
     store.set_alias("current", "items")
     store.close()
-    reopened = open_store(**store_config)
+    reopened = open_store(store_config)
     try:
         assert reopened.count("items") == N
         assert reopened.collection_spec("items") == make_spec()
@@ -179,7 +184,7 @@ def test_threads_can_search_while_another_upserts(filled):
 
 def test_a_second_edge_store_cannot_open_a_shard_in_use(tmp_path):
     # A second EdgeShard.load on an open shard damages it (see edge_store.py), so the lock must refuse first.
-    first, second = open_store(backend="edge", path=tmp_path), open_store(backend="edge", path=tmp_path)
+    first, second = edge_store(tmp_path), edge_store(tmp_path)
     try:
         first.create_collection(make_spec())
         first.upsert("items", make_points(5))
@@ -194,12 +199,12 @@ def test_a_second_edge_store_cannot_open_a_shard_in_use(tmp_path):
 
 def test_unknown_backend_lists_the_choices(tmp_path):
     with pytest.raises(ValueError, match="edge, local"):
-        open_store(backend="faiss", path=tmp_path)
+        open_store(StoreConfig(backend="faiss", path=tmp_path))
 
 
 def test_edge_reader_follows_the_alias_to_a_generation_the_writer_closed(tmp_path):
     # Two EdgeStores on one folder hold separate file locks, exactly like a server process and an index job.
-    server, job = open_store(backend="edge", path=tmp_path), open_store(backend="edge", path=tmp_path)
+    server, job = edge_store(tmp_path), edge_store(tmp_path)
     try:
         for generation, seed in (("gen-1", 0), ("gen-2", 1)):
             job.create_collection(make_spec(generation))

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_serve import server  # noqa: F401  (the module-scoped app fixture)
-
 pytestmark = [pytest.mark.ray, pytest.mark.e2e]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
@@ -47,7 +45,7 @@ def _wait_for(browser, condition, seconds=60):
     return WebDriverWait(browser, seconds).until(lambda _: condition())
 
 
-def test_search_shows_result_images_and_refines(server, browser):  # noqa: F811
+def test_search_shows_result_images_and_refines(server, browser):
     from selenium.webdriver.common.by import By
 
     browser.get(f"{server.base_url}/")

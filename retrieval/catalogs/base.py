@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from schemas.catalog import CatalogItem
+from schemas.jobs import CATALOG_FORMATS
 
 
 class CatalogError(ValueError):
@@ -29,6 +30,15 @@ class Catalog:
         return path if path.is_absolute() else self.root / path
 
 
+def safe_image_path(root: str | Path | None, image: str | None) -> Path | None:
+    """An item's image inside the catalog root, or None: nothing outside the root is ever served."""
+    if not root or not image:
+        return None
+    base = Path(root).resolve()
+    path = (base / image).resolve()
+    return path if path.is_relative_to(base) and path.is_file() else None
+
+
 def _readers() -> dict[str, Callable[[Path], Iterator[CatalogItem]]]:
     from retrieval.catalogs import csv_catalog, deepfashion, folder
 
@@ -40,7 +50,6 @@ def _readers() -> dict[str, Callable[[Path], Iterator[CatalogItem]]]:
     }
 
 
-CATALOG_FORMATS = ("auto", "csv", "folder", "deepfashion-mm", "inshop")
 
 
 def detect_format(root: Path) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from retrieval.images import ImageRejected, PreprocessConfig, decode_image, preprocess
-from retrieval.stages import Batch, column
+from retrieval.indexing import Batch, column
 from retrieval.segmentation.base import SegmentResult, Segmenter
 from retrieval.segmentation.factory import make_segmenter
 

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from retrieval.segmentation.base import Segmenter, SegmenterError
-from retrieval.settings import SHARED_ROOT
+from schemas.settings import SHARED_ROOT
 
 log = logging.getLogger(__name__)
 

@@ -69,13 +69,16 @@ def hit_from_record(record: Any, score: float) -> Hit:
                vectors={k: np.asarray(v, dtype=np.float32) for k, v in vectors.items()} if vectors else None)
 
 
-def check_same_spec(spec: CollectionSpec, found: CollectionSpec) -> None:
-    """Raise CollectionMismatch, naming both models, when an existing collection differs from the wanted spec."""
-    problem = spec.mismatch(found)
+def check_fits(found: CollectionSpec, remedy: str, **wanted: object) -> None:
+    """Raise CollectionMismatch, naming the collection's model and what is asked, when `found` cannot serve it."""
+    problem = found.problem(**wanted)
     if problem:
-        raise CollectionMismatch(
-            f"collection {spec.name!r} was built with model {found.model!r} (dim {found.dim}) but this run uses "
-            f"model {spec.model!r} (dim {spec.dim}): {problem}")
+        asked = f" with model {wanted['model']!r}" if "model" in wanted else ""
+        raise CollectionMismatch(f"collection {found.name!r} (model {found.model!r}, dim {found.dim}) cannot be "
+                                 f"used{asked}: {problem}. {remedy}")
+
+
+REBUILD = "Build a new generation with --rebuild (the alias switches when it is complete)."
 
 
 # Filters are plain data: {"field": "value"} matches one value, {"field": ["a", "b"]} matches any of them.

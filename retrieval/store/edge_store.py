@@ -44,14 +44,13 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from retrieval.store.base import (
-    check_same_spec, hit_from_record, wire_parts,
+    REBUILD, check_fits, hit_from_record, wire_parts,
     ITEM_ID_FIELD, CollectionMissing, Filter, Hit, Point, StoreError, point_id,
 )
-from schemas.collection import CollectionSpec
+from schemas.collection import DISTANCES, CollectionSpec
 
 SPEC_FILE, SHARD_DIR, LOCK_FILE = "spec.json", "shard", "shard.lock"
 ALIASES_FILE, ALIASES_LOCK = "aliases.json", ".aliases.lock"
-DISTANCES = {"cosine": "Cosine", "dot": "Dot", "euclid": "Euclid", "manhattan": "Manhattan"}
 # Collection and alias names become folder names: keep them to one safe path component.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 
@@ -78,7 +77,7 @@ class EdgeStore:
         with self._lock, _edge_errors():
             found = self.collection_spec(spec.name) or self._create(spec)
             if found is not None:
-                check_same_spec(spec, found)
+                check_fits(found, REBUILD, **spec.wanted_by_writer())
 
     def _create(self, spec: CollectionSpec) -> CollectionSpec | None:
         """Create the collection and keep it open; or return the spec another process recorded meanwhile."""
@@ -290,8 +289,6 @@ def _build(folder: Path, spec: CollectionSpec) -> Any:
 
 def _create_shard(path: Path, spec: CollectionSpec) -> Any:
     edge = _edge()
-    if spec.distance not in DISTANCES:
-        raise ValueError(f"unknown distance {spec.distance!r}; choose one of {sorted(DISTANCES)}")
     distance = getattr(edge.Distance, DISTANCES[spec.distance])
     vectors = {name: edge.EdgeVectorParams(size=spec.dim, distance=distance) for name in spec.vectors}
     shard = edge.EdgeShard.create(str(path), edge.EdgeConfig(vectors=vectors))

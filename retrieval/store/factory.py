@@ -6,23 +6,24 @@ import math
 from pathlib import Path
 
 from retrieval.store.base import StoreError, VectorStore
+from schemas.jobs import STORE_BACKENDS, StoreConfig
 
-BACKENDS = ("edge", "local")
 MEMORY = ":memory:"
 
 
-def open_store(*, url: str | None = None, api_key: str | None = None, prefer_grpc: bool = False,
-               timeout_s: float = 30.0, backend: str = "edge", path: Path | str = Path("var/qdrant")) -> VectorStore:
-    """The store for these settings; the clients are imported here so that importing this module stays cheap."""
-    if url is not None:
-        return _server_store(url, api_key, prefer_grpc, timeout_s)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown store backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend == "edge":
+def open_store(config: StoreConfig) -> VectorStore:
+    """The store for this config; the clients are imported here so that importing this module stays cheap."""
+    if config.url is not None:
+        return _server_store(config.url, config.api_key, config.prefer_grpc, config.timeout_s)
+    if config.backend not in STORE_BACKENDS:
+        raise ValueError(f"unknown store backend {config.backend!r}; choose one of {', '.join(STORE_BACKENDS)}")
+    if config.path is None:
+        raise StoreError("an embedded store needs a folder (store_path / --store-path / FASHION_STORE_PATH)")
+    if config.backend == "edge":
         from retrieval.store.edge_store import EdgeStore
 
-        return EdgeStore(Path(path))
-    return _local_store(path)
+        return EdgeStore(Path(config.path))
+    return _local_store(config.path)
 
 
 def _server_store(url: str, api_key: str | None, prefer_grpc: bool, timeout_s: float) -> VectorStore:

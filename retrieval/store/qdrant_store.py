@@ -11,17 +11,16 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 
 from retrieval.store.base import (
-    check_same_spec, hit_from_record, wire_parts,
+    REBUILD, check_fits, hit_from_record, wire_parts,
     ITEM_ID_FIELD, CollectionMismatch, CollectionMissing, Filter, Hit, Point, StoreError, point_id,
 )
-from schemas.collection import CollectionSpec
+from schemas.collection import DISTANCES, CollectionSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Collection metadata key under which the spec is recorded (server and local mode both keep metadata).
 SPEC_METADATA_KEY = "fashion_search_spec"
-DISTANCES = {"cosine": "Cosine", "dot": "Dot", "euclid": "Euclid", "manhattan": "Manhattan"}
 # 429 is a 4xx but means "slow down", which is what a retry with backoff does.
 TRANSIENT_HTTP = {429, 500, 502, 503, 504}
 TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
@@ -41,7 +40,7 @@ class QdrantStore:
     def create_collection(self, spec: CollectionSpec) -> None:
         found = self.collection_spec(spec.name)
         if found is not None:
-            check_same_spec(spec, found)
+            check_fits(found, REBUILD, **spec.wanted_by_writer())
             return
         from qdrant_client import models
 
@@ -200,8 +199,6 @@ def _is_not_found(exc: Exception) -> bool:
 def _distance(name: str) -> Any:
     from qdrant_client import models
 
-    if name not in DISTANCES:
-        raise ValueError(f"unknown distance {name!r}; choose one of {sorted(DISTANCES)}")
     return models.Distance(DISTANCES[name])
 
 

@@ -1,9 +1,8 @@
-"""The benchmark scripts measure what they say: real stores, the real sink tally, the budget rule."""
+"""The benchmark scripts measure what they say: real stores, the budget rule."""
 
 from __future__ import annotations
 
-from jobs import bench_store
-from jobs.qdrant_sink import WriteTally
+from bench import store as bench_store
 
 
 def test_store_benchmark_runs_edge_and_reports_every_point(capsys):
@@ -24,17 +23,3 @@ def test_a_backend_past_its_budget_is_not_run(capsys):
     assert "| edge | 200 |" in out and "| edge | 4000 |" not in out
     assert "edge at 4000 points: not run" in out
 
-
-def test_steady_rate_leaves_out_the_first_write_and_merges_across_workers(monkeypatch):
-    clock = iter([100.0, 101.0, 100.5, 104.0])
-    monkeypatch.setattr("jobs.qdrant_sink.time.time", lambda: next(clock))
-    first, second = WriteTally(), WriteTally()
-    first.wrote(32)
-    first.wrote(96)
-    second.wrote(64)
-    second.wrote(64)
-    merged = WriteTally()
-    merged.merge(second.as_dict())
-    merged.merge(first.as_dict())  # the earliest first write wins, whatever the merge order
-    assert merged.written == 256 and merged.first_rows == 32
-    assert merged.steady_rate() == (256 - 32) / (104.0 - 100.0)

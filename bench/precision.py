@@ -1,6 +1,6 @@
 """Does reduced precision keep the results? Cosine between fp32 and bf16/fp16 embeddings, and top-10 overlap.
 
-python -m jobs.check_precision --n 2000 --precisions bf16     (fp16 needs a GPU; --device cuda there)
+python -m bench.precision --n 2000 --precisions bf16     (fp16 needs a GPU; --device cuda there)
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import numpy as np
 
 from retrieval.images import load_and_preprocess
 from retrieval.model import load_model
-from retrieval.settings import OFFLINE_CATALOG, OFFLINE_MODEL
+from jobs import cli
+from schemas.settings import OFFLINE_CATALOG, OFFLINE_MODEL
 
 QUERIES = ["blue jeans", "red dress", "white sports shoes", "black handbag", "pink top for women", "brown watch",
            "green kurta", "grey track pants", "yellow tshirt", "formal shirt for men", "sandals", "sunglasses"]
@@ -33,8 +34,9 @@ def top10_overlap(reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndar
     return float(np.mean([len(set(x) & set(y)) / 10 for x, y in zip(a, b)]))
 
 
+@cli.entry
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m jobs.check_precision", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.precision", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=OFFLINE_MODEL)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--n", type=int, default=2000)
@@ -56,4 +58,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Index throughput: (a) model-only ceiling, (b) the project's Ray pipeline, (c) a naive per-image loop; same images.
 
-python -m jobs.bench_index --n 512 --models offline ViT-B-32 --sizes 224 750x1101
+python -m bench.indexing --n 512 --models offline ViT-B-32 --sizes 224 750x1101
 ViT-B-32 runs with random weights (speed does not depend on the weights; the output says so).
 """
 
@@ -18,7 +18,9 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from retrieval.settings import OFFLINE_CATALOG, OFFLINE_MODEL, PROJECT_ROOT
+from jobs import cli
+from schemas.jobs import IndexConfig, StoreConfig
+from schemas.settings import OFFLINE_CATALOG, OFFLINE_MODEL, PROJECT_ROOT
 
 MODELS = {"offline": OFFLINE_MODEL, "ViT-B-32": "ViT-B-32"}
 # Images per set: enough for a steady window of 10+ s at each model's speed on 2 CPUs (~200 and ~11 images/s).
@@ -118,9 +120,11 @@ def pipeline(model: str, catalog: Path, batch_size: int, store: Path, extra: lis
     first and the last write (steady state), and over the whole pipeline (with worker start-up and model loading)."""
     from jobs import index
 
-    args = ["--catalog", str(catalog), "--model", MODELS[model], "--store-path", str(store), "--rebuild",
-            "--batch-size", str(batch_size), *extra]
-    summary = index.run(index.parse_args(args + (["--allow-random-weights"] if model != "offline" else [])))
+    flags = {k: v for k, v in vars(index.build_parser().parse_args(extra)).items() if v is not None}
+    cfg = IndexConfig.from_settings(**{**flags, "catalog": catalog, "model": MODELS[model], "store_path": store,
+                                       "rebuild": True, "batch_size": batch_size,
+                                       "allow_random_weights": model != "offline"})
+    summary = index.run(cfg)
     assert summary["indexed"] == summary["read"], summary["skipped"]
     if summary["steady_images_per_s"] is None:
         raise SystemExit("too few images for a steady-state rate (one write); raise --n")
@@ -139,7 +143,7 @@ def naive(model: str, catalog: Path, store_root: Path, limit: int) -> float:
     torch.set_num_threads(psutil.cpu_count())
     encoder = _load(model)
     transform = open_clip.image_transform(encoder.preprocess_cfg.image_size, is_train=False)
-    store = open_store(backend="edge", path=store_root / "naive")
+    store = open_store(StoreConfig(backend="edge", path=store_root / "naive"))
     store.create_collection(CollectionSpec(name="naive", model=model, dim=encoder.dim))
     files = sorted((catalog / "images").glob("*.jpg"))[:limit]
     started = time.perf_counter()
@@ -175,10 +179,11 @@ def print_table(rows: list[Row]) -> None:
     print("ViT-B-32 runs with RANDOM weights: throughput does not depend on the weights; its vectors mean nothing.")
 
 
+@cli.entry
 def main(argv: list[str] | None = None) -> None:
     import ray
 
-    parser = argparse.ArgumentParser(prog="python -m jobs.bench_index", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.indexing", description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, help=f"images per set (default per model: {DEFAULT_N})")
     parser.add_argument("--models", nargs="+", default=["offline", "ViT-B-32"], choices=list(MODELS))
     parser.add_argument("--sizes", nargs="+", default=["224", "750x1101"])
@@ -197,4 +202,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Serving benchmark: in-process search time, then HTTP latency and throughput through Ray Serve, on one index.
 
-python -m jobs.bench_serve --seconds 60       (indexes the offline catalog first if the store has no collection)
+python -m bench.serving --seconds 60       (indexes the offline catalog first if the store has no collection)
 Headline: serving overhead = HTTP p50 - in-process p50, per query kind, at concurrency 1. The in-process search
 uses the service's torch thread count, so the difference is what serving adds (HTTP, proxy, hops, batching).
 """
@@ -13,51 +13,33 @@ import base64
 import time
 
 import httpx
-import numpy as np
 
-from retrieval.settings import OFFLINE_CATALOG, get_settings
-
-PHOTOS = ["10003", "10127", "10438", "10016", "11534", "10098", "10196", "10035"]
-WORDS = ["blue jeans", "red dress for women", "white sports shoes", "black leather handbag", "pink top",
-         "grey track pants", "brown watch", "green kurta"]
-
+from bench.common import in_process_latency, percentiles, query_kinds
+from jobs import cli, index
+from schemas.jobs import IndexConfig, StoreConfig
+from schemas.settings import get_settings
 
 def queries(kind: str) -> list[dict]:
-    """JSON bodies of one kind, cycling through real catalog photos and shopper words."""
-    photos = [base64.b64encode((OFFLINE_CATALOG / "images" / f"{i}.jpg").read_bytes()).decode() for i in PHOTOS]
-    bodies = {"text": [{"text": w} for w in WORDS], "image": [{"image_base64": p} for p in photos],
-              "image+text": [{"image_base64": p, "text": "in red"} for p in photos]}[kind]
-    return [{**b, "k": 10} for b in bodies]
+    """JSON bodies of one kind: the shared query kinds with their photos base64-encoded."""
+    return [{**({"text": q["text"]} if "text" in q else {}),
+             **({"image_base64": base64.b64encode(q["image"]).decode()} if "image" in q else {}), "k": 10}
+            for q in query_kinds()[kind]]
 
 
-def percentiles(ms: list[float]) -> dict[str, float]:
-    return {f"p{q}": float(np.percentile(ms, q)) for q in (50, 95, 99)}
-
-
-def in_process(bodies: dict[str, list[dict]], repeats: int, threads: int) -> dict[str, dict]:
-    """The same queries through SearchService in this process (encode + two-stage search), no HTTP."""
+def in_process(repeats: int, threads: int) -> dict[str, dict]:
+    """The same queries through SearchService in this process (encode + search), no HTTP: latency percentiles."""
     import torch
 
-    from retrieval.search import SearchParams
     from retrieval.service import SearchService
-    from schemas.jobs import StoreConfig
 
-    s = get_settings()
-    store = StoreConfig(url=s.qdrant_url, backend=s.store_backend, path=s.store_path)
-    results, default_threads = {}, torch.get_num_threads()
+    s, default_threads = get_settings(), torch.get_num_threads()
     torch.set_num_threads(threads)
-    with SearchService.open(s.model, store, s.collection, device=s.device) as service:
-        for kind, kind_bodies in bodies.items():
-            ms = []
-            for i in range(repeats + 3):  # the first calls warm caches and are dropped
-                body = kind_bodies[i % len(kind_bodies)]
-                image = base64.b64decode(body["image_base64"]) if "image_base64" in body else None
-                started = time.perf_counter()
-                service.search(image=image, text=body.get("text"), params=SearchParams(k=10))
-                ms.append((time.perf_counter() - started) * 1000)
-            results[kind] = percentiles(ms[3:])
-    torch.set_num_threads(default_threads)
-    return results
+    try:
+        with SearchService.open(s.model, StoreConfig.from_settings(), s.collection, device=s.device) as service:
+            timed = in_process_latency(service, query_kinds(), repeats)
+    finally:
+        torch.set_num_threads(default_threads)
+    return {kind: percentiles(ms["total"]) for kind, ms in timed.items()}
 
 
 async def load(url: str, bodies: list[dict], concurrency: int, seconds: float, max_requests: int) -> dict:
@@ -98,20 +80,6 @@ def start_app(port: int, args: dict) -> str:
     raise TimeoutError("the app did not become ready")
 
 
-def ensure_index() -> None:
-    from jobs import index
-    from retrieval.store.factory import open_store
-
-    cfg = index.parse_args([])
-    store = open_store(**cfg.store.model_dump())
-    try:
-        present = store.resolve_alias(cfg.collection) is not None
-    finally:
-        store.close()
-    if not present:
-        index.run(cfg)
-
-
 def report(inproc: dict, http: dict) -> None:
     print("\n| query | concurrency | p50 ms | p95 ms | p99 ms | req/s | errors | in-process p50 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -125,10 +93,11 @@ def report(inproc: dict, http: dict) -> None:
               f"{inproc[kind]['p50']:.1f} ms = {overhead:.1f} ms")
 
 
+@cli.entry
 def main(argv: list[str] | None = None) -> None:
     import ray
 
-    parser = argparse.ArgumentParser(prog="python -m jobs.bench_serve", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100, help="requests per kind at concurrency 1")
     parser.add_argument("--seconds", type=float, default=60, help="the mixed soak at concurrency 8")
     parser.add_argument("--port", type=int, default=8011)
@@ -143,8 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     serve_args = ServeArgs(encoder_placement=args.placement)
     threads = serve_args.encoder_threads or max(1, int(serve_args.encoder_cpus))
     bodies = {kind: queries(kind) for kind in ("text", "image", "image+text")}
-    ensure_index()
-    inproc = in_process(bodies, args.requests, threads)
+    index.ensure_index(IndexConfig.from_settings())  # the settings' own store and collection, as `make serve` uses
+    inproc = in_process(args.requests, threads)
     print(f"encoder: {args.placement}, {threads} torch thread(s); Ray Serve env: {serve_env}")
     ray.init(ignore_reinit_error=True, log_to_driver=False)
     url, http = start_app(args.port, {"encoder_placement": args.placement}), {}
@@ -158,4 +127,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,4 +1,5 @@
-"""Pipeline stages called directly (no Ray): a salted catalog flows through read, decode and encode correctly."""
+"""Index pipeline stages and the sink's tally, called directly (no Ray): a salted catalog flows through read, decode
+and encode correctly, and the sink counts what it wrote and skipped."""
 
 from __future__ import annotations
 
@@ -9,16 +10,8 @@ import pytest
 
 from jobs.qdrant_sink import WriteTally, rows_to_points
 from retrieval.catalogs import open_catalog
-from retrieval.stages import DecodeImages, EncodeImages, ReadImages, catalog_rows
-from tests.salted import EXPECTED, GOOD_IDS
-
-
-def as_batch(rows: list[dict]) -> dict[str, np.ndarray]:
-    batch = {}
-    for key in rows[0]:
-        batch[key] = np.empty(len(rows), dtype=object)
-        batch[key][:] = [row[key] for row in rows]
-    return batch
+from retrieval.indexing import DecodeImages, EncodeImages, ReadImages, catalog_rows
+from tests.salted import EXPECTED, GOOD_IDS, as_batch
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +56,18 @@ def test_sink_rows_become_points_and_skips_are_counted(encoded):
     point = next(p for p in points if p.item_id == GOOD_IDS[0])
     assert point.payload["image"] == f"images/{GOOD_IDS[0]}.jpg" and point.payload["articleType"] == "good"
     assert json.dumps(point.payload)  # payloads stay JSON-serialisable for every store
+
+
+def test_steady_rate_leaves_out_the_first_write_and_merges_across_workers(monkeypatch):
+    clock = iter([100.0, 101.0, 100.5, 104.0])
+    monkeypatch.setattr("jobs.qdrant_sink.time.time", lambda: next(clock))
+    first, second = WriteTally(), WriteTally()
+    first.wrote(32)
+    first.wrote(96)
+    second.wrote(64)
+    second.wrote(64)
+    merged = WriteTally()
+    merged.merge(second.as_dict())
+    merged.merge(first.as_dict())  # the earliest first write wins, whatever the merge order
+    assert merged.written == 256 and merged.first_rows == 32
+    assert merged.steady_rate() == (256 - 32) / (104.0 - 100.0)

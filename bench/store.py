@@ -1,6 +1,6 @@
 """Benchmark the embedded store backends: upsert time and kNN latency (with and without a payload filter).
 
-Run:  python -m jobs.bench_store --points 100000 1000000 --dim 512 --budget-s 900
+Run:  python -m bench.store --points 100000 1000000 --dim 512 --budget-s 900
 A backend whose time at a smaller size, scaled linearly, would pass the budget at the next size is not run there:
 the table says so, which is where that backend stops being adequate.
 """
@@ -18,12 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from jobs import cli
 from retrieval.store.base import Point
 from retrieval.store.factory import open_store
 from schemas.collection import IMAGE_VECTOR, CollectionSpec
+from schemas.jobs import StoreConfig
+from schemas.settings import PROJECT_ROOT
 
 VARIANTS = ("edge", "edge+hnsw", "local")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 COLLECTION = "bench"
 # Cardinalities like the Fashion Product Images catalog (articleType is widened to 140 as in the full set).
 CARDINALITIES = {"gender": 5, "masterCategory": 7, "subCategory": 45, "articleType": 140, "baseColour": 46,
@@ -102,13 +104,13 @@ def bench_one(variant: str, points: list[Point], dim: int, queries: int, limit: 
     backend, _, extra = variant.partition("+")
     folder = Path(tempfile.mkdtemp(prefix=f"bench-store-{backend}-", dir=_scratch()))
     try:
-        store = open_store(backend=backend, path=folder)
+        store = open_store(StoreConfig(backend=backend, path=folder))
         store.create_collection(CollectionSpec(name=COLLECTION, model="bench", dim=dim))
         upsert_s = time_upsert(store, points)
         optimize_s = time_optimize(store) if extra == "hnsw" else None
         store.close()
         started = time.perf_counter()
-        store = open_store(backend=backend, path=folder)
+        store = open_store(StoreConfig(backend=backend, path=folder))
         assert store.count(COLLECTION) == len(points)
         reopen_s = time.perf_counter() - started
         result = _bench_queries(store, backend, len(points), dim, queries, limit)
@@ -148,8 +150,9 @@ def markdown(results: list[Result], dim: int, queries: int, limit: int) -> str:
     return "\n".join(lines)
 
 
+@cli.entry
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.store", description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, nargs="+", default=[10_000])
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--backends", nargs="+", default=list(VARIANTS), choices=VARIANTS,
@@ -186,4 +189,4 @@ def predicted_build_s(results: list[Result], backend: str, n: int) -> float | No
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Segmentation benchmark: throughput per method, and retrieval of products photographed on real backgrounds.
 
-Run:  python -m jobs.bench_segmentation --n 300 --out var/seg
+Run:  python -m bench.segmentation --n 300 --out var/seg
 (a) images/s of each segmenter on the offline catalog (maskrcnn with random weights: cost only);
 (b) held-out catalog products composited onto real photographs (scikit-image's sample images), searched by
     image with and without query segmentation: Recall@1/@10 of the product's own id, P@10 of its article type.
@@ -33,10 +33,11 @@ from retrieval.segmentation import (
     png_bytes,
     segment_query,
 )
-from retrieval.settings import OFFLINE_CATALOG, OFFLINE_MODEL, PROJECT_ROOT, SHARED_ROOT
+from jobs import cli, index
 from schemas.jobs import IndexConfig
+from schemas.settings import OFFLINE_CATALOG, OFFLINE_MODEL, PROJECT_ROOT, SHARED_ROOT
 
-log = logging.getLogger("jobs.bench_segmentation")
+log = logging.getLogger("bench.segmentation")
 SPLIT = SHARED_ROOT / "models" / "fashion-clip-mini" / "split.json"
 # Real photographs bundled with scikit-image (no download): people, animals, objects, outdoor and textures.
 COLOUR_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
@@ -171,35 +172,9 @@ def measure_throughput(args: argparse.Namespace, u2netp: U2NetP) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------- retrieval
 
 
-def ensure_index(catalog: Path, model: str, store: Path) -> IndexConfig:
-    """The full catalog indexed once into an embedded store under `store`; an existing index is reused."""
-    from jobs import index
-    from retrieval.store.factory import open_store
-
-    cfg = index.parse_args(["--catalog", str(catalog), "--model", model, "--store-path", str(store),
-                            "--encode-cpus", "1"])
-    existing = open_store(**cfg.store.model_dump())
-    try:
-        name = existing.resolve_alias(cfg.collection)
-        points = existing.count(name) if name else 0
-    finally:
-        existing.close()
-    if points == 0:
-        _index(index, cfg)
-    return cfg
-
-
-def _index(index, cfg: IndexConfig) -> None:
-    import ray
-
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        index.print_summary(index.run(cfg))
-    finally:
-        if started_here:
-            ray.shutdown()  # our own local instance only
+def index_config(catalog: Path, model: str, store: Path) -> IndexConfig:
+    """The full catalog in an embedded store of its own under `store` (indexed once, then reused)."""
+    return IndexConfig.from_settings(catalog=catalog, model=model, store_path=store, encode_cpus=1)
 
 
 @dataclass
@@ -321,7 +296,7 @@ def report(args: argparse.Namespace, speed: list[dict], scores: dict[str, Scores
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jobs.bench_segmentation", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.segmentation", description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=300, help="composite queries, and catalog images for throughput")
     p.add_argument("--out", type=Path, default=PROJECT_ROOT / "var" / "seg")
     p.add_argument("--catalog", type=Path, default=OFFLINE_CATALOG)
@@ -335,8 +310,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@cli.entry
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cli.setup_logging()
     args = parse_args(argv)
     u2netp = U2NetP(threads=args.threads, batch_size=args.batch_size)
     speed = [] if args.skip_throughput else measure_throughput(args, u2netp)
@@ -345,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = _catalog_rows(args.catalog)
     queries = make_composites(args.catalog, held_out_ids(rows, args.n, args.seed), args.out / "composites", u2netp,
                               args.seed)
-    cfg = ensure_index(args.catalog, args.model, args.out / "store")
+    cfg = index_config(args.catalog, args.model, args.out / "store")
+    index.ensure_index(cfg)
     scores = evaluate(queries, args.catalog, args.model, cfg, u2netp, args.k)
     text = report(args, speed, scores)
     (args.out / "results.md").write_text(text)

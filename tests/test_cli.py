@@ -1,0 +1,90 @@
+"""Entry points: one error boundary (a known error is one line and exit 2, a bug keeps its traceback), flags that
+override the settings and nothing else, and every `python -m` entry point behind the boundary."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs import cli
+from schemas.jobs import IndexConfig, StoreConfig
+from schemas.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_module(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(ROOT)})
+
+
+@pytest.mark.parametrize("argv, words", [
+    (("jobs.query", "--model", "ViT-B-32", "--text", "hi"), "random weights"),
+    (("jobs.query", "--model", "local-dir:/nope", "--text", "hi"), "not an open_clip folder"),
+    (("jobs.index", "--catalog", "/nope/catalog"), "does not exist"),
+    (("jobs.query", "--text", "hi", "--filter", "gender"), "field=value"),
+])
+def test_known_errors_are_one_line_and_exit_2(argv, words):
+    result = run_module(*argv)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and words in lines[-1], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bug_keeps_its_traceback(capsys):
+    @cli.entry
+    def buggy(argv=None):
+        return {}["missing"]
+
+    with pytest.raises(KeyError):
+        buggy([])
+    assert cli.entry(lambda argv=None: None)([]) == 0
+
+
+def test_validation_errors_name_the_field():
+    @cli.entry
+    def bad_config(argv=None):
+        IndexConfig.from_settings(batch_size=0)
+
+    assert bad_config([]) == cli.USAGE_ERROR
+
+
+def entry_modules() -> list[str]:
+    """Every module of jobs/ and bench/ with a main()."""
+    found = []
+    for package in ("jobs", "bench"):
+        for info in pkgutil.iter_modules([str(ROOT / package)]):
+            module = importlib.import_module(f"{package}.{info.name}")
+            if callable(getattr(module, "main", None)):
+                found.append(module.__name__)
+    return found
+
+
+@pytest.mark.parametrize("module", entry_modules())
+def test_every_entry_point_is_behind_the_boundary(module):
+    main = importlib.import_module(module).main
+    assert getattr(main, "__wrapped__", None) is not None, f"{module}.main is not wrapped by jobs.cli.entry"
+
+
+def test_flags_override_settings_and_nothing_else(tmp_path):
+    settings = Settings(collection="from-env", store_path=tmp_path / "env-store", letterbox=True)
+    cfg = IndexConfig.from_settings(settings, catalog=tmp_path, limit=None, store_path=None, batch_size=8)
+    assert cfg.collection == "from-env" and cfg.letterbox and cfg.limit is None and cfg.batch_size == 8
+    assert cfg.store.path == (tmp_path / "env-store").resolve() and cfg.catalog == tmp_path
+    assert cfg.store == StoreConfig.from_settings(settings)
+    moved = IndexConfig.from_settings(settings, store_path=tmp_path / "flag-store", qdrant_url=None)
+    assert moved.store.path == (tmp_path / "flag-store").resolve() and moved.store.url is None
+
+
+def test_index_flags_default_to_none_so_settings_apply():
+    from jobs import index
+
+    given = {k: v for k, v in vars(index.build_parser().parse_args([])).items() if v is not None}
+    assert given == {}
+    assert "(default: 64)" in index.build_parser().format_help()
