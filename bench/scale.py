@@ -37,6 +37,11 @@ def query_latency(store_path, repeats: int) -> dict[str, float]:
             "knn": float(np.percentile(timed["text"]["store"] + timed["image"]["store"], 50))}
 
 
+def table_row(summary: dict, ms: dict[str, float]) -> str:
+    return (f"| {summary['indexed']} | {summary['wall_s']:.1f} | {summary['steady_images_per_s'] or '-'} | "
+            f"{summary['images_per_s']:.1f} | {ms['text']:.1f} | {ms['image']:.1f} | {ms['knn']:.2f} |")
+
+
 @cli.entry
 def main(argv: list[str] | None = None) -> None:
     import ray
@@ -58,9 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| items | index wall s | pipeline img/s (steady) | img/s (wall) | text query p50 ms | image query p50 ms "
           "| store p50 ms |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
-    for summary, ms in rows:
-        print(f"| {summary['indexed']} | {summary['wall_s']:.1f} | {summary['steady_images_per_s'] or '-'} | "
-              f"{summary['images_per_s']:.1f} | {ms['text']:.1f} | {ms['image']:.1f} | {ms['knn']:.2f} |")
+    print("\n".join(table_row(summary, ms) for summary, ms in rows))
 
 
 if __name__ == "__main__":

@@ -312,7 +312,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 @cli.entry
 def main(argv: list[str] | None = None) -> int:
-    cli.setup_logging()
     args = parse_args(argv)
     u2netp = U2NetP(threads=args.threads, batch_size=args.batch_size)
     speed = [] if args.skip_throughput else measure_throughput(args, u2netp)

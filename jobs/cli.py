@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticUndefined
 
 from schemas.jobs import PRECISIONS, STORE_BACKENDS, STORE_SETTINGS, StoreConfig
 from schemas.settings import get_settings
@@ -48,10 +49,11 @@ def one_line(err: BaseException) -> str:
 
 
 def entry(main: Callable[..., int | None]) -> Callable[..., int]:
-    """Wrap an entry point's main(argv): known errors become `error: ...` and exit code 2."""
+    """Wrap an entry point's main(argv): logging set up, known errors become `error: ...` and exit code 2."""
 
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
+        setup_logging()
         try:
             return main(argv) or 0
         except known_errors() as err:
@@ -69,11 +71,14 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def add_field(parser: argparse.ArgumentParser, model: type[BaseModel], name: str, **kwargs: Any) -> None:
-    """`--name` for a config field: its description and default as help, None unless given."""
+    """`--name` for a config field: its description and default (the setting's, for a setting) as help, None
+    unless given."""
     field = model.model_fields[name]
     if "action" not in kwargs and "type" not in kwargs:
         kwargs["type"] = _arg_type(field.annotation)
-    default = "" if field.is_required() else f" (default: {field.default})"
+    settings = get_settings()
+    value = getattr(settings, name) if name in type(settings).model_fields else field.default
+    default = "" if value is PydanticUndefined else f" (default: {value})"
     parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
                         help=kwargs.pop("help", field.description or "") + default, **kwargs)
 

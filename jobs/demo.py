@@ -37,7 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.demo", description=__doc__, add_help=False,
                                      parents=[index.build_parser()])
     args = parser.parse_args(argv)
-    cli.setup_logging()
     cfg = index.IndexConfig.from_settings(**vars(args))
     index.print_summary(summary := index.run(cfg))
     if not summary["acceptable"]:

@@ -112,7 +112,7 @@ def load_vectors(store: VectorStore, collection: str, ids: list[str], batch: int
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.splitlines()[0])
-    cli.add_field(p, IndexConfig, "catalog", help=f"catalog root or CSV file (default: {get_settings().catalog})")
+    cli.add_field(p, IndexConfig, "catalog")
     cli.add_field(p, IndexConfig, "catalog_format", choices=CATALOG_FORMATS)
     p.add_argument("--queries", type=Path, nargs="+", required=True, help="JSONL files (jobs.make_queries)")
     p.add_argument("--limit", type=int, help="index (and judge against) only the first N catalog items")
@@ -329,7 +329,6 @@ def evaluate(args: argparse.Namespace, command: str = "") -> dict:
 def main(argv: list[str] | None = None) -> int:
     from threadpoolctl import threadpool_limits
 
-    cli.setup_logging()
     started = time.perf_counter()
     args = parse_args(argv)
     command = "python -m jobs.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)

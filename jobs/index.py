@@ -24,7 +24,6 @@ from retrieval.store.base import StoreError
 from retrieval.store.factory import open_store
 from schemas.collection import CollectionSpec
 from schemas.jobs import CATALOG_FORMATS, SEGMENTERS, IndexConfig
-from schemas.settings import get_settings
 
 log = logging.getLogger("jobs.index")
 
@@ -32,7 +31,7 @@ log = logging.getLogger("jobs.index")
 def build_parser() -> argparse.ArgumentParser:
     """Every IndexConfig knob as a flag; defaults and help come from the config schema and the settings."""
     p = argparse.ArgumentParser(prog="python -m jobs.index", description=__doc__.splitlines()[0])
-    cli.add_field(p, IndexConfig, "catalog", help=f"catalog root or CSV file (default: {get_settings().catalog})")
+    cli.add_field(p, IndexConfig, "catalog")
     cli.add_field(p, IndexConfig, "catalog_format", choices=CATALOG_FORMATS)
     cli.add_model_args(p)
     cli.add_store_args(p)
@@ -230,7 +229,6 @@ def print_summary(summary: dict) -> None:
 
 @cli.entry
 def main(argv: list[str] | None = None) -> int:
-    cli.setup_logging()
     cfg = parse_args(argv)
     summary = run(cfg)
     print_summary(summary)

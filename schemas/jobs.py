@@ -51,19 +51,20 @@ class StoreConfig(BaseModel):
 
 
 class IndexConfig(BaseModel):
-    """One index run: catalog, model, store target and the pipeline's shape."""
+    """One index run: catalog, model, store target and the pipeline's shape. Fields without a default here are
+    settings (FASHION_*): build it with `from_settings`, which fills them."""
 
     catalog: Path = Field(description="catalog root or CSV file")
-    catalog_format: str = Field("auto", description=f"one of {', '.join(CATALOG_FORMATS)}")
+    catalog_format: str = Field(description=f"one of {', '.join(CATALOG_FORMATS)}")
     model: str = Field(description="NAME/TAG, hf-hub:ORG/REPO or local-dir:PATH")
-    device: str = Field("auto", description="auto, cpu, cuda")
-    precision: str = Field("fp32", description=f"one of {', '.join(PRECISIONS)}")
-    collection: str = Field("fashion", description="alias searched and (re)built")
+    device: str = Field(description="auto, cpu, cuda")
+    precision: str = Field(description=f"one of {', '.join(PRECISIONS)}")
+    collection: str = Field(description="alias searched and (re)built")
     rebuild: bool = Field(False, description="build a new generation and switch the alias to it")
     store: StoreConfig
-    letterbox: bool = Field(False, description="pad to square instead of centre-cropping")
+    letterbox: bool = Field(description="pad to square instead of centre-cropping")
     draft: bool = Field(True, description="JPEG DCT-domain downscale before decoding")
-    max_image_pixels: int = Field(80_000_000, gt=0)
+    max_image_pixels: int = Field(gt=0, description="larger images are skipped as decompression bombs")
     limit: int | None = Field(None, gt=0, description="index only the first N catalog items")
     batch_size: int = Field(64, gt=0)
     encode_actors: int = Field(1, gt=0)
