@@ -1,4 +1,4 @@
-"""The catalog item: what a reader yields and what a Qdrant point carries as payload."""
+"""The catalog item: what a reader yields and what a Qdrant point carries as payload (its document included)."""
 
 from __future__ import annotations
 
@@ -13,3 +13,5 @@ class CatalogItem(BaseModel):
     id: str = Field(min_length=1, description="Stable catalog id; the Qdrant point id is derived from it.")
     image: str = Field(description="Image path relative to the catalog root (or absolute).")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Everything else: becomes payload.")
+    text: str = Field("", description="The item's own words (title, type, colour, caption...): its document for "
+                                      "lexical and CLIP-text search; empty when the catalog has none.")

@@ -6,17 +6,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-IMAGE_VECTOR = "image"
+IMAGE_VECTOR = "image"  # CLIP image embedding of the item's photo
+TEXT_VECTOR = "text"  # CLIP text embedding of the item's document, in the same space as query words and photos
+BM25_VECTOR = "bm25"  # sparse BM25 weights of the item's document; the collection applies IDF
+DENSE_VECTORS = (IMAGE_VECTOR, TEXT_VECTOR)
+SPARSE_VECTORS = (BM25_VECTOR,)
 # Distance names as the spec records them, and as Qdrant (server, local mode and edge) spells them.
 DISTANCES = {"cosine": "Cosine", "dot": "Dot", "euclid": "Euclid", "manhattan": "Manhattan"}
 
-# Fields shoppers filter by in the catalogs we read (Fashion Product Images CSV, DeepFashion-MultiModal, In-shop);
-# each gets a keyword payload index. An index on a field a catalog lacks costs nothing.
-DEFAULT_FILTER_FIELDS: tuple[str, ...] = (
-    "gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage",
-    "category", "sleeve_length", "neckline", "upper_fabric", "lower_fabric", "upper_pattern", "lower_pattern",
-    "inshop_item_id", "split",
-)
 # What must agree between a collection and the run writing into it (the vectors are checked apart).
 INDEX_FIELDS = ("model", "dim", "distance", "letterbox", "segmentation")
 
@@ -27,12 +24,23 @@ class CollectionSpec(BaseModel):
     name: str = Field(min_length=1)
     model: str = Field(min_length=1, description="The model spec string that produced the vectors.")
     dim: int = Field(gt=0)
-    vectors: tuple[str, ...] = (IMAGE_VECTOR,)
-    distance: Literal["cosine", "dot", "euclid", "manhattan"] = "cosine"
+    vectors: tuple[str, ...] = (*DENSE_VECTORS, *SPARSE_VECTORS)
+    distance: Literal["cosine", "dot", "euclid", "manhattan"] = "cosine"  # of the dense vectors
     letterbox: bool = False  # queries must be preprocessed as the items were
     segmentation: str = "none"  # how item photos were isolated before encoding
     catalog_root: str | None = None  # where the item images lie, so the service can show them
-    filter_fields: tuple[str, ...] = DEFAULT_FILTER_FIELDS
+    filter_fields: tuple[str, ...] = ()  # keyword-indexed payload fields, from the catalog (or --filter-fields)
+    filter_values: dict[str, dict[str, int]] = {}  # the most common values of each, with their item counts
+    bm25_avg_len: float = Field(1.0, gt=0, description="the catalog's mean document length in BM25 tokens")
+    bm25_language: str = "english"  # stopwords and stemmer of the documents, and so of the queries
+
+    @property
+    def dense_vectors(self) -> tuple[str, ...]:
+        return tuple(v for v in self.vectors if v not in SPARSE_VECTORS)
+
+    @property
+    def sparse_vectors(self) -> tuple[str, ...]:
+        return tuple(v for v in self.vectors if v in SPARSE_VECTORS)
 
     def problem(self, **wanted: object) -> str | None:
         """Why this collection (as found in the store) cannot serve what is asked, or None: the one decision on fit.

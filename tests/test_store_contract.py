@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from retrieval.store.base import CollectionMismatch, CollectionMissing, Point, StoreError
+from retrieval.store.base import CollectionMismatch, CollectionMissing, Fuse, Nearest, Point, Rescore, StoreError
 from retrieval.store.factory import open_store
-from schemas.collection import IMAGE_VECTOR, CollectionSpec
+from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TEXT_VECTOR, CollectionSpec
 from schemas.jobs import StoreConfig
 
 DIM = 16
@@ -264,3 +264,96 @@ def test_an_unreachable_server_is_a_store_error():
     with pytest.raises(StoreError):
         store.list_collections()
     store.close()
+
+
+# ---------------------------------------------------------------------------------------------- hybrid queries
+# Documents with BM25 sparse vectors (the real tokenizer) next to two dense vectors, as the index job writes them.
+
+WORDS = ("red shirt", "blue shirt", "green casual shirt", "black formal shirt collar", "white shirt", "red dress",
+         "blue jeans denim", "black leather shoes", "red leather handbag", "white sports shoes running")
+
+
+def hybrid_points(n: int = N, seed: int = 1) -> list[Point]:
+    from retrieval import lexical
+
+    rng = np.random.default_rng(seed)
+    dense = rng.normal(size=(2, n, DIM)).astype(np.float32)
+    dense /= np.linalg.norm(dense, axis=2, keepdims=True)
+    docs = [WORDS[i % len(WORDS)] + " item" * i for i in range(n)]  # every length differs: no tied BM25 scores
+    avg = lexical.mean_length(docs)
+    return [Point(item_id=f"item-{i}", payload={"gender": GENDERS[i % 5], "baseColour": COLOURS[i % 3], "text": doc},
+                  vectors={IMAGE_VECTOR: dense[0, i], TEXT_VECTOR: dense[1, i],
+                           BM25_VECTOR: lexical.document_vector(doc, avg)}) for i, doc in enumerate(docs)]
+
+
+@pytest.fixture
+def hybrid(store):
+    store.create_collection(make_spec())
+    points = hybrid_points()
+    store.upsert("items", points)
+    return store, points
+
+
+def test_sparse_vectors_are_stored_as_given(hybrid):
+    store, points = hybrid
+    (hit,) = store.retrieve("items", ["item-3"])
+    assert hit.vectors[BM25_VECTOR] == points[3].vectors[BM25_VECTOR]  # the same token ids on every backend
+    assert np.allclose(hit.vectors[TEXT_VECTOR], points[3].vectors[TEXT_VECTOR], atol=1e-5)
+
+
+def test_bm25_applies_the_collections_idf(hybrid):
+    from retrieval import lexical
+
+    store, _ = hybrid
+    rare = store.query("items", Nearest(BM25_VECTOR, lexical.query_vector("collar"), N), N)
+    assert {h.item_id for h in rare} == {f"item-{i}" for i in range(3, N, len(WORDS))}
+    common = store.query("items", Nearest(BM25_VECTOR, lexical.query_vector("shirt"), N), N)
+    assert common and rare[0].score > 2 * common[0].score  # a word in half the items says less than a rare one
+
+
+def test_fusion_rescoring_and_filters_hold_at_every_level(hybrid):
+    from retrieval import lexical
+
+    store, points = hybrid
+    legs = (Nearest(IMAGE_VECTOR, points[0].vectors[IMAGE_VECTOR], 20),
+            Nearest(BM25_VECTOR, lexical.query_vector("red"), 20))
+    for plan in (Fuse(legs, "rrf", 20), Fuse(legs, "dbsf", 20),
+                 Rescore(legs, TEXT_VECTOR, points[5].vectors[TEXT_VECTOR], 40),
+                 Fuse((Fuse(legs, "dbsf", 20), Nearest(TEXT_VECTOR, points[1].vectors[TEXT_VECTOR], 20)), "rrf", 40)):
+        hits = store.query("items", plan, 10, {"gender": ["Men", "Women"]}, exclude=["item-0"])
+        assert hits and all(h.payload["gender"] in ("Men", "Women") for h in hits), plan
+        assert "item-0" not in {h.item_id for h in hits}
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    only = store.query("items", legs[1], 10, only=["item-0", "item-5", "item-7"])
+    assert {h.item_id for h in only} == {"item-0", "item-5"}  # item-7 ("black leather shoes") has no "red"
+
+
+def run_on_every_backend(tmp_path, plan, limit: int) -> dict[str, list[tuple[str, float]]]:
+    results = {}
+    for name, config in (("edge", StoreConfig(backend="edge", path=tmp_path / "edge")),
+                         ("local", StoreConfig(backend="local", path=tmp_path / "local")),
+                         ("memory", StoreConfig(backend="local", path=":memory:"))):
+        store = open_store(config)
+        try:
+            store.create_collection(make_spec())
+            store.upsert("items", hybrid_points())
+            results[name] = [(h.item_id, round(h.score, 4)) for h in store.query("items", plan, limit)]
+        finally:
+            store.close()
+    return results
+
+
+@pytest.mark.parametrize("method", ["rrf", "dbsf"])
+def test_every_backend_fuses_alike(tmp_path, method):
+    """One hybrid plan, exact search, the same ranking and scores on edge, local mode on disk and in memory."""
+    from retrieval import lexical
+
+    points = hybrid_points()
+    legs = (Nearest(IMAGE_VECTOR, points[2].vectors[IMAGE_VECTOR], 30),
+            Nearest(TEXT_VECTOR, points[2].vectors[TEXT_VECTOR], 30),
+            Nearest(BM25_VECTOR, lexical.query_vector("red leather"), 30))
+    results = run_on_every_backend(tmp_path, Fuse(legs, method, 30), 10)
+    scores = {name: [s for _, s in hits] for name, hits in results.items()}
+    assert scores["edge"] == scores["local"] == scores["memory"] and len(scores["edge"]) == 10
+    for name, hits in results.items():  # equal scores may come in any order (edge's fusion orders ties freely)
+        assert sorted(hits) == sorted(results["edge"]), name

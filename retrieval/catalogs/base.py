@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from schemas.catalog import CatalogItem
 from schemas.jobs import CATALOG_FORMATS
@@ -63,14 +64,20 @@ def detect_format(root: Path) -> str:
     return "folder"
 
 
-def open_catalog(root: str | Path, fmt: str = "auto") -> Catalog:
-    """A Catalog for `root`; the format is detected when `fmt` is auto."""
+def open_catalog(root: str | Path, fmt: str = "auto", text_fields: Sequence[str] | None = None) -> Catalog:
+    """A Catalog for `root`; the format is detected when `fmt` is auto. `text_fields` (CSV only) picks the columns
+    that make each item's document."""
     root = Path(root).expanduser().resolve()
     if not root.exists():
         raise CatalogError(f"catalog {root} does not exist")
     if fmt not in CATALOG_FORMATS:
         raise CatalogError(f"unknown catalog format {fmt!r}; valid: {', '.join(CATALOG_FORMATS)}")
     fmt = detect_format(root) if fmt == "auto" else fmt
+    reader = _readers()[fmt]
+    if text_fields is not None:
+        if fmt != "csv":
+            raise CatalogError(f"--text-fields picks CSV columns; a {fmt} catalog builds its documents itself")
+        reader = functools.partial(reader, text_fields=tuple(text_fields))
     if root.is_file():  # a CSV file given directly: its folder is the image root
-        return Catalog(root.parent, fmt, lambda _root, f=root: _readers()["csv"](f))
-    return Catalog(root, fmt, _readers()[fmt])
+        return Catalog(root.parent, fmt, lambda _root, f=root: reader(f))
+    return Catalog(root, fmt, reader)

@@ -121,7 +121,19 @@ def read_deepfashion_multimodal(root: Path) -> Iterator[CatalogItem]:
         segm = root / "segm" / f"{path.stem}_segm.png"
         if segm.is_file():
             metadata["segm"] = segm.relative_to(root).as_posix()
-        yield CatalogItem(id=path.stem, image=f"images/{name}", metadata=metadata)
+        yield CatalogItem(id=path.stem, image=f"images/{name}", metadata=metadata, text=mm_document(metadata))
+
+
+def mm_document(metadata: dict[str, object]) -> str:
+    """The caption, then the labels as words: "long-sleeve", "denim", "floral", and "hat" for a hat that is there."""
+    words = [metadata.get("caption", ""), metadata.get("gender", ""), metadata.get("category", "")]
+    for key in [k for k, _ in SHAPE_ATTRIBUTES] + [f"{p}_{kind}" for kind in ("fabric", "pattern") for p in GARMENT_PARTS]:
+        value = metadata.get(key)
+        if value is True:
+            words.append(_words(key))
+        elif isinstance(value, str) and value not in ("no", "other"):
+            words.append(value)
+    return " ".join(w for w in words if w)
 
 
 def _list_lines(path: Path) -> list[str]:
@@ -186,4 +198,6 @@ def read_inshop(root: Path) -> Iterator[CatalogItem]:
             metadata["bbox"] = bboxes[image]
         if item_id in attributes:
             metadata["attributes"] = attributes[item_id]
-        yield CatalogItem(id=Path(image).with_suffix("").as_posix(), image=image, metadata=metadata)
+        words = [metadata.get("gender", ""), metadata.get("category", ""), *metadata.get("attributes", [])]
+        yield CatalogItem(id=Path(image).with_suffix("").as_posix(), image=image, metadata=metadata,
+                          text=" ".join(w for w in words if w))

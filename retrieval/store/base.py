@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Literal, Protocol, Sequence, Union
 
 import numpy as np
 
@@ -32,12 +32,31 @@ class CollectionMissing(StoreError):
     """No collection (or alias) of that name; index first."""
 
 
+@dataclass(frozen=True)
+class SparseVector:
+    """Token ids and weights, ids ascending and unique (a BM25 vector: retrieval/lexical.py)."""
+
+    indices: tuple[int, ...]
+    values: tuple[float, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.indices)
+
+    def as_query(self) -> "SparseVector":
+        """The same words as a query (1.0 each), e.g. to search by an item's own document."""
+        return SparseVector(self.indices, (1.0,) * len(self.indices))
+
+
+Vector = Union[np.ndarray, SparseVector]
+
+
 @dataclass
 class Point:
-    """One catalog item in the store: its named vectors and its payload (which always holds item_id)."""
+    """One catalog item in the store: its named vectors (dense or sparse; an item without words has no text or
+    bm25 vector, never a made-up one) and its payload (which always holds item_id)."""
 
     item_id: str
-    vectors: dict[str, np.ndarray]
+    vectors: dict[str, Vector]
     payload: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -52,13 +71,62 @@ class Hit:
     item_id: str
     score: float
     payload: dict[str, Any]
-    vectors: dict[str, np.ndarray] | None = None
+    vectors: dict[str, Vector] | None = None
 
 
-def wire_parts(point: Point) -> tuple[dict[str, list[float]], dict[str, Any]]:
-    """A point's named vectors as plain float lists and its payload with item_id, as every client sends them."""
-    vectors = {name: np.asarray(v, dtype=np.float32).tolist() for name, v in point.vectors.items()}
+# A query plan, run by the store in one call (Qdrant's Query API: prefetches, fusion, rescoring). Every plan has the
+# number of candidates it hands on; the payload filter of the call applies to every part of it.
+@dataclass(frozen=True)
+class Nearest:
+    """The `limit` nearest points to `vector` by the named vector `using` (dense cosine, or sparse dot with IDF)."""
+
+    using: str
+    vector: Vector
+    limit: int
+
+
+@dataclass(frozen=True)
+class Fuse:
+    """The candidates of `parts`, fused. rrf: Qdrant's reciprocal-rank fusion, sum of 1 / (RRF_K + rank - 1) over
+    the lists (rank from 1); dbsf: each list's scores normalised by its mean +- 3 standard deviations, summed."""
+
+    parts: tuple["Plan", ...]
+    method: Literal["rrf", "dbsf"]
+    limit: int
+
+
+@dataclass(frozen=True)
+class Rescore:
+    """The candidates of `parts`, ranked by their similarity to `vector` over the named vector `using`."""
+
+    parts: tuple["Plan", ...]
+    using: str
+    vector: np.ndarray
+    limit: int
+
+
+Plan = Union[Nearest, Fuse, Rescore]
+RRF_K = 60  # the usual constant; Qdrant's formula makes the best rank worth 1 / RRF_K
+
+
+def wire_vector(vector: Vector, sparse_type: Any) -> Any:
+    """A dense vector as a plain float list (what every client sends), a sparse one as the client's own type."""
+    if isinstance(vector, SparseVector):
+        return sparse_type(indices=list(vector.indices), values=list(vector.values))
+    return np.asarray(vector, dtype=np.float32).tolist()
+
+
+def wire_parts(point: Point, sparse_type: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A point's named vectors as a client sends them, and its payload with item_id."""
+    vectors = {name: wire_vector(v, sparse_type) for name, v in point.vectors.items()}
     return vectors, {**point.payload, ITEM_ID_FIELD: point.item_id}
+
+
+def read_vector(value: Any) -> Vector:
+    """A client's dense list or sparse object (anything with indices and values) as our type."""
+    if hasattr(value, "indices"):
+        return SparseVector(tuple(int(i) for i in value.indices), tuple(float(v) for v in value.values))
+    return np.asarray(value, dtype=np.float32)
 
 
 def hit_from_record(record: Any, score: float) -> Hit:
@@ -66,7 +134,7 @@ def hit_from_record(record: Any, score: float) -> Hit:
     payload = dict(record.payload or {})
     vectors = record.vector if isinstance(record.vector, dict) else None
     return Hit(item_id=str(payload[ITEM_ID_FIELD]), score=float(score), payload=payload,
-               vectors={k: np.asarray(v, dtype=np.float32) for k, v in vectors.items()} if vectors else None)
+               vectors={k: read_vector(v) for k, v in vectors.items()} if vectors else None)
 
 
 def check_fits(found: CollectionSpec, remedy: str, **wanted: object) -> None:
@@ -103,6 +171,11 @@ class VectorStore(Protocol):
     def search(self, collection: str, vector_name: str, vector: np.ndarray, limit: int,
                query_filter: Filter | None = None, with_vectors: bool = False) -> list[Hit]:
         """kNN by cosine similarity, best first, restricted by the payload filter."""
+
+    def query(self, collection: str, plan: Plan, limit: int, query_filter: Filter | None = None, *,
+              with_vectors: bool = False, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> list[Hit]:
+        """Run a query plan in one call, best first. The filter, and leaving out the `exclude` item ids (or keeping
+        only the `only` ones), apply to every part of the plan."""
 
     def retrieve(self, collection: str, item_ids: Sequence[str], with_vectors: bool = True) -> list[Hit]:
         """Points by catalog item id (missing ids are left out), score 0."""

@@ -44,9 +44,10 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from retrieval.store.base import (
-    REBUILD, check_fits, hit_from_record, wire_parts,
-    ITEM_ID_FIELD, CollectionMissing, Filter, Hit, Point, StoreError, point_id,
+    REBUILD, check_fits, hit_from_record,
+    ITEM_ID_FIELD, CollectionMissing, Filter, Hit, Nearest, Plan, Point, StoreError, point_id,
 )
+from retrieval.store.edge_query import edge_point, edge_prefetches, edge_query, to_edge_filter
 from schemas.collection import DISTANCES, CollectionSpec
 
 SPEC_FILE, SHARD_DIR, LOCK_FILE = "spec.json", "shard", "shard.lock"
@@ -108,16 +109,20 @@ class EdgeStore:
     def upsert(self, collection: str, points: Sequence[Point]) -> None:
         edge = _edge()
         for start in range(0, len(points), self.batch_size):
-            batch = [_edge_point(p) for p in points[start:start + self.batch_size]]
+            batch = [edge_point(p) for p in points[start:start + self.batch_size]]
             with self._lock, _edge_errors():
                 self._shard(collection).update(edge.UpdateOperation.upsert_points(batch))
 
     def search(self, collection: str, vector_name: str, vector: np.ndarray, limit: int,
                query_filter: Filter | None = None, with_vectors: bool = False) -> list[Hit]:
-        edge = _edge()
-        request = edge.QueryRequest(
-            limit=limit, query=edge.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=vector_name),
-            filter=to_edge_filter(query_filter), with_payload=True, with_vector=with_vectors)
+        return self.query(collection, Nearest(vector_name, vector, limit), limit, query_filter,
+                          with_vectors=with_vectors)
+
+    def query(self, collection: str, plan: Plan, limit: int, query_filter: Filter | None = None, *,
+              with_vectors: bool = False, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> list[Hit]:
+        edge_filter = to_edge_filter(query_filter, exclude, only)
+        request = _edge().QueryRequest(limit=limit, query=edge_query(plan), prefetches=edge_prefetches(plan, edge_filter),
+                                       filter=edge_filter, with_payload=True, with_vector=with_vectors)
         with self._lock, _edge_errors():
             found = self._shard(collection).query(request)
         return [hit_from_record(p, p.score) for p in found]
@@ -259,19 +264,6 @@ class EdgeStore:
         return self.root / name
 
 
-def to_edge_filter(query_filter: Filter | None) -> Any:
-    """{"field": value} -> MatchValue, {"field": [a, b]} -> MatchAny, all ANDed."""
-    if not query_filter:
-        return None
-    edge = _edge()
-    conditions = [
-        edge.FieldCondition(key=key, match=edge.MatchAny(list(value)) if isinstance(value, (list, tuple, set))
-                            else edge.MatchValue(value))
-        for key, value in query_filter.items()
-    ]
-    return edge.Filter(must=conditions)
-
-
 def _edge() -> Any:
     import qdrant_edge
 
@@ -290,17 +282,14 @@ def _build(folder: Path, spec: CollectionSpec) -> Any:
 def _create_shard(path: Path, spec: CollectionSpec) -> Any:
     edge = _edge()
     distance = getattr(edge.Distance, DISTANCES[spec.distance])
-    vectors = {name: edge.EdgeVectorParams(size=spec.dim, distance=distance) for name in spec.vectors}
-    shard = edge.EdgeShard.create(str(path), edge.EdgeConfig(vectors=vectors))
+    vectors = {name: edge.EdgeVectorParams(size=spec.dim, distance=distance) for name in spec.dense_vectors}
+    # IDF by the collection, so it stays right as items come and go (queries carry 1.0 per word).
+    sparse = {name: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf) for name in spec.sparse_vectors}
+    shard = edge.EdgeShard.create(str(path), edge.EdgeConfig(vectors=vectors, sparse_vectors=sparse or None))
     for field in dict.fromkeys((*spec.filter_fields, ITEM_ID_FIELD)):
         shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Keyword))
     shard.flush()
     return shard
-
-
-def _edge_point(point: Point) -> Any:
-    vectors, payload = wire_parts(point)
-    return _edge().Point(point.id, vectors, payload)
 
 
 def _close_shard(handle: _OpenShard) -> None:

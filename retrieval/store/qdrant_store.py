@@ -11,9 +11,10 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 
 from retrieval.store.base import (
-    REBUILD, check_fits, hit_from_record, wire_parts,
-    ITEM_ID_FIELD, CollectionMismatch, CollectionMissing, Filter, Hit, Point, StoreError, point_id,
+    REBUILD, check_fits, hit_from_record,
+    ITEM_ID_FIELD, CollectionMismatch, CollectionMissing, Filter, Hit, Nearest, Plan, Point, StoreError, point_id,
 )
+from retrieval.store.qdrant_query import point_struct, query_args, to_qdrant_filter
 from schemas.collection import DISTANCES, CollectionSpec
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,12 @@ class QdrantStore:
         from qdrant_client import models
 
         vectors = {name: models.VectorParams(size=spec.dim, distance=_distance(spec.distance))
-                   for name in spec.vectors}
+                   for name in spec.dense_vectors}
+        # IDF by the collection, so it stays right as items come and go (queries carry 1.0 per word).
+        sparse = {name: models.SparseVectorParams(modifier=models.Modifier.IDF) for name in spec.sparse_vectors}
         metadata = {SPEC_METADATA_KEY: spec.model_dump(mode="json")}
-        self._call(lambda: self.client.create_collection(spec.name, vectors_config=vectors, metadata=metadata))
+        self._call(lambda: self.client.create_collection(spec.name, vectors_config=vectors,
+                                                         sparse_vectors_config=sparse or None, metadata=metadata))
         # Local mode keeps no payload indexes (it only warns), and filters work without them: skip it there.
         for field in () if self.local else dict.fromkeys((*spec.filter_fields, ITEM_ID_FIELD)):
             self._call(lambda: self.client.create_payload_index(
@@ -64,16 +68,21 @@ class QdrantStore:
 
     def upsert(self, collection: str, points: Sequence[Point]) -> None:
         for start in range(0, len(points), self.batch_size):
-            structs = [_point_struct(p) for p in points[start:start + self.batch_size]]
+            structs = [point_struct(p) for p in points[start:start + self.batch_size]]
             # Safe to repeat even if a timed-out attempt was applied: the point ids are deterministic.
             self._retrying(lambda: self.client.upsert(collection, points=structs, wait=True), collection)
 
     def search(self, collection: str, vector_name: str, vector: np.ndarray, limit: int,
                query_filter: Filter | None = None, with_vectors: bool = False) -> list[Hit]:
-        query = np.asarray(vector, dtype=np.float32).tolist()
+        return self.query(collection, Nearest(vector_name, vector, limit), limit, query_filter,
+                          with_vectors=with_vectors)
+
+    def query(self, collection: str, plan: Plan, limit: int, query_filter: Filter | None = None, *,
+              with_vectors: bool = False, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> list[Hit]:
+        qdrant_filter = to_qdrant_filter(query_filter, exclude, only)
         response = self._call(lambda: self.client.query_points(
-            collection, query=query, using=vector_name, limit=limit, query_filter=to_qdrant_filter(query_filter),
-            with_payload=True, with_vectors=with_vectors), collection)
+            collection, limit=limit, query_filter=qdrant_filter, with_payload=True, with_vectors=with_vectors,
+            **query_args(plan, qdrant_filter)), collection)
         return [hit_from_record(p, p.score) for p in response.points]
 
     def retrieve(self, collection: str, item_ids: Sequence[str], with_vectors: bool = True) -> list[Hit]:
@@ -149,20 +158,6 @@ class QdrantStore:
         raise AssertionError("unreachable")
 
 
-def to_qdrant_filter(query_filter: Filter | None) -> Any:
-    """{"field": value} -> MatchValue, {"field": [a, b]} -> MatchAny, all ANDed."""
-    if not query_filter:
-        return None
-    from qdrant_client import models
-
-    conditions = [
-        models.FieldCondition(key=key, match=models.MatchAny(any=list(value)) if isinstance(value, (list, tuple, set))
-                              else models.MatchValue(value=value))
-        for key, value in query_filter.items()
-    ]
-    return models.Filter(must=conditions)
-
-
 def is_transient(exc: BaseException) -> bool:
     """Connection errors, timeouts, 5xx (and 429) are worth retrying; anything else will fail the same way again."""
     from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
@@ -200,13 +195,6 @@ def _distance(name: str) -> Any:
     from qdrant_client import models
 
     return models.Distance(DISTANCES[name])
-
-
-def _point_struct(point: Point) -> Any:
-    from qdrant_client import models
-
-    vectors, payload = wire_parts(point)
-    return models.PointStruct(id=point.id, vector=vectors, payload=payload)
 
 
 def _is_local(client: Any) -> bool:

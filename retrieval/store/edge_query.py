@@ -1,0 +1,49 @@
+"""Our filters, points and query plans in qdrant-edge's types (the edge store's wire format)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from retrieval.store.base import RRF_K, Filter, Fuse, Nearest, Plan, Point, point_id, wire_parts, wire_vector
+
+
+def edge() -> Any:
+    import qdrant_edge
+
+    return qdrant_edge
+
+
+def to_edge_filter(query_filter: Filter | None, exclude: Sequence[str] = (),
+                   only: Sequence[str] | None = None) -> Any:
+    """{"field": value} -> MatchValue, {"field": [a, b]} -> MatchAny, all ANDed; item ids left out or kept."""
+    q = edge()
+    must = [q.FieldCondition(key=key, match=q.MatchAny(list(value)) if isinstance(value, (list, tuple, set))
+                             else q.MatchValue(value))
+            for key, value in (query_filter or {}).items()]
+    if only is not None:
+        must.append(q.HasIdCondition({point_id(i) for i in only}))
+    must_not = [q.HasIdCondition({point_id(i) for i in exclude})] if exclude else None
+    return q.Filter(must=must or None, must_not=must_not) if must or must_not else None
+
+
+def edge_point(point: Point) -> Any:
+    vectors, payload = wire_parts(point, edge().SparseVector)
+    return edge().Point(point.id, vectors, payload)
+
+
+def edge_query(plan: Plan) -> Any:
+    """The `query` part of a plan: the nearest-vector search, the fusion or the rescoring vector."""
+    q = edge()
+    if isinstance(plan, Fuse):
+        return q.Fusion.Rrf(k=RRF_K) if plan.method == "rrf" else q.Fusion.Dbsf()
+    return q.Query.Nearest(wire_vector(plan.vector, q.SparseVector), using=plan.using)  # Nearest, or Rescore
+
+
+def edge_prefetches(plan: Plan, edge_filter: Any) -> list[Any] | None:
+    """The plan's parts as prefetches, each with the call's filter (so it holds at every level)."""
+    if isinstance(plan, Nearest):
+        return None
+    q = edge()
+    return [q.Prefetch(part.limit, query=edge_query(part), prefetches=edge_prefetches(part, edge_filter),
+                       filter=edge_filter) for part in plan.parts]
+

@@ -1,0 +1,46 @@
+"""Our filters, points and query plans in qdrant-client's models (a Qdrant server, or the client's local mode)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from retrieval.store.base import RRF_K, Filter, Fuse, Nearest, Plan, Point, point_id, wire_parts, wire_vector
+
+
+def to_qdrant_filter(query_filter: Filter | None, exclude: Sequence[str] = (),
+                     only: Sequence[str] | None = None) -> Any:
+    """{"field": value} -> MatchValue, {"field": [a, b]} -> MatchAny, all ANDed; item ids left out or kept."""
+    from qdrant_client import models
+
+    must: list[Any] = [
+        models.FieldCondition(key=key, match=models.MatchAny(any=list(value)) if isinstance(value, (list, tuple, set))
+                              else models.MatchValue(value=value))
+        for key, value in (query_filter or {}).items()
+    ]
+    if only is not None:
+        must.append(models.HasIdCondition(has_id=[point_id(i) for i in only]))
+    must_not = [models.HasIdCondition(has_id=[point_id(i) for i in exclude])] if exclude else None
+    return models.Filter(must=must or None, must_not=must_not) if must or must_not else None
+
+
+def point_struct(point: Point) -> Any:
+    from qdrant_client import models
+
+    vectors, payload = wire_parts(point, models.SparseVector)
+    return models.PointStruct(id=point.id, vector=vectors, payload=payload)
+
+
+def query_args(plan: Plan, qdrant_filter: Any) -> dict[str, Any]:
+    """query_points' query, using and prefetch for a plan (each prefetch with the call's filter)."""
+    from qdrant_client import models
+
+    if isinstance(plan, Fuse):
+        query = models.RrfQuery(rrf=models.Rrf(k=RRF_K)) if plan.method == "rrf" \
+            else models.FusionQuery(fusion=models.Fusion.DBSF)
+        using = None
+    else:  # Nearest, or the vector a Rescore ranks its candidates by
+        query, using = wire_vector(plan.vector, models.SparseVector), plan.using
+    prefetch = None if isinstance(plan, Nearest) else [
+        models.Prefetch(limit=part.limit, filter=qdrant_filter, **query_args(part, qdrant_filter))
+        for part in plan.parts]
+    return {"query": query, "using": using, "prefetch": prefetch}
