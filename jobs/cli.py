@@ -30,14 +30,15 @@ class UsageError(ValueError):
 def known_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input or environment, not a bug (imported here, at call time, to keep imports light)."""
     from retrieval.catalogs import CatalogError
+    from retrieval.evaluation import QueryFileError
     from retrieval.images import ImageRejected
     from retrieval.model import ModelLoadError
     from retrieval.search import QueryError
     from retrieval.segmentation.base import SegmenterError
     from retrieval.store.base import StoreError
 
-    return (UsageError, CatalogError, ImageRejected, ModelLoadError, QueryError, SegmenterError, StoreError,
-            ValidationError, OSError)
+    return (UsageError, CatalogError, QueryFileError, ImageRejected, ModelLoadError, QueryError, SegmenterError,
+            StoreError, ValidationError, OSError)
 
 
 def one_line(err: BaseException) -> str:
@@ -81,6 +82,11 @@ def add_field(parser: argparse.ArgumentParser, model: type[BaseModel], name: str
     default = "" if value is PydanticUndefined else f" (default: {value})"
     parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
                         help=kwargs.pop("help", field.description or "") + default, **kwargs)
+
+
+def comma_list(text: str) -> tuple[str, ...]:
+    """"a, b,c" -> ("a", "b", "c"): a flag that takes several names."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def _arg_type(annotation: Any) -> Callable[[str], Any]:

@@ -19,7 +19,10 @@ from jobs import cli
 from jobs.qdrant_sink import QdrantDatasink
 from retrieval.catalogs import open_catalog
 from retrieval.generations import publish, target_collection
-from retrieval.indexing import DecodeImages, EncodeImages, ReadImages, catalog_rows
+from jobs.pipeline import build_pipeline
+from retrieval import lexical
+from retrieval.catalogs.fields import filter_fields, top_values
+from retrieval.indexing import catalog_rows
 from retrieval.store.base import StoreError
 from retrieval.store.factory import open_store
 from schemas.collection import CollectionSpec
@@ -33,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jobs.index", description=__doc__.splitlines()[0])
     cli.add_field(p, IndexConfig, "catalog")
     cli.add_field(p, IndexConfig, "catalog_format", choices=CATALOG_FORMATS)
+    cli.add_field(p, IndexConfig, "text_fields", type=cli.comma_list, metavar="A,B,...")
+    cli.add_field(p, IndexConfig, "filter_fields", type=cli.comma_list, metavar="A,B,...")
     cli.add_model_args(p)
     cli.add_store_args(p)
     for name in ("rebuild", "letterbox", "allow_random_weights"):
@@ -54,64 +59,6 @@ def parse_args(argv: list[str] | None = None) -> IndexConfig:
     return IndexConfig.from_settings(**vars(build_parser().parse_args(argv)))
 
 
-def encoder_resources(cfg: IndexConfig) -> dict:
-    """Per-actor resources: a whole GPU per actor when the cluster has GPUs and none were asked for explicitly."""
-    import ray
-
-    gpus = cfg.encode_gpus
-    if gpus == 0 and cfg.device in ("auto", "cuda") and ray.cluster_resources().get("GPU", 0) > 0:
-        gpus = 1.0
-    return {"num_cpus": cfg.encode_cpus, "num_gpus": gpus}
-
-
-def build_pipeline(cfg: IndexConfig, rows: list[dict], preprocess_cfg, catalog_root: Path):
-    """The Ray Data plan: decode in CPU tasks, optionally segment in its own actor pool, encode in an actor pool."""
-    import ray
-
-    resources = encoder_resources(cfg)
-    device = "cuda" if resources["num_gpus"] > 0 else ("cpu" if cfg.device == "auto" else cfg.device)
-    threads = (cfg.encode_threads or max(1, round(cfg.encode_cpus))) if device == "cpu" else None
-    ds = (
-        ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // 256, 400)))
-        # Stateless stages go in as instances, so Ray runs (and fuses) them as CPU tasks, not actors.
-        .map_batches(ReadImages(), batch_size=cfg.batch_size, num_cpus=cfg.decode_cpus, batch_format="numpy")
-    )
-    ds = _decode(ds, cfg, preprocess_cfg, catalog_root)
-    return ds.map_batches(
-        EncodeImages, fn_constructor_args=(cfg.model, device, cfg.precision, threads, cfg.allow_random_weights),
-        batch_size=cfg.batch_size, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=cfg.encode_actors), **resources)
-
-
-def _decode(ds, cfg: IndexConfig, preprocess_cfg, catalog_root: Path):
-    """Decode straight to model pixels, or decode to RGB and let the segmentation actors crop and preprocess."""
-    import ray
-
-    if cfg.segment == "none":
-        return ds.map_batches(DecodeImages(preprocess_cfg, cfg.max_image_pixels),
-                              batch_size=cfg.batch_size, num_cpus=cfg.decode_cpus, batch_format="numpy")
-    from retrieval.segmentation import DecodeRGB, SegmentImages
-
-    options = segment_options(cfg, catalog_root)
-    return (ds.map_batches(DecodeRGB(cfg.max_image_pixels, min_side=320, max_side=640),
-                           batch_size=cfg.batch_size, num_cpus=cfg.decode_cpus, batch_format="numpy")
-            .map_batches(SegmentImages, fn_constructor_args=(cfg.segment,),
-                         fn_constructor_kwargs={"preprocess_cfg": preprocess_cfg, **options},
-                         batch_size=cfg.batch_size, batch_format="numpy",
-                         compute=ray.data.ActorPoolStrategy(size=cfg.segment_actors),
-                         num_cpus=cfg.segment_cpus, num_gpus=cfg.segment_gpus))
-
-
-def segment_options(cfg: IndexConfig, catalog_root: Path) -> dict:
-    """The segmenter's options; building it once here fails fast (bad name, missing weights) before Ray starts."""
-    from retrieval.segmentation import make_segmenter, segmenter_options
-
-    options = segmenter_options(cfg.segment, threads=max(1, round(cfg.segment_cpus)), catalog_root=catalog_root,
-                                device="cuda" if cfg.segment_gpus else "cpu", weights=cfg.segment_weights)
-    make_segmenter(cfg.segment, **options)
-    return options
-
-
 def model_info(cfg: IndexConfig):
     """Load the model once on the driver: the collection needs its dimension, the decoders its preprocess config."""
     from retrieval.model import load_model
@@ -120,12 +67,21 @@ def model_info(cfg: IndexConfig):
     return encoder.spec, encoder.dim, replace(encoder.preprocess_cfg.with_letterbox(cfg.letterbox), draft=cfg.draft)
 
 
-def prepare_collection(cfg: IndexConfig, model: str, dim: int, catalog_root: Path) -> tuple[str, bool]:
-    """Create (or reuse) the collection to write into; the store is closed again so workers can open it."""
+def collection_spec(cfg: IndexConfig, model: str, dim: int, catalog_root: Path, items: list) -> CollectionSpec:
+    """What this run's collection holds: the model's vectors, the catalog's filter fields and their common values,
+    and the catalog's mean document length for BM25."""
+    fields = filter_fields(items, cfg.filter_fields)
+    return CollectionSpec(name=cfg.collection, model=model, dim=dim, letterbox=cfg.letterbox,
+                          segmentation=cfg.segment, catalog_root=str(catalog_root), filter_fields=fields,
+                          filter_values=top_values(items, fields),
+                          bm25_avg_len=lexical.mean_length(item.text for item in items))
+
+
+def prepare_collection(cfg: IndexConfig, spec: CollectionSpec) -> tuple[str, CollectionSpec, bool]:
+    """Create (or reuse) the collection to write into, and the spec it has; the store is closed again so workers
+    can open it. A collection reused keeps its own spec (its documents were weighed with its mean length)."""
     store = open_store(cfg.store)
     try:
-        spec = CollectionSpec(name=cfg.collection, model=model, dim=dim, letterbox=cfg.letterbox,
-                              segmentation=cfg.segment, catalog_root=str(catalog_root))
         return target_collection(store, spec, cfg.rebuild)
     finally:
         store.close()
@@ -157,17 +113,18 @@ def run(cfg: IndexConfig) -> dict:
     import ray
 
     started = time.perf_counter()
-    catalog = open_catalog(cfg.catalog, cfg.catalog_format)
+    catalog = open_catalog(cfg.catalog, cfg.catalog_format, cfg.text_fields)
     items = list(islice(catalog.items(), cfg.limit))
     model, dim, preprocess_cfg = model_info(cfg)
-    collection, is_new = prepare_collection(cfg, model, dim, catalog.root)
-    log.info("indexing %d items of %s into %s", len(items), catalog.root, collection)
+    collection, spec, is_new = prepare_collection(cfg, collection_spec(cfg, model, dim, catalog.root, items))
+    log.info("indexing %d items of %s into %s (filter fields: %s)", len(items), catalog.root, collection,
+             ", ".join(spec.filter_fields) or "none")
     sink = QdrantDatasink(cfg.store, collection)
     pipeline_s = 0.0
     if items:
         ray.init(ignore_reinit_error=True, log_to_driver=False) if not ray.is_initialized() else None
         pipeline_started = time.perf_counter()
-        build_pipeline(cfg, catalog_rows(catalog, items), preprocess_cfg, catalog.root).write_datasink(
+        build_pipeline(cfg, spec, catalog_rows(catalog, items), preprocess_cfg, catalog.root).write_datasink(
             sink, concurrency=None if not cfg.store.embedded else 1, ray_remote_args={"num_cpus": 0.25})
         pipeline_s = time.perf_counter() - pipeline_started
     wall = time.perf_counter() - started

@@ -14,9 +14,9 @@ from ray.data import Datasink
 from ray.data.block import BlockAccessor
 from ray.data.datasource.datasink import WriteResult
 
-from retrieval.store.base import Point, StoreError
+from retrieval.store.base import Point, SparseVector, StoreError
 from retrieval.store.factory import open_store
-from schemas.collection import IMAGE_VECTOR
+from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TEXT_VECTOR
 from schemas.jobs import StoreConfig
 
 log = logging.getLogger(__name__)
@@ -65,15 +65,26 @@ class WriteTally:
 
 
 def rows_to_points(rows: Iterable[dict[str, Any]], tally: WriteTally) -> list[Point]:
-    """Accepted rows become Points; rejected rows are only counted (no vector is ever made up for them)."""
+    """Accepted rows become Points; rejected rows are only counted (no vector is ever made up for them, and an
+    item without words has no text or bm25 vector)."""
     points = []
     for row in rows:
         if row["error"]:
             tally.skip(row["id"], row["error"])
             continue
-        vector = np.frombuffer(row["vector"], dtype=np.float32)
-        points.append(Point(item_id=row["id"], vectors={IMAGE_VECTOR: vector}, payload=json.loads(row["payload"])))
+        points.append(Point(item_id=row["id"], vectors=row_vectors(row), payload=json.loads(row["payload"])))
     return points
+
+
+def row_vectors(row: dict[str, Any]) -> dict[str, Any]:
+    """The named vectors a pipeline row carries: the photo's, and the document's where it has words."""
+    vectors = {IMAGE_VECTOR: np.frombuffer(row["vector"], dtype=np.float32)}
+    if row.get("text_vector"):
+        vectors[TEXT_VECTOR] = np.frombuffer(row["text_vector"], dtype=np.float32)
+    if row.get("bm25_ids"):
+        vectors[BM25_VECTOR] = SparseVector(tuple(np.frombuffer(row["bm25_ids"], np.uint32).tolist()),
+                                            tuple(np.frombuffer(row["bm25_weights"], np.float32).tolist()))
+    return vectors
 
 
 class EmbeddedWriter:

@@ -33,9 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="query words")
     p.add_argument("--item-id", help="search by a catalog item (left out of the results)")
     p.add_argument("-k", type=int, default=SearchParams.k, help="results to return")
-    p.add_argument("--k1", type=int, default=SearchParams.k1, help="stage-1 candidates")
-    p.add_argument("--text-weight", type=float, default=SearchParams.text_weight, help="fusion weight of the text")
-    p.add_argument("--strategy", default=SearchParams.strategy, choices=STRATEGIES, help="see docs/evaluation.md")
+    p.add_argument("--k1", type=int, help="candidates per leg (default: the strategy's evaluated one)")
+    p.add_argument("--text-weight", type=float, help="weight of the words against the photo (default: evaluated)")
+    p.add_argument("--strategy", choices=STRATEGIES, help="default: the evaluated one for the query's mode "
+                                                          "(docs/evaluation.md)")
     p.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE")
     p.add_argument("--exclude", action="append", default=[], metavar="ITEM_ID")
     p.add_argument("--segment", default="none", choices=QUERY_SEGMENTERS, help="isolate the garment in the photo")
@@ -60,11 +61,18 @@ def open_service(args: argparse.Namespace, segment: str = "none") -> SearchServi
                               device=model["device"], precision=model["precision"], segment=segment)
 
 
+SIGNALS = (("image_score", "photo"), ("text_score", "words~photo"), ("document_score", "words~doc"),
+           ("lexical_score", "bm25"))
+
+
 def print_results(outcome) -> None:
+    print(f"   strategy: {outcome.strategy}")
     for rank, r in enumerate(outcome.results, 1):
         name = r.payload.get("productDisplayName") or r.payload.get("caption") or r.payload.get("image", "")
-        text = f"  text {r.text_score:.3f}" if r.text_score is not None else ""
-        print(f"{rank:>3}. {r.score:7.3f}  (stage1 {r.stage1_score:.3f}{text})  {r.item_id:>12}  {name}")
+        signals = "  ".join(f"{label} {getattr(r, attr):.3f}" for attr, label in SIGNALS
+                            if getattr(r, attr) is not None)
+        matched = f"  matched: {' '.join(r.matched_words)}" if r.matched_words else ""
+        print(f"{rank:>3}. {r.score:7.3f}  {r.item_id:>12}  {name}\n        {signals}{matched}")
     print("   timings: " + ", ".join(f"{k} {v:.1f}" for k, v in outcome.timings_ms.items()))
 
 

@@ -16,18 +16,20 @@ def new_generation_name(alias: str) -> str:
     return f"{alias}-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1_000_000:06d}"
 
 
-def target_collection(store: VectorStore, spec: CollectionSpec, rebuild: bool) -> tuple[str, bool]:
-    """The collection to write into and whether it is a new generation (alias switched when it completes)."""
+def target_collection(store: VectorStore, spec: CollectionSpec, rebuild: bool) -> tuple[str, CollectionSpec, bool]:
+    """The collection to write into, its spec, and whether it is a new generation (alias switched when it
+    completes). An existing one keeps the spec it was created with."""
     current = store.resolve_alias(spec.name)
     if current is not None and not rebuild:
         found = store.collection_spec(current)
         if found is None:
             raise CollectionMismatch(f"alias {spec.name!r} points at {current}, which is missing. {REBUILD}")
         check_fits(found, REBUILD, **spec.wanted_by_writer())
-        return current, False
+        return current, found, False
     name = new_generation_name(spec.name)
-    store.create_collection(spec.model_copy(update={"name": name}))
-    return name, True
+    created = spec.model_copy(update={"name": name})
+    store.create_collection(created)
+    return name, created, True
 
 
 def publish(store: VectorStore, alias: str, collection: str, keep: int) -> list[str]:

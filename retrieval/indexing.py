@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from retrieval import lexical
 from retrieval.images import ImageRejected, PreprocessConfig, load_and_preprocess
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,22 @@ class DecodeImages:
             return None, err.reason
 
 
-class EncodeImages:
-    """Loads the CLIP model once (per actor) and turns `pixels` into `vector` (float32 bytes) for the accepted rows."""
+class EmbedDocuments:
+    """CPU-task stage: `text` -> `bm25_ids` and `bm25_weights` (uint32 and float32 bytes), the document's BM25
+    term weights with the catalog's mean length; empty for a document without words."""
+
+    def __init__(self, avg_len: float, language: str = lexical.LANGUAGE):
+        self.avg_len, self.language = avg_len, language
+
+    def __call__(self, batch: Batch) -> Batch:
+        vectors = [lexical.document_vector(text, self.avg_len, self.language) for text in batch["text"]]
+        return {**batch, "bm25_ids": column([np.asarray(v.indices, np.uint32).tobytes() for v in vectors]),
+                "bm25_weights": column([np.asarray(v.values, np.float32).tobytes() for v in vectors])}
+
+
+class EncodeItems:
+    """Loads the CLIP model once (per actor); for the accepted rows, `pixels` -> `vector` (the photo) and `text` ->
+    `text_vector` (the document, in the same space; empty without one), float32 bytes."""
 
     def __init__(self, model_spec: str, device: str = "auto", precision: str = "fp32", threads: int | None = None,
                  allow_random: bool = False):
@@ -82,20 +97,32 @@ class EncodeImages:
 
     def __call__(self, batch: Batch) -> Batch:
         ok = [i for i, error in enumerate(batch["error"]) if not error]
+        out = {k: v for k, v in batch.items() if k != "pixels"}
+        return {**out, "vector": column(self._images(batch, ok)), "text_vector": column(self._texts(batch, ok))}
+
+    def _images(self, batch: Batch, ok: list[int]) -> list[bytes]:
         vectors = [b""] * len(batch["error"])
         if ok:
             shape = (self.size, self.size, 3)
             pixels = np.stack([np.frombuffer(batch["pixels"][i], np.uint8).reshape(shape) for i in ok])
             for i, vector in zip(ok, self.encoder.encode_images(pixels)):
                 vectors[i] = vector.tobytes()
-        out = {k: v for k, v in batch.items() if k != "pixels"}
-        return {**out, "vector": column(vectors)}
+        return vectors
+
+    def _texts(self, batch: Batch, ok: list[int]) -> list[bytes]:
+        vectors = [b""] * len(batch["error"])
+        with_words = [i for i in ok if str(batch["text"][i]).strip()]
+        if with_words:
+            for i, vector in zip(with_words, self.encoder.encode_texts([batch["text"][i] for i in with_words])):
+                vectors[i] = vector.tobytes()
+        return vectors
 
 
 def catalog_rows(catalog, items) -> list[dict[str, str]]:
-    """Catalog items as the pipeline's input rows: id, absolute path, payload as JSON (Arrow-friendly)."""
+    """Catalog items as the pipeline's input rows: id, absolute path, document, payload as JSON (Arrow-friendly;
+    the payload keeps the document too, for display and for showing which words matched)."""
     return [
-        {"id": item.id, "path": str(catalog.image_path(item)),
-         "payload": json.dumps({**item.metadata, "image": item.image})}
+        {"id": item.id, "path": str(catalog.image_path(item)), "text": item.text,
+         "payload": json.dumps({**item.metadata, "image": item.image, "text": item.text})}
         for item in items
     ]

@@ -1,5 +1,6 @@
 """Query preparation, one path for the service, the CLI and the evaluation: bytes -> upright RGB -> optional garment
-isolation -> the model's preprocessing with the collection's letterbox flag -> unit vectors.
+isolation -> the model's preprocessing with the collection's letterbox flag -> unit vectors; and the words' BM25
+vector in the collection's language.
 
 `prepare_pixels` is the per-request part (decoding, cropping); the model call on its output is batched by callers
 that serve many queries (serve/encoder.py, the evaluation) and made directly by `encode_query`.
@@ -7,19 +8,30 @@ that serve many queries (serve/encoder.py, the evaluation) and made directly by 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
+from retrieval import lexical
 from retrieval.images import PreprocessConfig, load_and_preprocess
 from retrieval.model import ClipEncoder
 from retrieval.search import EncodedQuery, QueryError
 
 
-def checked_query(image: bytes | None, text: str | None) -> tuple[bytes | None, str | None]:
-    """The query's photo and words, stripped; a query with neither is refused here and nowhere else."""
+def checked_query(image: bytes | None, text: str | None, item: bool = False) -> tuple[bytes | None, str | None]:
+    """The query's photo and words, stripped; a query with neither (nor a catalog item to start from) is refused
+    here and nowhere else."""
     text = (text or "").strip() or None
-    if not image and text is None:
+    if not image and text is None and not item:
         raise QueryError("a query needs an image, a text, or both")
     return image or None, text
+
+
+def with_words(query: EncodedQuery, text: str | None, language: str) -> EncodedQuery:
+    """The query with its words' BM25 vector (in the collection's language) and the words as typed."""
+    if not text:
+        return query
+    return replace(query, words=lexical.query_vector(text, language), phrase=text)
 
 
 def prepare_pixels(data: bytes, cfg: PreprocessConfig, *, max_pixels: int, segmenter=None) -> np.ndarray:

@@ -1,14 +1,10 @@
-"""Search strategies over the image vectors (payload filters apply in stage 1); the default is chosen by the
-evaluation (docs/evaluation.md):
+"""Search: a query's vectors in, ranked and explained catalog items out, by one of the strategies.
 
-- two_stage: for image + text, stage 1 is the union of an image kNN and a text kNN (k1 each), stage 2 reranks the
-  candidates by a z-scored fusion of image and text similarity (text_weight);
-- two_stage_image: the same rerank over k1 candidates of the image kNN only (DESIGN.md's first shape);
-- vector_fusion: one kNN with normalize((1 - w) * image + w * text);
-- rrf: reciprocal-rank fusion (k = 60) of the image and text kNN lists (k1 each), weighted by text_weight;
-- image_knn, text_knn: one modality's kNN, the other ignored.
-
-With only an image or only a text every fusion strategy is that modality's kNN.
+Strategies: the store-side hybrid ones (retrieval/hybrid.py: every signal of the query as a leg, fused in one store
+call) and the client-side ones (retrieval/fusion.py). Unset knobs take the defaults the evaluation chose per
+query mode (docs/evaluation.md); every result is then explained by the same signals whatever ranked it: the photo's
+and the words' CLIP similarity to the item's photo, the words' to its document, the BM25 score and the words that
+matched.
 """
 
 from __future__ import annotations
@@ -19,11 +15,23 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.store.base import Filter, Hit, VectorStore
+from retrieval import fusion, hybrid, lexical
+from retrieval.store.base import Filter, Nearest, SparseVector, VectorStore
 from schemas.api import STRATEGIES
-from schemas.collection import IMAGE_VECTOR
+from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TEXT_VECTOR
 
-RRF_K = 60
+MODES = ("text", "image", "image+text")
+# The evaluation's choices (docs/evaluation.md, `make eval`): the strategy for each query mode, and each
+# strategy's stage-1 depth k1 (candidates per leg) and text weight.
+DEFAULT_STRATEGY = {"text": "hybrid_dbsf", "image": "image_knn", "image+text": "hybrid_dbsf"}
+DEFAULT_KNOBS = {
+    "hybrid_rrf": {"k1": 100, "text_weight": 0.5}, "hybrid_dbsf": {"k1": 100, "text_weight": 0.5},
+    "hybrid_rescore": {"k1": 200, "text_weight": 0.5}, "bm25": {"k1": 100, "text_weight": 0.5},
+    "vector_fusion": {"k1": 1000, "text_weight": 0.55}, "two_stage": {"k1": 1000, "text_weight": 0.55},
+    "two_stage_image": {"k1": 1000, "text_weight": 0.7}, "rrf": {"k1": 1000, "text_weight": 0.55},
+    "image_knn": {"k1": 100, "text_weight": 0.5}, "text_knn": {"k1": 100, "text_weight": 0.5},
+}
+assert set(DEFAULT_KNOBS) == set(STRATEGIES)
 
 
 class QueryError(ValueError):
@@ -36,202 +44,136 @@ class FilterError(QueryError):
 
 @dataclass(frozen=True)
 class SearchParams:
-    """How to search; the defaults are the ones the evaluation chose (docs/evaluation.md): for image + text,
-    vector_fusion at text weight 0.55 ranks as well as two_stage (k1 1000, same weight) at a fiftieth of its
-    latency. k1 is the best depth of the strategies that use it; 0.55 is the best weight of both top strategies."""
+    """How to search; knobs left None take the evaluated default of the strategy, and the strategy the default of
+    the query's mode."""
 
     k: int = 10
-    k1: int = 1000  # stage-1 candidates of two_stage, two_stage_image and rrf
-    text_weight: float = 0.55  # 0: image similarity only, 1: text similarity only
+    k1: int | None = None  # candidates per leg (hybrid), or stage-1 depth (two_stage, two_stage_image, rrf)
+    text_weight: float | None = None  # 0: the photo only, 1: the words only (fusion strategies)
     filters: Filter | None = None
     exclude: tuple[str, ...] = ()
-    strategy: str = "vector_fusion"  # one of STRATEGIES
+    strategy: str | None = None  # one of STRATEGIES
+    explain: bool = True  # score each result by every signal (the evaluation turns it off: it only ranks)
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
+        if self.strategy is not None and self.strategy not in STRATEGIES:
             raise QueryError(f"unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)}")
 
     def excluding(self, item_ids: tuple[str, ...]) -> "SearchParams":
         """The same search, also leaving these items out (the item a search by item started from)."""
         return replace(self, exclude=tuple(dict.fromkeys((*self.exclude, *item_ids))))
 
+    def resolved(self, mode: str) -> "SearchParams":
+        """Every knob set: the strategy for this mode, its evaluated k1 and weight (k1 at least k)."""
+        strategy = self.strategy or DEFAULT_STRATEGY[mode]
+        knobs = DEFAULT_KNOBS[strategy]
+        k1 = self.k1 if self.k1 is not None else knobs["k1"]
+        weight = self.text_weight if self.text_weight is not None else knobs["text_weight"]
+        return replace(self, strategy=strategy, k1=max(k1, self.k), text_weight=weight)
+
 
 @dataclass(frozen=True)
 class EncodedQuery:
-    """Unit query vectors; at least one of the two is set."""
+    """What a query gives: unit CLIP vectors of the photo and of the words, the words' BM25 vector, and the words
+    as typed (to show which matched). At least one is set."""
 
     image: np.ndarray | None = None
     text: np.ndarray | None = None
+    words: SparseVector | None = None
+    phrase: str | None = None
+
+    @property
+    def mode(self) -> str:
+        has_words = self.text is not None or bool(self.words)
+        if self.image is None and not has_words:
+            raise QueryError("a query needs an image, a text, or both")
+        if self.image is not None and has_words:
+            return "image+text"
+        return "image" if self.image is not None else "text"
 
 
 @dataclass
 class Result:
-    """One ranked item with the score of each stage."""
+    """One ranked item, its final score and what each signal says of it (None where the query lacks the signal)."""
 
     item_id: str
     score: float
-    stage1_score: float
-    text_score: float | None
     payload: dict[str, Any]
+    image_score: float | None = None  # the photo against the item's photo (CLIP cosine)
+    text_score: float | None = None  # the words against the item's photo (CLIP cosine)
+    document_score: float | None = None  # the words against the item's document (CLIP cosine)
+    lexical_score: float | None = None  # BM25 of the words in the item's document, IDF from the collection
+    matched_words: list[str] = field(default_factory=list)
 
 
 @dataclass
 class SearchOutcome:
     results: list[Result]
+    strategy: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 def validate_filters(filters: Filter | None, allowed: tuple[str, ...]) -> None:
-    """Unknown fields are an error (a typo must not silently return everything)."""
+    """Unknown fields are an error (a typo must not silently return everything); so is an empty list of values."""
     unknown = sorted(set(filters or {}) - set(allowed))
     if unknown:
-        raise FilterError(f"unknown filter field(s) {unknown}; filterable fields: {', '.join(allowed)}")
+        raise FilterError(f"unknown filter field(s) {unknown}; filterable fields: {', '.join(allowed) or '(none)'}")
+    empty = sorted(name for name, value in (filters or {}).items() if isinstance(value, list) and not value)
+    if empty:
+        raise FilterError(f"filter field(s) {empty} list no value; give at least one")
 
 
-def zscore(values: np.ndarray) -> np.ndarray:
-    """Standardise within the candidate set: image-image and text-image cosines live on different scales."""
-    spread = values.std()
-    return (values - values.mean()) / spread if spread > 1e-9 else np.zeros_like(values)
+def check_strategy(query: EncodedQuery, strategy: str) -> None:
+    """A strategy that reads a signal the query lacks is an error, not a silent substitute."""
+    needs = {"image_knn": query.image is not None, "text_knn": query.text is not None, "bm25": bool(query.words)}
+    if not needs.get(strategy, True):
+        signal = {"image_knn": "photo", "text_knn": "words", "bm25": "words (other than stopwords)"}[strategy]
+        raise QueryError(f"strategy {strategy} needs the query's {signal}")
 
 
-def fuse(stage1: np.ndarray, text: np.ndarray, text_weight: float) -> np.ndarray:
-    """Weighted sum of standardised image and text similarities."""
-    return (1.0 - text_weight) * zscore(stage1) + text_weight * zscore(text)
-
-
-def _knn(store: VectorStore, collection: str, vector: np.ndarray, limit: int, params: SearchParams,
-         with_vectors: bool) -> list[Hit]:
-    hits = store.search(collection, IMAGE_VECTOR, vector, limit + len(params.exclude), params.filters,
-                        with_vectors=with_vectors)
-    excluded = set(params.exclude)
-    return [h for h in hits if h.item_id not in excluded][:limit]
-
-
-def fused_vector(query: EncodedQuery, text_weight: float) -> np.ndarray:
-    """normalize((1 - w) * image + w * text): one query vector for both modalities (w = 0.5: their plain sum)."""
-    vector = (1.0 - text_weight) * query.image + text_weight * query.text
-    norm = float(np.linalg.norm(vector))
-    return vector / norm if norm > 1e-9 else query.image
-
-
-def rrf_scores(lists: list[list[Hit]], weights: list[float], k: int = RRF_K) -> dict[str, float]:
-    """Reciprocal-rank fusion: sum of 2 * weight / (k + rank) over the lists an item appears in (ranks from 1);
-    with equal weights of 0.5 this is the standard RRF sum of 1 / (k + rank)."""
-    scores: dict[str, float] = {}
-    for hits, weight in zip(lists, weights):
-        for rank, hit in enumerate(hits, 1):
-            scores[hit.item_id] = scores.get(hit.item_id, 0.0) + 2.0 * weight / (k + rank)
-    return scores
-
-
-# Stage 1 of each strategy: named candidate lists ("image", "text" or "fused"), each best first.
-Candidates = dict[str, list[Hit]]
-
-
-def _stage1_image(store: VectorStore, collection: str, query: EncodedQuery, params: SearchParams) -> Candidates:
-    return {"image": _knn(store, collection, query.image, params.k, params, False)}
-
-
-def _stage1_text(store: VectorStore, collection: str, query: EncodedQuery, params: SearchParams) -> Candidates:
-    return {"text": _knn(store, collection, query.text, params.k, params, False)}
-
-
-def _stage1_fused(store: VectorStore, collection: str, query: EncodedQuery, params: SearchParams) -> Candidates:
-    vector = fused_vector(query, params.text_weight)
-    return {"fused": _knn(store, collection, vector, params.k, params, True)}
-
-
-def _stage1_image_deep(store: VectorStore, collection: str, query: EncodedQuery, params: SearchParams) -> Candidates:
-    return {"image": _knn(store, collection, query.image, params.k1, params, True)}
-
-
-def _stage1_both(store: VectorStore, collection: str, query: EncodedQuery, params: SearchParams) -> Candidates:
-    """Both kNNs, k1 each, so that items matching the words but not the photo's colour ("this, but red") are
-    candidates at all."""
-    return {"image": _knn(store, collection, query.image, params.k1, params, True),
-            "text": _knn(store, collection, query.text, params.k1, params, True)}
-
-
-def _union(candidates: Candidates) -> list[Hit]:
-    """Text hits first, image hits over them (an item in both keeps its first place)."""
-    union = {h.item_id: h for h in candidates.get("text", [])}
-    union.update({h.item_id: h for h in candidates.get("image", [])})
-    return list(union.values())
-
-
-def _similarities(hits: list[Hit], query: EncodedQuery) -> tuple[np.ndarray, np.ndarray]:
-    vectors = np.array([h.vectors[IMAGE_VECTOR] for h in hits], dtype=np.float32)  # 3x faster than np.stack
-    return vectors @ query.image, vectors @ query.text
-
-
-def _ranked(hits: list[Hit], scores: np.ndarray, stage1: np.ndarray, text: np.ndarray | None, k: int) -> list[Result]:
-    order = np.argsort(-scores, kind="stable")[:k]
-    return [Result(hits[i].item_id, float(scores[i]), float(stage1[i]), None if text is None else float(text[i]),
-                   hits[i].payload) for i in order]
-
-
-def _stage2_list(candidates: Candidates, query: EncodedQuery, params: SearchParams) -> list[Result]:
-    """A single kNN list as it came: its cosine is the final and the stage-1 score."""
-    (name, hits), = candidates.items()
-    return [Result(h.item_id, h.score, h.score, h.score if name == "text" else None, h.payload)
-            for h in hits[: params.k]]
-
-
-def _stage2_fused(candidates: Candidates, query: EncodedQuery, params: SearchParams) -> list[Result]:
-    hits = candidates["fused"]
-    if not hits:
-        return []
-    _, text_scores = _similarities(hits, query)
-    scores = np.array([h.score for h in hits])
-    return _ranked(hits, scores, scores, text_scores, params.k)
-
-
-def _stage2_rerank(candidates: Candidates, query: EncodedQuery, params: SearchParams) -> list[Result]:
-    """Rerank the candidates by z-scored fusion of image and text similarity."""
-    hits = _union(candidates)
-    if not hits:
-        return []
-    image_scores, text_scores = _similarities(hits, query)
-    return _ranked(hits, fuse(image_scores, text_scores, params.text_weight), image_scores, text_scores, params.k)
-
-
-def _stage2_rrf(candidates: Candidates, query: EncodedQuery, params: SearchParams) -> list[Result]:
-    hits = _union(candidates)
-    if not hits:
-        return []
-    fused = rrf_scores([candidates["image"], candidates["text"]], [1.0 - params.text_weight, params.text_weight])
-    image_scores, text_scores = _similarities(hits, query)
-    return _ranked(hits, np.array([fused[h.item_id] for h in hits]), image_scores, text_scores, params.k)
-
-
-_PLANS = {
-    "image_knn": (_stage1_image, _stage2_list),
-    "text_knn": (_stage1_text, _stage2_list),
-    "vector_fusion": (_stage1_fused, _stage2_fused),
-    "rrf": (_stage1_both, _stage2_rrf),
-    "two_stage": (_stage1_both, _stage2_rerank),
-    "two_stage_image": (_stage1_image_deep, _stage2_rerank),
-}
-assert set(_PLANS) == set(STRATEGIES)
-
-
-def plan(query: EncodedQuery, strategy: str) -> str:
-    """The strategy actually run: with one modality given, every fusion strategy is the single kNN over it."""
-    if query.image is None and query.text is None:
-        raise QueryError("a query needs an image, a text, or both")
-    if (strategy == "image_knn" and query.image is None) or (strategy == "text_knn" and query.text is None):
-        raise QueryError(f"strategy {strategy} needs the query's {strategy.removesuffix('_knn')}")
-    if query.image is None or query.text is None:
-        return "image_knn" if query.image is not None else "text_knn"
-    return strategy
+def rank(store: VectorStore, collection: str, query: EncodedQuery, params: SearchParams) -> fusion.Ranked:
+    """The resolved strategy's ranking: (item id, score, payload), best first."""
+    check_strategy(query, params.strategy)
+    if params.strategy in hybrid.STRATEGIES:
+        hits = store.query(collection, hybrid.plan(params.strategy, query, params.k1, params.text_weight), params.k,
+                           params.filters, exclude=params.exclude)
+        return [(h.item_id, h.score, h.payload) for h in hits]
+    strategy = params.strategy
+    if query.image is None or query.text is None:  # one modality: every client-side fusion is that kNN
+        strategy = strategy if strategy in ("image_knn", "text_knn") else (
+            "image_knn" if query.image is not None else "text_knn")
+    return fusion.STRATEGIES[strategy](store, collection, query, params)
 
 
 def search(store: VectorStore, collection: str, query: EncodedQuery, params: SearchParams) -> SearchOutcome:
-    """Run the strategy's two stages (see SearchParams.strategy); a text-only or image-only query is a single kNN."""
-    stage1, stage2 = _PLANS[plan(query, params.strategy)]
+    """Rank with the strategy (defaults by the query's mode), then explain the results."""
+    params = params.resolved(query.mode)
     started = time.perf_counter()
-    candidates = stage1(store, collection, query, params)
-    timings = {"stage1_ms": (time.perf_counter() - started) * 1000}
-    results = stage2(candidates, query, params)
-    timings["stage2_ms"] = (time.perf_counter() - started) * 1000 - timings["stage1_ms"]
-    return SearchOutcome(results, timings)
+    ranked = rank(store, collection, query, params)
+    timings = {"search_ms": (time.perf_counter() - started) * 1000}
+    results = explain(store, collection, query, ranked) if params.explain else [Result(*r) for r in ranked]
+    timings["explain_ms"] = (time.perf_counter() - started) * 1000 - timings["search_ms"]
+    return SearchOutcome(results, params.strategy, timings)
+
+
+def explain(store: VectorStore, collection: str, query: EncodedQuery, ranked: fusion.Ranked) -> list[Result]:
+    """Each result scored by every signal of the query: one retrieval of the results' vectors, and one BM25 query
+    restricted to them (the score needs the collection's IDF)."""
+    ids = [item_id for item_id, _, _ in ranked]
+    if not ids:
+        return []
+    vectors = {h.item_id: h.vectors or {} for h in store.retrieve(collection, ids, with_vectors=True)}
+    lexical_scores = {}
+    if query.words:
+        hits = store.query(collection, Nearest(BM25_VECTOR, query.words, len(ids)), len(ids), only=ids)
+        lexical_scores = {h.item_id: h.score for h in hits}
+    return [Result(item_id, score, payload, *_dense_scores(vectors.get(item_id, {}), query),
+                   lexical_scores.get(item_id, 0.0) if query.words else None,
+                   lexical.matched_words(query.phrase, payload.get("text", "")))
+            for item_id, score, payload in ranked]
+
+
+def _dense_scores(vectors: dict, query: EncodedQuery) -> tuple[float | None, float | None, float | None]:
+    image, document = vectors.get(IMAGE_VECTOR), vectors.get(TEXT_VECTOR)
+    cos = lambda a, b: None if a is None or b is None else float(np.dot(a, b))  # noqa: E731
+    return cos(image, query.image), cos(image, query.text), cos(document, query.text)

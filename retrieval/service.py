@@ -2,8 +2,8 @@
 and the HTTP ingress (serve/api.py, which encodes through its batching encoder between the two halves).
 
 `Searcher.begin` resolves the alias once (the generation whose letterbox flag encodes the query is the one searched),
-checks that it fits the model, turns an item id into that item's photo and checks the query is not empty;
-`Searcher.finish` runs the search on the encoded query and adds the timings.
+checks that it fits the model, fetches a catalog item's stored vectors for "more like this" and checks the query
+is not empty; `Searcher.finish` adds the words' BM25 vector, runs the search and adds the timings.
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ import time
 from dataclasses import dataclass, field
 
 from retrieval.model import ClipEncoder, load_model
-from retrieval.prepare import checked_query, encode_query, query_segmenter
+from retrieval.prepare import checked_query, encode_query, query_segmenter, with_words
 from retrieval.search import EncodedQuery, QueryError, SearchOutcome, SearchParams, search, validate_filters
 from retrieval.store.base import CollectionMissing, VectorStore, check_fits
 from retrieval.store.factory import open_store
-from schemas.collection import CollectionSpec
+from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TEXT_VECTOR, CollectionSpec
 from schemas.jobs import StoreConfig
 
 SERVE_REMEDY = "Serve with the model the collection was built with, or reindex it with this one (--rebuild)."
+SEARCHED_VECTORS = (IMAGE_VECTOR, TEXT_VECTOR, BM25_VECTOR)
 
 
 class ItemNotFound(QueryError):
@@ -29,12 +30,14 @@ class ItemNotFound(QueryError):
 
 @dataclass
 class Pending:
-    """A query between begin and finish: where it runs, what it holds, and when it started."""
+    """A query between begin and finish: where it runs, what it holds (the bytes and words still to encode, a
+    catalog item's stored vectors), and when it started."""
 
     collection: str
     spec: CollectionSpec
     image: bytes | None
     text: str | None
+    item: EncodedQuery | None = None
     exclude: tuple[str, ...] = ()
     started: float = field(default_factory=time.perf_counter)
 
@@ -59,22 +62,24 @@ class Searcher:
         spec = self.store.collection_spec(name)
         if spec is None:
             raise CollectionMissing(f"no collection {self.alias!r} in the store; run the index job first")
-        check_fits(spec, SERVE_REMEDY, model=self.model_spec)
+        check_fits(spec, SERVE_REMEDY, model=self.model_spec, vectors=SEARCHED_VECTORS)
         return spec
 
     def begin(self, image: bytes | None = None, text: str | None = None, item_id: str | None = None) -> Pending:
-        """Resolve the generation, fetch an item's photo for a search by item, and refuse an empty query."""
+        """Resolve the generation, fetch an item's vectors for "more like this", and refuse an empty query."""
         collection, spec = self.current()
-        exclude: tuple[str, ...] = ()
-        if item_id and not image:
-            image, exclude = self.item_photo(item_id, collection, spec), (item_id,)
-        image, text = checked_query(image, text)
-        return Pending(collection, spec, image, text, exclude)
+        image, text = checked_query(image, text, item=bool(item_id))
+        item = self.item_vectors(item_id, collection) if item_id else None
+        return Pending(collection, spec, image, text, item, (item_id,) if item_id else ())
 
     def finish(self, pending: Pending, query: EncodedQuery, params: SearchParams) -> SearchOutcome:
-        """Search the generation `begin` chose; timings: encode (since begin), the search's stages, total."""
+        """Search the generation `begin` chose with what was encoded (a photo or words given with an item replace
+        the item's own); timings: encode (since begin), the search's stages, total."""
         encoded = time.perf_counter()
         validate_filters(params.filters, pending.spec.filter_fields)
+        query = with_words(query, pending.text, pending.spec.bm25_language)
+        if pending.item is not None:
+            query = merged(pending.item, query)
         if pending.exclude:
             params = params.excluding(pending.exclude)
         outcome = search(self.store, pending.collection, query, params)
@@ -82,12 +87,16 @@ class Searcher:
                               "total_ms": (time.perf_counter() - pending.started) * 1000}
         return outcome
 
-    def item_photo(self, item_id: str, collection: str, spec: CollectionSpec) -> bytes:
-        """The bytes of a catalog item's photo, as the collection recorded it."""
-        path = self.item_image_path(item_id, collection, spec)
-        if path is None:
-            raise ItemNotFound(f"no image for catalog item {item_id!r}")
-        return path.read_bytes()
+    def item_vectors(self, item_id: str, collection: str) -> EncodedQuery:
+        """A catalog item as a query: its stored photo vector, and its document's CLIP and BM25 vectors as words
+        (no photo decoded again: the vectors are the ones its index run made)."""
+        hits = self.store.retrieve(collection, [item_id], with_vectors=True)
+        if not hits:
+            raise ItemNotFound(f"no catalog item {item_id!r} in collection {collection}")
+        vectors = hits[0].vectors or {}
+        words = vectors.get(BM25_VECTOR)
+        return EncodedQuery(image=vectors.get(IMAGE_VECTOR), text=vectors.get(TEXT_VECTOR),
+                            words=words.as_query() if words else None)
 
     def item_image_path(self, item_id: str, collection: str, spec: CollectionSpec):
         """The item's image inside the catalog root, or None (unknown item, or a path leaving the root)."""
@@ -95,6 +104,14 @@ class Searcher:
 
         hits = self.store.retrieve(collection, [item_id], with_vectors=False)
         return safe_image_path(spec.catalog_root, hits[0].payload.get("image")) if hits else None
+
+
+def merged(item: EncodedQuery, given: EncodedQuery) -> EncodedQuery:
+    """An item's vectors with what the request gave on top: its own photo, or its own words (CLIP and BM25 as one)."""
+    words = given.text is not None or bool(given.words)
+    return EncodedQuery(image=given.image if given.image is not None else item.image,
+                        text=given.text if words else item.text, words=given.words if words else item.words,
+                        phrase=given.phrase)
 
 
 class SearchService:
@@ -114,8 +131,10 @@ class SearchService:
     def search(self, *, image: bytes | None = None, text: str | None = None, item_id: str | None = None,
                params: SearchParams = SearchParams()) -> SearchOutcome:
         pending = self.searcher.begin(image, text, item_id)
-        query = encode_query(self.encoder, pending.image, pending.text, letterbox=pending.spec.letterbox,
-                             max_pixels=self.max_pixels, segmenter=self.segmenter)
+        query = EncodedQuery()
+        if pending.image or pending.text:
+            query = encode_query(self.encoder, pending.image, pending.text, letterbox=pending.spec.letterbox,
+                                 max_pixels=self.max_pixels, segmenter=self.segmenter)
         return self.searcher.finish(pending, query, params)
 
     def close(self) -> None:

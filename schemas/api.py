@@ -8,7 +8,8 @@ from pydantic import BaseModel, Field
 
 MAX_K = 100
 MAX_K1 = 1000
-STRATEGIES = ("two_stage", "two_stage_image", "vector_fusion", "rrf", "image_knn", "text_knn")
+STRATEGIES = ("hybrid_dbsf", "hybrid_rrf", "hybrid_rescore", "bm25",
+              "vector_fusion", "two_stage", "two_stage_image", "rrf", "image_knn", "text_knn")
 
 
 class SearchRequest(BaseModel):
@@ -16,29 +17,40 @@ class SearchRequest(BaseModel):
 
     text: str | None = Field(None, max_length=500, description="What the shopper typed")
     image_base64: str | None = Field(None, description="A photo, base64-encoded (JPEG, PNG, WebP, ...)")
-    item_id: str | None = Field(None, description="Search by a catalog item's own photo (excluded from results)")
+    item_id: str | None = Field(None, description="More like this catalog item: its stored photo and document "
+                                                  "vectors stand for the photo and, without `text`, for the words "
+                                                  "(the item itself is left out)")
     k: int = Field(10, ge=1, le=MAX_K, description="Results to return")
-    k1: int | None = Field(None, ge=1, le=MAX_K1, description="Stage-1 candidates (two_stage, rrf); default 1000")
-    text_weight: float | None = Field(None, ge=0.0, le=1.0, description="Weight of the text in the fusion; "
-                                      "default 0.55 (chosen by the evaluation, docs/evaluation.md)")
+    k1: int | None = Field(None, ge=1, le=MAX_K1, description="Candidates per leg (hybrid strategies) or stage-1 "
+                                                              "depth; default: the strategy's evaluated one")
+    text_weight: float | None = Field(None, ge=0.0, le=1.0, description="Weight of the words against the photo "
+                                      "(fusion strategies); default: the strategy's evaluated one")
     strategy: Literal[STRATEGIES] | None = Field(  # type: ignore[valid-type]
-        None, description="How image and text combine; default vector_fusion (docs/evaluation.md)")
+        None, description="How the signals combine; default: the one the evaluation chose for the query's mode "
+                          "(docs/evaluation.md)")
     filters: dict[str, str | list[str] | int] | None = Field(
         None, description='Payload filters, e.g. {"gender": "Women", "articleType": ["Dresses", "Tops"]}')
     segment: bool = Field(False, description="Isolate the garment in the photo first (a street photo, not a packshot)")
 
 
 class ResultItem(BaseModel):
+    """One result: its rank score and what each signal of the query says of it (null where the query lacks it)."""
+
     id: str
-    score: float
-    stage1_score: float
-    text_score: float | None
+    score: float = Field(description="The strategy's score (fused, rescored or a cosine): it ranks, it is not "
+                                     "comparable across strategies")
+    image_score: float | None = Field(description="CLIP cosine of the query photo and the item's photo")
+    text_score: float | None = Field(description="CLIP cosine of the query words and the item's photo")
+    document_score: float | None = Field(description="CLIP cosine of the query words and the item's document")
+    lexical_score: float | None = Field(description="BM25 of the query words in the item's document")
+    matched_words: list[str] = Field(description="The query words found in the item's document (after stemming)")
     payload: dict[str, Any]
     image_url: str
 
 
 class SearchResponse(BaseModel):
     collection: str
+    strategy: str = Field(description="The strategy that ranked the results")
     results: list[ResultItem]
     timings_ms: dict[str, float]
 

@@ -56,6 +56,11 @@ class IndexConfig(BaseModel):
 
     catalog: Path = Field(description="catalog root or CSV file")
     catalog_format: str = Field(description=f"one of {', '.join(CATALOG_FORMATS)}")
+    text_fields: tuple[str, ...] | None = Field(
+        None, description="CSV columns that make an item's document, in order (default: every column but the id "
+                          "and the image; numbers left out)")
+    filter_fields: tuple[str, ...] | None = Field(
+        None, description="payload fields to filter by (default: the catalog's categorical string fields)")
     model: str = Field(description="NAME/TAG, hf-hub:ORG/REPO or local-dir:PATH")
     device: str = Field(description="auto, cpu, cuda")
     precision: str = Field(description=f"one of {', '.join(PRECISIONS)}")

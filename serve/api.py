@@ -43,8 +43,10 @@ def to_params(request: SearchRequest) -> SearchParams:
 
 
 def to_item(result) -> ResultItem:
-    return ResultItem(id=result.item_id, score=result.score, stage1_score=result.stage1_score,
-                      text_score=result.text_score, payload=result.payload,
+    """The one converter from a search result to the API's item."""
+    return ResultItem(id=result.item_id, score=result.score, image_score=result.image_score,
+                      text_score=result.text_score, document_score=result.document_score,
+                      lexical_score=result.lexical_score, matched_words=result.matched_words, payload=result.payload,
                       image_url=f"/items/{quote(result.item_id, safe='')}/image")
 
 
@@ -95,14 +97,14 @@ class SearchAPI:
         """The shared orchestration (retrieval/service.py), with the batching encoder between its two halves."""
         pending = self.searcher.begin(image, search.text, search.item_id)
         query, rejected = await self.encoder.encode(pending.image, pending.text, pending.spec.letterbox,
-                                                    search.segment)
+                                                    search.segment and pending.image is not None)
         if rejected:
             raise HTTPException(400, rejected)
         outcome = self.searcher.finish(pending, query, to_params(search))
         timings = {"parse_ms": (pending.started - started) * 1000, **outcome.timings_ms}
         timings["total_ms"] = (time.perf_counter() - started) * 1000
-        return SearchResponse(collection=pending.collection, results=[to_item(r) for r in outcome.results],
-                              timings_ms=timings)
+        return SearchResponse(collection=pending.collection, strategy=outcome.strategy,
+                              results=[to_item(r) for r in outcome.results], timings_ms=timings)
 
     @app.get("/items/{item_id:path}/image", responses={404: {"model": ErrorResponse}})
     def item_image(self, item_id: str) -> FileResponse:

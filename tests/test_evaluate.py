@@ -1,4 +1,5 @@
-"""The evaluation: its kNN memo, encoding and scoring, the dev-set generator, and the evaluation job on a slice."""
+"""The evaluation: its kNN memo, encoding and scoring, the query file, the default rule, the dev-set generator, and
+the evaluation job on a slice."""
 
 from __future__ import annotations
 
@@ -10,16 +11,19 @@ import numpy as np
 import pytest
 
 from jobs import evaluate, make_queries
+from retrieval import evaluation
 from retrieval.catalogs import open_catalog
+from retrieval.prepare import with_words
 from retrieval.search import EncodedQuery, Result, SearchOutcome, search
-from schemas.collection import IMAGE_VECTOR
+from schemas.collection import IMAGE_VECTOR, CollectionSpec
 from schemas.settings import SHARED_ROOT
 from tests.toys import BOTH, TOY, unit
 
 
 def test_the_memo_changes_no_ranking():
-    memo = evaluate.MemoKnn(TOY, {i: {IMAGE_VECTOR: v} for i, v in TOY.vectors.items()})
-    for config in evaluate.grid("image+text", list(evaluate.KNOBS), [0.0, 0.35, 1.0], [4, 2]):
+    memo = evaluation.MemoKnn(TOY, {i: {IMAGE_VECTOR: v} for i, v in TOY.vectors.items()})
+    client_side = [s for s in evaluation.KNOBS if not s.startswith("hybrid") and s != "bm25"]
+    for config in evaluation.grid("image+text", client_side, [0.0, 0.35, 1.0], [4, 2]):
         params = replace(config.params(("near_img",)), k=3)
         ranked = [[(r.item_id, r.score) for r in search(store, "c", BOTH, params).results] for store in (TOY, memo)]
         assert ranked[0] == ranked[1], config
@@ -28,36 +32,61 @@ def test_the_memo_changes_no_ranking():
 def test_batched_encoding_matches_the_service_path(encoder, offline_catalog):
     from retrieval.prepare import encode_query
 
-    queries = [evaluate.Query("a", "image+text", " in red ", "images/10003.jpg", {}, ()),
-               evaluate.Query("b", "text", "blue jeans", None, {}, ())]
+    queries = [evaluation.Query("a", "image+text", "in red", "images/10003.jpg", {}, ()),
+               evaluation.Query("b", "text", "blue jeans", None, {}, ())]
     for letterbox in (False, True):
-        batched = evaluate.encode_queries(encoder, queries, offline_catalog, letterbox, 80_000_000)
+        spec = CollectionSpec(name="c", model="m", dim=encoder.dim, letterbox=letterbox)
+        batched = evaluate.encode_queries(encoder, queries, offline_catalog, spec, 80_000_000)
         for q, got in zip(queries, batched):
             image = (offline_catalog / q.image).read_bytes() if q.image else None
-            want = encode_query(encoder, image, q.text, letterbox=letterbox)
-            assert np.allclose(got.text, want.text, atol=1e-5)
+            want = with_words(encode_query(encoder, image, q.text, letterbox=letterbox), q.text, "english")
+            assert np.allclose(got.text, want.text, atol=1e-5) and got.words == want.words and got.words
             assert (got.image is None) == (want.image is None)
             assert want.image is None or np.allclose(got.image, want.image, atol=1e-5)
 
 
 def test_an_oracle_ranking_scores_one():
-    queries = [evaluate.Query("q1", "text", "red", None, {"a": 2, "b": 1}, ()),
-               evaluate.Query("q2", "image+text", "in red", "x.jpg", {"c": 1}, ("z",)),
-               evaluate.Query("q3", "image+text", "in blue", "y.jpg", {}, ())]
+    queries = [evaluation.Query("q1", "text", "red", None, {"a": 2, "b": 1}, ()),
+               evaluation.Query("q2", "image+text", "in red", "x.jpg", {"c": 1}, ("z",)),
+               evaluation.Query("q3", "image+text", "in blue", "y.jpg", {}, ())]
     encoded = [EncodedQuery(text=unit(1, 0)), EncodedQuery(unit(1, 0), unit(0, 1)), EncodedQuery(unit(1, 0), unit(0, 1))]
     truth = {id(e): q.relevant for q, e in zip(queries, encoded)}
 
     def oracle(store, collection, query, params):
         best = sorted(truth[id(query)], key=lambda i: -truth[id(query)][i])
-        return SearchOutcome([Result(i, 1.0, 1.0, None, {}) for i in best])
+        return SearchOutcome([Result(i, 1.0, {}) for i in best])
 
-    configs = {m: evaluate.grid(m, ["two_stage", "rrf"], [0.5], [50]) for m in ("text", "image+text")}
-    rows = evaluate.rows_of(evaluate.run_grid(evaluate.MemoKnn(None, {}), "c", queries, encoded, configs, search_fn=oracle))
-    assert {(r["mode"], r["strategy"]) for r in rows} == {("text", "text_knn"), ("image+text", "two_stage"),
-                                                          ("image+text", "rrf")}
+    configs = {m: evaluation.grid(m, ["text_knn", "two_stage", "rrf"], [0.5], [50]) for m in ("text", "image+text")}
+    memo = evaluation.MemoKnn(None, {})
+    rows = evaluation.rows_of(evaluation.run_grid(memo, "c", queries, encoded, configs, search_fn=oracle))
+    assert {(r["mode"], r["strategy"]) for r in rows} == {("text", "text_knn"), ("image+text", "text_knn"),
+                                                          ("image+text", "two_stage"), ("image+text", "rrf")}
     for row in rows:
         assert row["ndcg@10"] == row["mrr@10"] == row["recall@10"] == 1.0
         assert row["n_queries"] == 1 and row["n_no_relevant"] == (1 if row["mode"] == "image+text" else 0)
+
+
+def test_a_query_line_without_mode_gets_it_from_its_image_and_text(tmp_path):
+    path = tmp_path / "q.jsonl"
+    lines = [{"qid": "a", "text": "red"}, {"image": "x.jpg"}, {"image": "x.jpg", "text": " in red "},
+             {"mode": "text", "text": "blue", "relevant": {"1": 1}}]
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
+    queries = evaluation.load_queries([path], None)
+    assert [q.mode for q in queries] == ["text", "image", "image+text", "text"]
+    assert queries[2].text == "in red" and queries[1].qid.endswith(":2") and queries[3].relevant == {"1": 1}
+    path.write_text(json.dumps({"qid": "empty"}) + "\n")
+    with pytest.raises(evaluation.QueryFileError, match=":1: mode None"):
+        evaluation.load_queries([path], None)
+
+
+def test_the_default_must_use_every_signal_and_earn_its_cost():
+    row = lambda strategy, ndcg, delta: {"strategy": strategy, "label": strategy, "ndcg@10": ndcg,  # noqa: E731
+                                         "all_signals": strategy in evaluation.ALL_SIGNALS["image+text"],
+                                         "delta_vs_best": delta}
+    comparison = [row("two_stage", 0.60, (0.05, 0.03, 0.07)), row("hybrid_dbsf", 0.55, (0, 0, 0)),
+                  row("hybrid_rrf", 0.54, (-0.01, -0.02, 0.001)), row("hybrid_rescore", 0.40, (-0.15, -0.2, -0.1))]
+    latency = {"two_stage": 1.0, "hybrid_dbsf": 5.0, "hybrid_rrf": 3.0, "hybrid_rescore": 0.5}
+    assert evaluation.recommend(comparison, latency)["strategy"] == "hybrid_rrf"  # not worse, and faster
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +127,10 @@ def test_evaluate_job_on_a_slice(ray_cluster, tmp_path, offline_catalog, model_s
     assert set(report["run"]["phases_s"]) == {"index_s", "encode_s", "grid_s", "latency_s"}
     assert set(report["best"]) == {"text", "image", "image+text"}
     strategies = {r["strategy"] for r in report["rows"] if r["mode"] == "image+text"}
-    assert strategies == set(evaluate.KNOBS)
+    assert strategies == set(evaluation.KNOBS)
+    for mode in ("text", "image+text"):
+        default = report["choices"][mode]["recommended"]
+        assert default["strategy"] in evaluation.ALL_SIGNALS[mode], default
     for row in report["rows"]:
         assert 0.0 <= row["ndcg@10"] <= 1.0 and row["n_queries"] + row["n_no_relevant"] == 7
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("best | text:")

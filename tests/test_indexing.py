@@ -10,7 +10,7 @@ import pytest
 
 from jobs.qdrant_sink import WriteTally, rows_to_points
 from retrieval.catalogs import open_catalog
-from retrieval.indexing import DecodeImages, EncodeImages, ReadImages, catalog_rows
+from retrieval.indexing import DecodeImages, EncodeItems, ReadImages, catalog_rows
 from tests.salted import EXPECTED, GOOD_IDS, as_batch
 
 
@@ -19,7 +19,7 @@ def encoded(salted_catalog, encoder, model_spec):
     catalog = open_catalog(salted_catalog)
     batch = as_batch(catalog_rows(catalog, catalog.items()))
     batch = DecodeImages(encoder.preprocess_cfg, 80_000_000)(ReadImages()(batch))
-    return EncodeImages(model_spec, device="cpu", threads=1)(batch)
+    return EncodeItems(model_spec, device="cpu", threads=1)(batch)
 
 
 def test_every_row_is_accepted_or_rejected_as_expected(encoded):

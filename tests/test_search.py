@@ -1,5 +1,5 @@
-"""Search strategies: fusion arithmetic and each strategy on a toy store, filter validation, and real retrieval
-quality on the full offline index."""
+"""Search: fusion arithmetic, each strategy on small stores checked by hand (client-side on a toy store, hybrid on a
+real edge store), parameter defaults and filter validation, and real retrieval quality on the full offline index."""
 
 from __future__ import annotations
 
@@ -8,8 +8,15 @@ import csv
 import numpy as np
 import pytest
 
-from retrieval.search import EncodedQuery, QueryError, SearchParams, fuse, rrf_scores, search, validate_filters, zscore
-from retrieval.store.base import Hit
+from retrieval import lexical
+from retrieval.fusion import fuse, rrf_scores, zscore
+from retrieval.search import (DEFAULT_STRATEGY, EncodedQuery, FilterError, QueryError, SearchParams, search,
+                              validate_filters)
+from retrieval.store.base import Hit, Point
+from retrieval.store.factory import open_store
+from schemas.api import STRATEGIES
+from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TEXT_VECTOR, CollectionSpec
+from schemas.jobs import StoreConfig
 from tests.toys import BOTH, TOY, unit
 
 
@@ -20,14 +27,34 @@ def test_zscore_and_fuse():
     assert np.argmax(fuse(image, text, 0.0)) == 0 and np.argmax(fuse(image, text, 1.0)) == 2
 
 
-def test_unknown_filter_field_is_an_error():
-    validate_filters({"gender": "Women"}, ("gender", "articleType"))
-    with pytest.raises(QueryError, match="colour"):
+def test_filters_must_name_indexed_fields_and_list_values():
+    validate_filters({"gender": "Women", "articleType": ["Tops"]}, ("gender", "articleType"))
+    with pytest.raises(FilterError, match="colour"):
         validate_filters({"colour": "Red"}, ("gender", "articleType"))
+    with pytest.raises(FilterError, match="at least one"):
+        validate_filters({"gender": []}, ("gender",))
+
+
+def test_unset_knobs_take_the_evaluated_defaults_of_the_mode():
+    assert set(DEFAULT_STRATEGY) == {"text", "image", "image+text"}
+    for mode, strategy in DEFAULT_STRATEGY.items():
+        resolved = SearchParams(k=30).resolved(mode)
+        assert resolved.strategy == strategy and resolved.k1 >= 30 and 0 <= resolved.text_weight <= 1
+    mine = SearchParams(strategy="two_stage", k1=7, text_weight=0.2).resolved("text")
+    assert (mine.strategy, mine.k1, mine.text_weight) == ("two_stage", 10, 0.2)  # k1 is at least k
+
+
+def test_query_mode_follows_its_signals():
+    words = lexical.query_vector("red")
+    assert EncodedQuery(image=unit(1, 0)).mode == "image"
+    assert EncodedQuery(text=unit(1, 0)).mode == EncodedQuery(words=words).mode == "text"
+    assert EncodedQuery(image=unit(1, 0), words=words).mode == "image+text"
+    with pytest.raises(QueryError, match="needs an image, a text"):
+        _ = EncodedQuery(words=lexical.query_vector("the of")).mode  # stopwords only: nothing to search by
 
 
 def ranking(strategy: str, **kw) -> list[str]:
-    params = SearchParams(k=5, k1=kw.pop("k1", 5), strategy=strategy, **kw)
+    params = SearchParams(k=kw.pop("k", 5), k1=kw.pop("k1", 5), strategy=strategy, explain=False, **kw)
     return [r.item_id for r in search(TOY, "c", BOTH, params).results]
 
 
@@ -45,8 +72,8 @@ def test_fusion_strategies_follow_the_text_weight():
 
 def test_two_stage_image_only_reranks_the_image_candidates():
     # k1 = 2: stage 1 by image keeps img and near_img, so the text cannot bring txt back
-    assert set(ranking("two_stage_image", k1=2, text_weight=1.0)) == {"img", "near_img"}
-    assert ranking("two_stage", k1=2, text_weight=1.0)[0] == "txt"  # the union has the text kNN's top 2
+    assert set(ranking("two_stage_image", k=2, k1=2, text_weight=1.0)) == {"img", "near_img"}
+    assert ranking("two_stage", k=2, k1=2, text_weight=1.0)[0] == "txt"  # the union has the text kNN's top 2
 
 
 def test_rrf_is_the_standard_sum_at_equal_weights():
@@ -58,10 +85,82 @@ def test_rrf_is_the_standard_sum_at_equal_weights():
 def test_strategy_errors():
     with pytest.raises(QueryError, match="unknown strategy"):
         SearchParams(strategy="magic")
-    with pytest.raises(QueryError, match="image"):
-        search(TOY, "c", EncodedQuery(text=unit(0, 1)), SearchParams(strategy="image_knn"))
-    only_text = search(TOY, "c", EncodedQuery(text=unit(0, 1)), SearchParams(k=1, strategy="rrf"))
-    assert [r.item_id for r in only_text.results] == ["txt"]  # one modality: every fusion is its kNN
+    with pytest.raises(QueryError, match="photo"):
+        search(TOY, "c", EncodedQuery(text=unit(0, 1)), SearchParams(strategy="image_knn", explain=False))
+    only_text = search(TOY, "c", EncodedQuery(text=unit(0, 1)), SearchParams(k=1, strategy="rrf", explain=False))
+    assert [r.item_id for r in only_text.results] == ["txt"]  # one modality: every client-side fusion is its kNN
+
+
+# ------------------------------------------------------------------------------------ hybrid, on a real store
+# A shop of five: the photos lie on a circle (a white tee's photo is nearest the white tee, then the red tee, the
+# red dress is far), the documents say what each item is.
+
+SHOP = {"white-tee": ("white tshirt", unit(1, 0.05, 0)), "red-tee": ("red tshirt", unit(1, 0.3, 0.1)),
+        "red-dress": ("red dress", unit(0, 1, 0.2)), "blue-jeans": ("blue jeans denim", unit(0.1, 0, 1)),
+        "black-tee": ("black tshirt", unit(1, 0.1, 0.3))}
+
+
+def clip_text(words: str) -> np.ndarray:
+    """A stand-in for CLIP's text tower: the mean of the photos of the items whose documents hold the words."""
+    hits = [photo for doc, photo in SHOP.values() if set(words.split()) & set(doc.split())]
+    return unit(*np.mean(hits, axis=0))
+
+
+@pytest.fixture
+def shop(tmp_path):
+    store = open_store(StoreConfig(backend="edge", path=tmp_path / "shop"))
+    avg = lexical.mean_length(doc for doc, _ in SHOP.values())
+    store.create_collection(CollectionSpec(name="shop", model="toy", dim=3, filter_fields=("kind",),
+                                           bm25_avg_len=avg))
+    store.upsert("shop", [Point(item, {IMAGE_VECTOR: photo, TEXT_VECTOR: clip_text(doc),
+                                       BM25_VECTOR: lexical.document_vector(doc, avg)},
+                                {"text": doc, "kind": doc.split()[-1]}) for item, (doc, photo) in SHOP.items()])
+    yield store
+    store.close()
+
+
+def composed(words: str) -> EncodedQuery:
+    """The white tee's photo, and words."""
+    return EncodedQuery(image=SHOP["white-tee"][1], text=clip_text(words), words=lexical.query_vector(words),
+                        phrase=words)
+
+
+@pytest.mark.parametrize("strategy", ["hybrid_rrf", "hybrid_dbsf", "hybrid_rescore"])
+def test_this_but_red_matches_the_photo_and_the_words(shop, strategy):
+    """"This t-shirt, but red": the photo alone finds white tees, the words alone red things; together, the red tee."""
+    outcome = search(shop, "shop", composed("red"), SearchParams(k=3, k1=5, strategy=strategy,
+                                                                  exclude=("white-tee",)))
+    first = outcome.results[0]
+    assert first.item_id == "red-tee", [r.item_id for r in outcome.results]
+    assert first.matched_words == ["red"] and first.lexical_score > 0
+    assert first.image_score == pytest.approx(float(SHOP["red-tee"][1] @ SHOP["white-tee"][1]), abs=1e-4)
+    assert first.text_score is not None and first.document_score is not None
+    assert "white-tee" not in {r.item_id for r in outcome.results}
+
+
+def test_words_alone_rank_by_every_word_signal(shop):
+    outcome = search(shop, "shop", EncodedQuery(text=clip_text("blue jeans"), words=lexical.query_vector("jeans"),
+                                                phrase="jeans"), SearchParams(k=2))
+    assert outcome.strategy == DEFAULT_STRATEGY["text"] and outcome.results[0].item_id == "blue-jeans"
+    assert outcome.results[0].image_score is None and outcome.results[0].matched_words == ["jeans"]
+
+
+def test_bm25_alone_and_filters_on_every_leg(shop):
+    query = composed("red tshirt")
+    lexical_only = search(shop, "shop", query, SearchParams(k=5, strategy="bm25"))
+    assert lexical_only.results[0].item_id == "red-tee"  # both words
+    filtered = search(shop, "shop", query, SearchParams(k=5, filters={"kind": "dress"}))
+    assert [r.item_id for r in filtered.results] == ["red-dress"]
+
+
+def test_every_strategy_runs_on_a_composed_query(shop):
+    for strategy in STRATEGIES:
+        outcome = search(shop, "shop", composed("red tshirt"), SearchParams(k=3, k1=5, strategy=strategy))
+        assert len(outcome.results) == 3 and outcome.strategy == strategy
+        assert [r.score for r in outcome.results] == sorted((r.score for r in outcome.results), reverse=True)
+
+
+# ------------------------------------------------------------------------------- the full offline index (slow)
 
 
 @pytest.fixture(scope="module")
@@ -69,30 +168,27 @@ def catalog_rows(offline_catalog):
     return {row["id"]: row for row in csv.DictReader((offline_catalog / "catalog.csv").open())}
 
 
-def _types(outcome, rows):
-    return [rows[r.item_id]["articleType"] for r in outcome.results]
+def _field(outcome, rows, name: str = "articleType") -> list[str]:
+    return [rows[r.item_id][name] for r in outcome.results]
 
 
+def test_words_naming_a_colour_and_a_type_find_both(search_service, catalog_rows):
+    for words, colour, kind in (("black trousers", "Black", "Trousers"), ("red dress", "Red", "Dresses"),
+                                ("white casual shoes", "White", "Casual Shoes")):
+        outcome = search_service.search(text=words, params=SearchParams(k=5))
+        pairs = list(zip(_field(outcome, catalog_rows, "baseColour"), _field(outcome, catalog_rows)))
+        assert all(pair == (colour, kind) for pair in pairs), (words, pairs)
 
 
-@pytest.mark.ray
-def test_text_blue_jeans_finds_jeans(search_service, catalog_rows):
-    outcome = search_service.search(text="blue jeans", params=SearchParams(k=5))
-    assert "Jeans" in _types(outcome, catalog_rows)
-    assert [r.score for r in outcome.results] == sorted((r.score for r in outcome.results), reverse=True)
-
-
-@pytest.mark.ray
 def test_shoe_photo_finds_shoes(search_service, catalog_rows, offline_catalog):
     shoe = "10127"  # a catalog casual-shoe photo
     outcome = search_service.search(image=(offline_catalog / "images" / f"{shoe}.jpg").read_bytes(),
                                     params=SearchParams(k=5, exclude=(shoe,)))
     assert shoe not in [r.item_id for r in outcome.results]
-    assert any("Shoes" in t for t in _types(outcome, catalog_rows))
+    assert any("Shoes" in t for t in _field(outcome, catalog_rows))
 
 
-@pytest.mark.ray
-def test_filters_restrict_stage_one(search_service, catalog_rows):
+def test_filters_restrict_every_leg(search_service, catalog_rows):
     params = SearchParams(k=10, filters={"gender": "Women", "articleType": ["Tops", "Dresses"]})
     outcome = search_service.search(text="red", params=params)
     assert outcome.results
@@ -101,19 +197,28 @@ def test_filters_restrict_stage_one(search_service, catalog_rows):
         assert catalog_rows[r.item_id]["articleType"] in ("Tops", "Dresses")
 
 
-@pytest.mark.ray
-def test_text_moves_an_image_query_towards_the_words(search_service, catalog_rows, offline_catalog):
-    """A white t-shirt photo plus 'red': the rerank brings red items up compared with the photo alone."""
-    tee = next(i for i, r in catalog_rows.items() if r["articleType"] == "Tshirts" and r["baseColour"] == "White")
+def test_this_tshirt_but_red(search_service, catalog_rows, offline_catalog):
+    """A white t-shirt photo plus "but in red": red t-shirts, where the photo alone finds white ones."""
+    tee = "10003"  # Nike Women As Nike Eleme White T-Shirt
     photo = (offline_catalog / "images" / f"{tee}.jpg").read_bytes()
     alone = search_service.search(image=photo, params=SearchParams(k=10, exclude=(tee,)))
-    with_text = search_service.search(image=photo, text="red tshirt", params=SearchParams(k=10, exclude=(tee,)))
-    red = lambda o: sum(catalog_rows[r.item_id]["baseColour"] == "Red" for r in o.results)  # noqa: E731
-    assert red(with_text) > red(alone)
-    assert all(r.text_score is not None for r in with_text.results)
+    composed = search_service.search(image=photo, text="but in red", params=SearchParams(k=10, exclude=(tee,)))
+    red_tees = lambda o: sum(p == ("Red", "Tshirts") for p in zip(_field(o, catalog_rows, "baseColour"),  # noqa
+                                                                      _field(o, catalog_rows)))
+    assert red_tees(composed) >= 5 > red_tees(alone)
+    assert all(r.matched_words == ["red"] for r in composed.results[:5])
 
 
-@pytest.mark.ray
+def test_more_like_this_uses_the_items_stored_vectors(search_service, catalog_rows):
+    shoe = "10127"
+    outcome = search_service.search(item_id=shoe, params=SearchParams(k=5))
+    assert shoe not in [r.item_id for r in outcome.results]
+    assert all("Shoes" in t for t in _field(outcome, catalog_rows))
+    assert outcome.results[0].image_score > 0.5 and outcome.results[0].document_score is not None
+    with pytest.raises(QueryError, match="no catalog item"):
+        search_service.search(item_id="no-such-item")
+
+
 def test_empty_query_is_refused(search_service):
     with pytest.raises(QueryError):
         search_service.search(text="   ")

@@ -1,0 +1,121 @@
+"""Client-side strategies, fused in Python over the image vectors (the first generation, kept so the evaluation can
+compare them with the store-side hybrid ones in retrieval/hybrid.py):
+
+- two_stage: the union of an image kNN and a text kNN (k1 each), reranked by a z-scored fusion of image and text
+  similarity (text_weight);
+- two_stage_image: the same rerank over k1 candidates of the image kNN only (DESIGN.md's first shape);
+- vector_fusion: one kNN with normalize((1 - w) * image + w * text);
+- rrf: reciprocal-rank fusion (k = 60) of the image and text kNN lists (k1 each), weighted by text_weight;
+- image_knn, text_knn: one modality's kNN over the image vectors.
+
+Each returns ranked (item id, score, payload), best first; the search explains the results afterwards.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from retrieval.store.base import Hit, VectorStore
+from schemas.collection import IMAGE_VECTOR
+
+RRF_K = 60
+Ranked = list[tuple[str, float, dict]]
+
+
+def zscore(values: np.ndarray) -> np.ndarray:
+    """Standardise within the candidate set: image-image and text-image cosines live on different scales."""
+    spread = values.std()
+    return (values - values.mean()) / spread if spread > 1e-9 else np.zeros_like(values)
+
+
+def fuse(stage1: np.ndarray, text: np.ndarray, text_weight: float) -> np.ndarray:
+    """Weighted sum of standardised image and text similarities."""
+    return (1.0 - text_weight) * zscore(stage1) + text_weight * zscore(text)
+
+
+def fused_vector(image: np.ndarray, text: np.ndarray, text_weight: float) -> np.ndarray:
+    """normalize((1 - w) * image + w * text): one query vector for both modalities (w = 0.5: their plain sum)."""
+    vector = (1.0 - text_weight) * image + text_weight * text
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 1e-9 else image
+
+
+def rrf_scores(lists: list[list[Hit]], weights: list[float], k: int = RRF_K) -> dict[str, float]:
+    """Reciprocal-rank fusion: sum of 2 * weight / (k + rank) over the lists an item appears in (ranks from 1);
+    with equal weights of 0.5 this is the standard RRF sum of 1 / (k + rank)."""
+    scores: dict[str, float] = {}
+    for hits, weight in zip(lists, weights):
+        for rank, hit in enumerate(hits, 1):
+            scores[hit.item_id] = scores.get(hit.item_id, 0.0) + 2.0 * weight / (k + rank)
+    return scores
+
+
+def _knn(store: VectorStore, collection: str, vector: np.ndarray, limit: int, search, with_vectors: bool) -> list[Hit]:
+    hits = store.search(collection, IMAGE_VECTOR, vector, limit + len(search.exclude), search.filters,
+                        with_vectors=with_vectors)
+    excluded = set(search.exclude)
+    return [h for h in hits if h.item_id not in excluded][:limit]
+
+
+def _ranked(hits: list[Hit], scores: np.ndarray, k: int) -> Ranked:
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [(hits[i].item_id, float(scores[i]), hits[i].payload) for i in order]
+
+
+def _similarities(hits: list[Hit], query) -> tuple[np.ndarray, np.ndarray]:
+    vectors = np.array([h.vectors[IMAGE_VECTOR] for h in hits], dtype=np.float32)  # 3x faster than np.stack
+    return vectors @ query.image, vectors @ query.text
+
+
+def _union(*lists: list[Hit]) -> list[Hit]:
+    """Later lists' hits over earlier ones (an item in both keeps its first place)."""
+    union: dict[str, Hit] = {}
+    for hits in lists:
+        union.update({h.item_id: h for h in hits})
+    return list(union.values())
+
+
+def single_knn(store, collection, query, search, vector: np.ndarray) -> Ranked:
+    return [(h.item_id, h.score, h.payload) for h in _knn(store, collection, vector, search.k, search, False)]
+
+
+def vector_fusion(store, collection, query, search) -> Ranked:
+    vector = fused_vector(query.image, query.text, search.text_weight)
+    return single_knn(store, collection, query, search, vector)
+
+
+def two_stage(store, collection, query, search) -> Ranked:
+    """Both kNNs, k1 each, so that items matching the words but not the photo's colour ("this, but red") are
+    candidates at all; reranked by the fusion of both similarities."""
+    hits = _union(_knn(store, collection, query.text, search.k1, search, True),
+                  _knn(store, collection, query.image, search.k1, search, True))
+    return _rerank(hits, query, search)
+
+
+def two_stage_image(store, collection, query, search) -> Ranked:
+    return _rerank(_knn(store, collection, query.image, search.k1, search, True), query, search)
+
+
+def _rerank(hits: list[Hit], query, search) -> Ranked:
+    if not hits:
+        return []
+    image_scores, text_scores = _similarities(hits, query)
+    return _ranked(hits, fuse(image_scores, text_scores, search.text_weight), search.k)
+
+
+def rrf(store, collection, query, search) -> Ranked:
+    image = _knn(store, collection, query.image, search.k1, search, False)
+    text = _knn(store, collection, query.text, search.k1, search, False)
+    hits = _union(text, image)
+    fused = rrf_scores([image, text], [1.0 - search.text_weight, search.text_weight])
+    return _ranked(hits, np.array([fused[h.item_id] for h in hits]), search.k) if hits else []
+
+
+STRATEGIES = {
+    "image_knn": lambda store, collection, query, search: single_knn(store, collection, query, search, query.image),
+    "text_knn": lambda store, collection, query, search: single_knn(store, collection, query, search, query.text),
+    "vector_fusion": vector_fusion,
+    "two_stage": two_stage,
+    "two_stage_image": two_stage_image,
+    "rrf": rrf,
+}
