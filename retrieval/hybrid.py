@@ -1,18 +1,19 @@
 """Store-side strategies: every signal of the query as a kNN leg, combined by the store in one call (Qdrant's Query
 API, so they run alike on the embedded engine, local mode and a server).
 
-The legs come in two groups, one per thing the shopper gave:
+The legs, grouped by what they are evidence of, so that each kind of evidence counts once however many legs it has:
 - the photo: its CLIP vector against the items' photos (`image`);
-- the words: their CLIP vector against the items' photos (`image`) and documents (`text`), and their BM25 vector
-  against the documents (`bm25`, IDF from the collection).
-Each group is fused on its own first, then the groups with each other, so a photo and its words count alike
-however many legs each has ("this, but red" must match the photo *and* the words).
+- the words, matched lexically: their BM25 vector against the items' documents (`bm25`, IDF from the collection);
+- the words, matched by meaning: their CLIP vector against the items' photos (`image`) and documents (`text`).
+The two kinds of word evidence are fused first (the words group), then the words with the photo.
 
-- hybrid_rrf: reciprocal-rank fusion at both levels (k = 60), k1 candidates per leg;
-- hybrid_dbsf: distribution-based score fusion (each list's scores normalised by mean +- 3 std, summed);
-- hybrid_rescore: the words' legs give the candidates, ranked by normalize((1 - w) * photo + w * words) over the
-  items' photos (with only words: by the words' CLIP vector);
-- bm25: the words' lexical leg alone (to measure what the others add).
+- hybrid_dbsf: distribution-based score fusion at every level (each list's scores normalised by its mean +- 3
+  standard deviations, then summed), k1 candidates per leg;
+- hybrid_rrf: reciprocal-rank fusion at every level (k = 60);
+- hybrid_rescore: the words pick the candidates (their lexical matches, or, when the words match no document,
+  their CLIP neighbours) and normalize((1 - w) * photo + w * words) over the items' photos ranks them: "this, but
+  red" looks among the red items for the one most like the photo;
+- bm25: the lexical leg alone (to measure what the others add).
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ def photo_legs(query, k1: int) -> list[Plan]:
     return [Nearest(IMAGE_VECTOR, query.image, k1)] if query.image is not None else []
 
 
-def word_legs(query, k1: int) -> list[Plan]:
-    legs: list[Plan] = []
-    if query.text is not None:
-        legs += [Nearest(IMAGE_VECTOR, query.text, k1), Nearest(TEXT_VECTOR, query.text, k1)]
-    if query.words:
-        legs.append(Nearest(BM25_VECTOR, query.words, k1))
-    return legs
+def lexical_legs(query, k1: int) -> list[Plan]:
+    return [Nearest(BM25_VECTOR, query.words, k1)] if query.words else []
+
+
+def meaning_legs(query, k1: int) -> list[Plan]:
+    if query.text is None:
+        return []
+    return [Nearest(IMAGE_VECTOR, query.text, k1), Nearest(TEXT_VECTOR, query.text, k1)]
 
 
 def fused(groups: list[list[Plan]], method: str, limit: int) -> Plan:
@@ -43,14 +45,22 @@ def fused(groups: list[list[Plan]], method: str, limit: int) -> Plan:
     return parts[0] if len(parts) == 1 else Fuse(tuple(parts), method, limit)
 
 
-def rescored(query, k1: int, text_weight: float) -> Plan:
-    candidates = word_legs(query, k1)
+def words_group(query, method: str, k1: int) -> list[Plan]:
+    """The words' evidence as one list: lexical and by meaning, fused (or whichever the query has)."""
+    parts = [fused([lexical_legs(query, k1)], method, k1)] if query.words else []
+    parts += [fused([meaning_legs(query, k1)], method, k1)] if query.text is not None else []
+    return parts
+
+
+def rescored(query, k1: int, text_weight: float, lexical: bool = True) -> Plan:
+    """Candidates from the words (lexical, or by meaning), ranked over the items' photos by the photo and words."""
+    candidates = lexical_legs(query, k1) if lexical and query.words else meaning_legs(query, k1)
     if not candidates:
         return photo_legs(query, k1)[0]
-    if query.image is None or query.text is None:
-        vector = query.text if query.text is not None else query.image
-    else:
+    if query.image is not None and query.text is not None:
         vector = fused_vector(query.image, query.text, text_weight)
+    else:
+        vector = query.image if query.image is not None else query.text
     return Rescore(tuple(candidates), IMAGE_VECTOR, vector, len(candidates) * k1)
 
 
@@ -60,4 +70,13 @@ def plan(strategy: str, query, k1: int, text_weight: float) -> Plan:
         return Nearest(BM25_VECTOR, query.words, k1)
     if strategy == "hybrid_rescore":
         return rescored(query, k1, text_weight)
-    return fused([photo_legs(query, k1), word_legs(query, k1)], strategy.removeprefix("hybrid_"), k1)
+    method = strategy.removeprefix("hybrid_")
+    words = words_group(query, method, k1)
+    return fused([photo_legs(query, k1), [fused([words], method, k1)] if words else []], method, k1)
+
+
+def fallback(strategy: str, query, k1: int, text_weight: float) -> Plan | None:
+    """hybrid_rescore when the words matched no document: candidates by the words' meaning instead."""
+    if strategy != "hybrid_rescore" or not query.words or query.text is None:
+        return None
+    return rescored(query, k1, text_weight, lexical=False)

@@ -137,6 +137,9 @@ def rank(store: VectorStore, collection: str, query: EncodedQuery, params: Searc
     if params.strategy in hybrid.STRATEGIES:
         hits = store.query(collection, hybrid.plan(params.strategy, query, params.k1, params.text_weight), params.k,
                            params.filters, exclude=params.exclude)
+        fallback = hybrid.fallback(params.strategy, query, params.k1, params.text_weight)
+        if not hits and fallback is not None:  # the words are in no document: their meaning picks instead
+            hits = store.query(collection, fallback, params.k, params.filters, exclude=params.exclude)
         return [(h.item_id, h.score, h.payload) for h in hits]
     strategy = params.strategy
     if query.image is None or query.text is None:  # one modality: every client-side fusion is that kNN

@@ -10,11 +10,11 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from ray import serve
 
-from retrieval.search import FilterError, QueryError, SearchParams
+from retrieval.search import DEFAULT_STRATEGY, FilterError, QueryError, SearchParams
 from retrieval.service import ItemNotFound, Searcher
 from retrieval.store.base import StoreError
 from retrieval.store.factory import open_store
-from schemas.api import ErrorResponse, SearchRequest, SearchResponse, ResultItem
+from schemas.api import STRATEGIES, ErrorResponse, ResultItem, SearchRequest, SearchResponse
 from schemas.jobs import StoreConfig
 from serve.encoder import EncoderClient
 from serve.http import parse_search
@@ -76,7 +76,8 @@ class SearchAPI:
         except StoreError as err:
             raise HTTPException(503, f"store not ready: {err}") from err
         return {"status": "ready", "collection": collection, "points": points, "model": spec.model,
-                "filter_fields": list(spec.filter_fields)}
+                "filter_fields": list(spec.filter_fields), "filter_values": spec.filter_values,
+                "default_strategy": DEFAULT_STRATEGY, "strategies": list(STRATEGIES)}
 
     @app.post("/search", response_model=SearchResponse, responses=ERRORS, openapi_extra=SEARCH_BODY)
     async def search(self, request: Request) -> SearchResponse:

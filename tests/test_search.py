@@ -138,6 +138,14 @@ def test_this_but_red_matches_the_photo_and_the_words(shop, strategy):
     assert "white-tee" not in {r.item_id for r in outcome.results}
 
 
+def test_words_in_no_document_fall_back_to_their_meaning(shop):
+    """hybrid_rescore takes its candidates from the words' lexical matches; with none, from their CLIP neighbours."""
+    query = EncodedQuery(image=SHOP["white-tee"][1], text=clip_text("red"), words=lexical.query_vector("crimson"),
+                         phrase="crimson")
+    outcome = search(shop, "shop", query, SearchParams(k=2, k1=2, strategy="hybrid_rescore", exclude=("white-tee",)))
+    assert outcome.results[0].item_id == "red-tee" and outcome.results[0].matched_words == []
+
+
 def test_words_alone_rank_by_every_word_signal(shop):
     outcome = search(shop, "shop", EncodedQuery(text=clip_text("blue jeans"), words=lexical.query_vector("jeans"),
                                                 phrase="jeans"), SearchParams(k=2))
