@@ -3,9 +3,12 @@ every query through retrieval.search.search (the service's own code), paired com
 
 The rule for a mode's default: among the strategies that use every signal a query of that mode has (DESIGN.md:
 candidates from the photo's and the words' CLIP vectors and from the words matched lexically), the fastest whose
-best configuration is not significantly worse than the best of them (the 95 % interval of the paired nDCG@10
-difference reaches 0): a slower strategy has to earn its cost. Strategies that ignore a signal are measured and
-reported, never chosen, since on another catalog the signal they ignore may be the one that matters.
+settled configuration is not significantly worse than the best configuration of them (the 95 % interval of the
+paired nDCG@10 difference reaches 0): a slower strategy has to earn its cost. A strategy's settled configuration is
+not its best point either: the smallest depth and the middle weight among its configurations that are not
+significantly worse than its best (see `settled`), so the defaults sit on plateaus, not on peaks of this dev set.
+Strategies that ignore a signal are measured and reported, never chosen, since on another catalog the signal they
+ignore may be the one that matters.
 """
 
 from __future__ import annotations
@@ -173,16 +176,30 @@ def paired_delta(a: list, b: list, metric: str = "ndcg@10", resamples: int = 200
     return float(diffs.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def settled(scores: dict, rows: list[dict], mode: str, strategy: str) -> dict:
+    """A strategy's configuration to use: among those not significantly worse than its best (paired 95 % interval
+    reaching 0), the smallest k1 (more candidates must earn their cost), then the middle of the weights left there
+    (the centre of the plateau, not its noisiest point)."""
+    mine = [r for r in rows if r["mode"] == mode and r["strategy"] == strategy]
+    best = max(mine, key=lambda r: r["ndcg@10"])
+    per = lambda r: scores[(mode, Config(r["strategy"], r["k1"], r["text_weight"]))]  # noqa: E731
+    fine = [r for r in mine if r is best or paired_delta(per(r), per(best))[2] >= 0]
+    k1 = min((r["k1"] for r in fine if r["k1"] is not None), default=None)
+    at_k1 = sorted((r for r in fine if r["k1"] == k1), key=lambda r: (r["text_weight"] or 0.0))
+    return at_k1[(len(at_k1) - 1) // 2]
+
+
 def compare_strategies(scores: dict, rows: list[dict], mode: str) -> list[dict]:
-    """The best configuration of each strategy in a mode, against the best of those using every signal (paired
-    on queries), best first."""
+    """Each strategy of a mode at its settled configuration, against the best configuration of the strategies using
+    every signal (paired on queries), best first."""
     mine = [r for r in rows if r["mode"] == mode]
     eligible = [r for r in mine if r["strategy"] in ALL_SIGNALS[mode]]
     reference = best_rows(eligible or mine)[mode]
     per = lambda r: scores[(mode, Config(r["strategy"], r["k1"], r["text_weight"]))]  # noqa: E731
+    chosen = [settled(scores, rows, mode, s) for s in dict.fromkeys(r["strategy"] for r in mine)]
     return [{**row, "all_signals": row["strategy"] in ALL_SIGNALS[mode],
              "delta_vs_best": paired_delta(per(row), per(reference))}
-            for row in sorted(best_rows(mine, by="strategy").values(), key=lambda r: -r["ndcg@10"])]
+            for row in sorted(chosen, key=lambda r: -r["ndcg@10"])]
 
 
 def recommend(comparison: list[dict], latency_ms: dict[str, float]) -> dict | None:

@@ -56,8 +56,8 @@ def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = None)
         image.load()
     except ImageRejected:
         raise
-    except UnidentifiedImageError as err:
-        raise ImageRejected("not an image", str(err)) from err
+    except UnidentifiedImageError as err:  # PIL's message names an internal buffer object: say it in our words
+        raise ImageRejected("not an image", "the bytes are in no image format this service reads") from err
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageRejected("decompression bomb", str(err)) from err
     except (OSError, SyntaxError, ValueError) as err:

@@ -13,6 +13,7 @@ measures it and the collection records it.
 
 from __future__ import annotations
 
+import string
 from functools import lru_cache
 from typing import Iterable
 
@@ -59,5 +60,5 @@ def matched_words(query: str | None, document: str, language: str = LANGUAGE) ->
     if not query or not document:
         return []
     have = set(query_vector(document, language).indices)
-    return [word for word in dict.fromkeys(query.split())
-            if (ids := query_vector(word, language).indices) and set(ids) <= have]
+    words = dict.fromkeys(w.strip(string.punctuation) for w in query.split())
+    return [word for word in words if (ids := query_vector(word, language).indices) and set(ids) <= have]

@@ -39,7 +39,11 @@ class QueryError(ValueError):
 
 
 class FilterError(QueryError):
-    """A filter on a field that is not indexed for filtering."""
+    """A filter on a field that is not indexed for filtering (a well-formed request this collection cannot serve)."""
+
+
+class StrategyError(QueryError):
+    """A strategy that needs a signal the query lacks (a well-formed request that cannot be served as asked)."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,7 @@ def check_strategy(query: EncodedQuery, strategy: str) -> None:
     needs = {"image_knn": query.image is not None, "text_knn": query.text is not None, "bm25": bool(query.words)}
     if not needs.get(strategy, True):
         signal = {"image_knn": "photo", "text_knn": "words", "bm25": "words (other than stopwords)"}[strategy]
-        raise QueryError(f"strategy {strategy} needs the query's {signal}")
+        raise StrategyError(f"strategy {strategy} needs the query's {signal}")
 
 
 def rank(store: VectorStore, collection: str, query: EncodedQuery, params: SearchParams) -> fusion.Ranked:

@@ -20,7 +20,7 @@ from retrieval.store.factory import open_store
 from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TEXT_VECTOR, CollectionSpec
 from schemas.jobs import StoreConfig
 
-SERVE_REMEDY = "Serve with the model the collection was built with, or reindex it with this one (--rebuild)."
+SERVE_REMEDY = "Reindex it with this service's model (python -m jobs.index --rebuild), or serve the model it was built with."
 SEARCHED_VECTORS = (IMAGE_VECTOR, TEXT_VECTOR, BM25_VECTOR)
 
 

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 MAX_K = 100
 MAX_K1 = 1000
+MAX_FILTER_FIELDS = 32
+MAX_FILTER_VALUES = 100  # values of one field (matched as any of them)
+FilterWord = Annotated[str, Field(min_length=1, max_length=200)]
+FilterValue = Union[FilterWord, Annotated[list[FilterWord], Field(min_length=1, max_length=MAX_FILTER_VALUES)], int]
 STRATEGIES = ("hybrid_dbsf", "hybrid_rrf", "hybrid_rescore", "bm25",
               "vector_fusion", "two_stage", "two_stage_image", "rrf", "image_knn", "text_knn")
 
 
-class SearchRequest(BaseModel):
-    """A JSON search: text and/or a base64 image, with ranking knobs and payload filters."""
+# A search needs something to search by: words (not only blanks), a photo or a catalog item. Written into the
+# schema, so that clients and schema-driven tests know it; checked in code (retrieval.prepare.checked_query).
+NEEDS_A_QUERY = {"anyOf": [{"required": [name], "properties": {name: {"type": "string"}}}
+                           for name in ("text", "image_base64", "item_id")]}
 
-    text: str | None = Field(None, max_length=500, description="What the shopper typed")
+
+class SearchRequest(BaseModel):
+    """A JSON search: text and/or a base64 image (or a catalog item), with ranking knobs and payload filters."""
+
+    model_config = ConfigDict(json_schema_extra=NEEDS_A_QUERY)
+
+    text: str | None = Field(None, max_length=500, pattern=r"\S", description="What the shopper typed")
+    item_id: str | None = Field(None, max_length=500, description="More like this catalog item: its stored photo "
+                                "and document vectors stand for the photo and, without `text`, for the words "
+                                "(the item itself is left out)")
     image_base64: str | None = Field(None, description="A photo, base64-encoded (JPEG, PNG, WebP, ...)")
-    item_id: str | None = Field(None, description="More like this catalog item: its stored photo and document "
-                                                  "vectors stand for the photo and, without `text`, for the words "
-                                                  "(the item itself is left out)")
     k: int = Field(10, ge=1, le=MAX_K, description="Results to return")
     k1: int | None = Field(None, ge=1, le=MAX_K1, description="Candidates per leg (hybrid strategies) or stage-1 "
                                                               "depth; default: the strategy's evaluated one")
@@ -28,8 +40,11 @@ class SearchRequest(BaseModel):
     strategy: Literal[STRATEGIES] | None = Field(  # type: ignore[valid-type]
         None, description="How the signals combine; default: the one the evaluation chose for the query's mode "
                           "(docs/evaluation.md)")
-    filters: dict[str, str | list[str] | int] | None = Field(
-        None, description='Payload filters, e.g. {"gender": "Women", "articleType": ["Dresses", "Tops"]}')
+    filters: dict[str, FilterValue] | None = Field(
+        None, max_length=MAX_FILTER_FIELDS,
+        description='Payload filters on the collection\'s filter fields (GET /readyz lists them), e.g. '
+                    '{"gender": "Women", "articleType": ["Dresses", "Tops"]}: each field must match, a list matches '
+                    'any of its values')
     segment: bool = Field(False, description="Isolate the garment in the photo first (a street photo, not a packshot)")
 
 
@@ -57,3 +72,17 @@ class SearchResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str
+
+
+class ReadyResponse(BaseModel):
+    """The service can answer: the generation behind the alias, the model, and what can be asked of it."""
+
+    status: Literal["ready"]
+    collection: str
+    points: int
+    model: str
+    filter_fields: list[str] = Field(description="Payload fields `filters` may name")
+    filter_values: dict[str, dict[str, int]] = Field(description="Each filter field's most common values, with "
+                                                                  "their item counts")
+    default_strategy: dict[str, str] = Field(description="The strategy used per query mode when none is asked")
+    strategies: list[str]

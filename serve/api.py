@@ -1,39 +1,27 @@
-"""FastAPI ingress: /search, /items/{id}/image, /healthz, /readyz and the web page, over the shared retrieval code. (no `from __future__ import annotations`: FastAPI must see real types)."""
+"""The search ingress: handlers over the shared retrieval code (the HTTP routes are serve/routes.py), and the Serve
+deployment that holds them (the store is opened in one process; the encoder is in this process or a handle)."""
 
+from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from urllib.parse import quote
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi import HTTPException, Request
+from fastapi.responses import FileResponse
 from ray import serve
 
-from retrieval.search import DEFAULT_STRATEGY, FilterError, QueryError, SearchParams
+from retrieval.search import DEFAULT_STRATEGY, FilterError, QueryError, SearchParams, StrategyError
 from retrieval.service import ItemNotFound, Searcher
 from retrieval.store.base import StoreError
 from retrieval.store.factory import open_store
-from schemas.api import STRATEGIES, ErrorResponse, ResultItem, SearchRequest, SearchResponse
+from schemas.api import STRATEGIES, ReadyResponse, ResultItem, SearchRequest, SearchResponse
 from schemas.jobs import StoreConfig
 from serve.encoder import EncoderClient
 from serve.http import parse_search
+from serve.routes import create_app
 
 log = logging.getLogger(__name__)
-STATIC = Path(__file__).parent / "static"
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503)}
-SEARCH_BODY = {"requestBody": {"content": {
-    "application/json": {"schema": SearchRequest.model_json_schema()},
-    "multipart/form-data": {"schema": {"type": "object", "properties": {
-        "image": {"type": "string", "format": "binary"}, "text": {"type": "string"}, "item_id": {"type": "string"},
-        "k": {"type": "integer"}, "k1": {"type": "integer"}, "text_weight": {"type": "number"},
-        "strategy": {"type": "string"},
-        "filters": {"type": "string", "description": "JSON object of payload filters"},
-        "segment": {"type": "boolean"}}}},
-}}}
-
-app = FastAPI(title="Fashion search", description="Search a fashion catalog by photo, words, or both.",
-              version="0.1.0")
 
 
 def to_params(request: SearchRequest) -> SearchParams:
@@ -50,36 +38,24 @@ def to_item(result) -> ResultItem:
                       image_url=f"/items/{quote(result.item_id, safe='')}/image")
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
-@serve.ingress(app)
-class SearchAPI:
-    """Holds the store (one process for the embedded store) and the encoder: in this process, or a handle to it."""
+class SearchHandlers:
+    """What each route does, without Ray: the store and the alias (Searcher) and the encoder (EncoderClient)."""
 
     def __init__(self, encoder, store: StoreConfig, collection: str, model: str, max_upload_bytes: int):
         self.encoder, self.max_upload_bytes = EncoderClient(encoder), max_upload_bytes
         self.searcher = Searcher(open_store(store), collection, model)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page(self) -> HTMLResponse:
-        return HTMLResponse((STATIC / "index.html").read_text())
-
-    @app.get("/healthz")
-    def healthz(self) -> dict:
-        return {"status": "ok"}
-
-    @app.get("/readyz", responses=ERRORS)
-    async def readyz(self) -> dict:
+    async def ready(self) -> ReadyResponse:
         try:
             collection, spec = self.searcher.current()
             points = self.searcher.store.count(collection)
             await self.encoder.model_spec()
         except StoreError as err:
             raise HTTPException(503, f"store not ready: {err}") from err
-        return {"status": "ready", "collection": collection, "points": points, "model": spec.model,
-                "filter_fields": list(spec.filter_fields), "filter_values": spec.filter_values,
-                "default_strategy": DEFAULT_STRATEGY, "strategies": list(STRATEGIES)}
+        return ReadyResponse(status="ready", collection=collection, points=points, model=spec.model,
+                             filter_fields=list(spec.filter_fields), filter_values=spec.filter_values,
+                             default_strategy=DEFAULT_STRATEGY, strategies=list(STRATEGIES))
 
-    @app.post("/search", response_model=SearchResponse, responses=ERRORS, openapi_extra=SEARCH_BODY)
     async def search(self, request: Request) -> SearchResponse:
         started = time.perf_counter()
         search, image = await parse_search(request, self.max_upload_bytes)
@@ -87,7 +63,7 @@ class SearchAPI:
             return await self._search(search, image, started)
         except ItemNotFound as err:
             raise HTTPException(404, str(err)) from err
-        except FilterError as err:
+        except (FilterError, StrategyError) as err:
             raise HTTPException(422, str(err)) from err
         except QueryError as err:
             raise HTTPException(400, str(err)) from err
@@ -107,9 +83,22 @@ class SearchAPI:
         return SearchResponse(collection=pending.collection, strategy=outcome.strategy,
                               results=[to_item(r) for r in outcome.results], timings_ms=timings)
 
-    @app.get("/items/{item_id:path}/image", responses={404: {"model": ErrorResponse}})
     def item_image(self, item_id: str) -> FileResponse:
-        path = self.searcher.item_image_path(item_id, *self.searcher.current())
+        try:
+            path = self.searcher.item_image_path(item_id, *self.searcher.current())
+        except StoreError as err:
+            raise HTTPException(503, f"store unavailable: {err}") from err
         if path is None:
             raise HTTPException(404, f"no image for catalog item {item_id!r}")
         return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
+
+
+class SearchIngress(SearchHandlers):
+    """The handlers as a Serve ingress: Serve calls this after the constructor, on the replica."""
+
+    def __serve_build_asgi_app__(self):
+        return create_app(self)
+
+
+SearchAPI = serve.deployment(name="SearchAPI", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)(
+    serve.ingress()(SearchIngress))

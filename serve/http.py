@@ -1,4 +1,5 @@
-"""Request parsing for POST /search: JSON or multipart, size and type limits, mapped to SearchRequest or an HTTP error."""
+"""Request parsing for POST /search: JSON or multipart, size, type, encoding and depth limits, mapped to SearchRequest
+or an HTTP error. Any body, however malformed, gets a 4xx that says what is wrong, never a 500."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from schemas.api import SearchRequest
 
 JSON_TYPES = ("application/json",)
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+FORM_FIELDS = 16  # the form has 9 fields; more is not a search
+MESSAGE_CHARS = 300  # of a parser's own message, in ours
 
 
 async def parse_search(request: Request, max_bytes: int) -> tuple[SearchRequest, bytes | None]:
     """The validated request and the raw image bytes (if any); 413/415/422/400 on bad input."""
-    declared = int(request.headers.get("content-length") or 0)
+    declared = _declared_length(request)
     if declared > max_bytes:
         raise HTTPException(413, f"request of {declared} bytes is over the {max_bytes}-byte limit")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -26,6 +29,13 @@ async def parse_search(request: Request, max_bytes: int) -> tuple[SearchRequest,
     if kind in FORM_TYPES:
         return await _parse_form(request, max_bytes)
     raise HTTPException(415, f"content type {kind or '(none)'} not supported; send application/json or multipart/form-data")
+
+
+def _declared_length(request: Request) -> int:
+    text = request.headers.get("content-length") or "0"
+    if not text.isdigit():
+        raise HTTPException(400, "content-length is not a number")
+    return int(text)
 
 
 async def _read_limited(request: Request, max_bytes: int) -> bytes:
@@ -37,6 +47,18 @@ async def _read_limited(request: Request, max_bytes: int) -> bytes:
     return bytes(body)
 
 
+def loads(data: bytes | str, what: str) -> object:
+    """JSON from untrusted bytes: bad encoding, bad syntax and absurd nesting are each a 400 that says so."""
+    try:
+        return json.loads(data)
+    except UnicodeDecodeError as err:
+        raise HTTPException(400, f"{what} is not valid UTF-8 (byte {err.start})") from err
+    except json.JSONDecodeError as err:
+        raise HTTPException(400, f"{what} is not valid JSON: {str(err)[:MESSAGE_CHARS]}") from err
+    except RecursionError as err:  # a few KB of brackets nest deeper than any search
+        raise HTTPException(400, f"{what} nests too deeply") from err
+
+
 def _validate(fields: dict) -> SearchRequest:
     try:
         return SearchRequest.model_validate(fields)
@@ -45,14 +67,11 @@ def _validate(fields: dict) -> SearchRequest:
 
 
 def _validation_message(err: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors(include_url=False))
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors(include_url=False))[:2000]
 
 
 async def _parse_json(request: Request, max_bytes: int) -> tuple[SearchRequest, bytes | None]:
-    try:
-        fields = json.loads(await _read_limited(request, max_bytes) or b"{}")
-    except json.JSONDecodeError as err:
-        raise HTTPException(400, f"body is not valid JSON: {err}") from err
+    fields = loads(await _read_limited(request, max_bytes) or b"{}", "body")
     if not isinstance(fields, dict):
         raise HTTPException(422, "body must be a JSON object")
     search = _validate(fields)
@@ -67,15 +86,17 @@ def _b64(text: str) -> bytes:
 
 
 async def _parse_form(request: Request, max_bytes: int) -> tuple[SearchRequest, bytes | None]:
-    form = await request.form(max_part_size=max_bytes)
+    try:
+        form = await request.form(max_files=1, max_fields=FORM_FIELDS, max_part_size=max_bytes)
+    except HTTPException:
+        raise
+    except Exception as err:  # noqa: BLE001 - starlette's multipart errors vary; all mean a malformed body
+        raise HTTPException(400, f"malformed form body: {str(err)[:MESSAGE_CHARS]}") from err
     upload = form.get("image")
     image = await upload.read() if upload is not None and hasattr(upload, "read") else None
     if image is not None and len(image) > max_bytes:
         raise HTTPException(413, f"image is over the {max_bytes}-byte limit")
-    fields = {k: v for k, v in form.items() if k != "image" and isinstance(v, str) and v != ""}
+    fields = {k: v for k, v in form.items() if k != "image" and isinstance(v, str)}  # "" is a value, as in JSON
     if "filters" in fields:
-        try:
-            fields["filters"] = json.loads(fields["filters"])
-        except json.JSONDecodeError as err:
-            raise HTTPException(422, f"filters: not valid JSON: {err}") from err
+        fields["filters"] = loads(fields["filters"], "filters")
     return _validate(fields), image or None

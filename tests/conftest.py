@@ -143,3 +143,35 @@ def server(full_index, model_spec):
     yield client
     client.close()
     serve.shutdown()
+
+
+SMALL_INDEX_ITEMS = 80
+
+
+@pytest.fixture(scope="session")
+def small_index(tmp_path_factory, offline_catalog, model_spec, encoder) -> IndexConfig:
+    """The first 80 items of the offline catalog through the real index stages and sink conversion, without Ray,
+    into an embedded store behind the alias `fashion`: for tests of what reads an index (API, inspection, copy)."""
+    from itertools import islice
+
+    from jobs.index import collection_spec
+    from jobs.qdrant_sink import WriteTally, rows_to_points
+    from retrieval.catalogs import open_catalog
+    from retrieval.indexing import DecodeImages, EmbedDocuments, EncodeItems, ReadImages, catalog_rows
+    from retrieval.store.factory import open_store
+    from tests.salted import as_batch
+
+    cfg = index_config(offline_catalog, model_spec, tmp_path_factory.mktemp("small-index") / "store")
+    catalog = open_catalog(offline_catalog)
+    items = list(islice(catalog.items(), SMALL_INDEX_ITEMS))
+    spec = collection_spec(cfg, encoder.spec, encoder.dim, catalog.root, items).model_copy(update={"name": "gen-1"})
+    batch = EmbedDocuments(spec.bm25_avg_len)(ReadImages()(as_batch(catalog_rows(catalog, items))))
+    batch = EncodeItems(model_spec, device="cpu")(DecodeImages(encoder.preprocess_cfg, 80_000_000)(batch))
+    store = open_store(cfg.store)
+    try:
+        store.create_collection(spec)
+        store.upsert("gen-1", rows_to_points([dict(zip(batch, row)) for row in zip(*batch.values())], WriteTally()))
+        store.set_alias(cfg.collection, "gen-1")
+    finally:
+        store.close()
+    return cfg

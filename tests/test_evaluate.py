@@ -137,3 +137,15 @@ def test_evaluate_job_on_a_slice(ray_cluster, tmp_path, offline_catalog, model_s
     # a second run reuses the collection instead of indexing again
     assert evaluate.main(argv) == 0
     assert "reused" in json.loads((out / "results.json").read_text())["run"]["index"]
+
+
+def test_a_strategy_settles_on_the_cheapest_depth_and_the_middle_of_its_plateau():
+    from retrieval.metrics import METRICS
+
+    good, worse = dict.fromkeys(METRICS, 1.0), dict.fromkeys(METRICS, 0.0)
+    configs = {(0.1, 50): [worse] * 20, (0.1, 500): [good] * 20, (0.3, 500): [good] * 19 + [worse],
+               (0.5, 500): [good] * 20, (0.9, 500): [worse] * 20, (0.5, 1000): [good] * 20}
+    scores = {("image+text", evaluation.Config("hybrid_rescore", k1, w)): per for (w, k1), per in configs.items()}
+    rows = evaluation.rows_of(scores)
+    chosen = evaluation.settled(scores, rows, "image+text", "hybrid_rescore")
+    assert (chosen["k1"], chosen["text_weight"]) == (500, 0.3)  # 50 is worse; 0.1-0.5 tie at 500: their middle

@@ -1,4 +1,5 @@
-"""The web page in headless Chromium: a text search shows result images, and clicking one refines by it."""
+"""The web page in headless Chromium: a text search shows result images with the words that matched, the filters are
+the collection's own, and clicking a result searches for more like it."""
 
 from __future__ import annotations
 
@@ -57,6 +58,10 @@ def test_search_shows_result_images_and_refines(server, browser):
                                    for i in images[:8]))
     names = " ".join(c.text for c in _cards(browser)[:5])
     assert "Jeans" in names
+    marked = {m.text.lower() for m in browser.find_elements(By.CSS_SELECTOR, "#results .card mark")}
+    assert {"blue", "jeans"} <= marked  # the matched words are shown in each item's document
+    gender = browser.find_element(By.ID, "filter-gender")  # the collection's own filter fields, from /readyz
+    assert {"Men", "Women"} <= {o.text for o in gender.find_elements(By.TAG_NAME, "option")}
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "web-search.png"))
     first = _cards(browser)[0]

@@ -1,0 +1,72 @@
+"""The HTTP API as a plain FastAPI app over a handlers object: what the Serve ingress returns from
+`__serve_build_asgi_app__`, and what tests (schemathesis among them) drive in-process without Ray.
+
+(No `from __future__ import annotations`: FastAPI must see real types.)
+
+The OpenAPI document says what the API really does: every status each route answers, the image content types,
+the bounds of the multipart form (the same as the JSON body's), a required body.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse
+
+from schemas.api import MAX_FILTER_FIELDS, MAX_K, MAX_K1, STRATEGIES, ErrorResponse, ReadyResponse, SearchRequest, \
+    SearchResponse
+
+STATIC = Path(__file__).parent / "static"
+
+
+def errors(*codes: int) -> dict[int, dict]:
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
+SEARCH_ERRORS = errors(400, 404, 413, 415, 422, 503)
+FORM_FIELDS = {
+    "image": {"type": "string", "format": "binary", "description": "A photo (JPEG, PNG, WebP, ...)"},
+    "text": {"type": "string", "maxLength": 500, "pattern": r"\S"},
+    "item_id": {"type": "string", "maxLength": 500},
+    "k": {"type": "integer", "minimum": 1, "maximum": MAX_K},
+    "k1": {"type": "integer", "minimum": 1, "maximum": MAX_K1},
+    "text_weight": {"type": "number", "minimum": 0, "maximum": 1},
+    "strategy": {"type": "string", "enum": list(STRATEGIES)},
+    "filters": {"type": "string", "description": f"JSON object of payload filters (at most {MAX_FILTER_FIELDS} "
+                                                 "fields), as in the JSON body"},
+    "segment": {"type": "boolean"},
+}
+SEARCH_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": SearchRequest.model_json_schema(ref_template="#/components/schemas/{model}")},
+    "multipart/form-data": {"schema": {"type": "object", "properties": FORM_FIELDS,
+                                       "anyOf": [{"required": [name]} for name in ("text", "image", "item_id")]}},
+}}}
+IMAGE_RESPONSE = {200: {"description": "The item's image file", "content": {"image/*": {}}}, **errors(404)}
+
+
+def create_app(api: Any) -> FastAPI:
+    """The routes, each a thin call into `api` (serve/api.py's SearchHandlers or anything shaped like it)."""
+    app = FastAPI(title="Fashion search", description="Search a fashion catalog by photo, words, or both.",
+                  version="0.2.0")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse((STATIC / "index.html").read_text())
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=ReadyResponse, responses=errors(503))
+    async def readyz() -> ReadyResponse:
+        return await api.ready()
+
+    @app.post("/search", response_model=SearchResponse, responses=SEARCH_ERRORS, openapi_extra=SEARCH_BODY)
+    async def search(request: Request) -> SearchResponse:
+        return await api.search(request)
+
+    @app.get("/items/{item_id:path}/image", response_class=FileResponse, responses=IMAGE_RESPONSE)
+    def item_image(item_id: str) -> FileResponse:
+        return api.item_image(item_id)
+
+    return app

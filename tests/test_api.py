@@ -1,0 +1,135 @@
+"""The HTTP API in-process (serve/routes.py over serve/api.py's handlers, no Ray): hostile and malformed input gets a
+4xx that says what is wrong, never a 500; the OpenAPI document describes what the API does, checked by schemathesis
+with every check against a real index."""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis.checks import positive_data_acceptance
+from starlette.testclient import TestClient
+
+from schemas.api import STRATEGIES
+from serve.api import SearchHandlers
+from serve.encoder import EncoderSpec
+from serve.routes import create_app
+
+MAX_UPLOAD = 2_000_000
+
+
+@pytest.fixture(scope="module")
+def app(small_index, model_spec):
+    handlers = SearchHandlers(EncoderSpec(args=(model_spec, "cpu", "fp32", 80_000_000, None, "none")),
+                              small_index.store, small_index.collection, handlers_model(model_spec), MAX_UPLOAD)
+    yield create_app(handlers)
+    handlers.searcher.store.close()
+
+
+def handlers_model(model_spec: str) -> str:
+    from retrieval.model import ModelSpec
+
+    return str(ModelSpec.parse(model_spec))
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.mark.parametrize("body, content_type, status, words", [
+    (b'{"text": "red \xff\xfe dress"}', "application/json", 400, "UTF-8"),
+    (b'{"filters": ' + b"[" * 5000 + b"]" * 5000 + b"}", "application/json", 400, "nests too deeply"),
+    (b"[" * 100_000, "application/json", 400, "nests too deeply"),
+    (b"{\"text\": ", "application/json", 400, "not valid JSON"),
+    (b'{"text": "red", "filters": {"gender": []}}', "application/json", 422, "at least 1"),
+    (b'{"text": "red", "filters": {"gender": {"deeper": "x"}}}', "application/json", 422, "filters.gender"),
+    (b'{"text": "red", "filters": {"gender": ["x"]}}', "application/json", 200, ""),
+    (b'{"text": "red", "k": "many"}', "application/json", 422, "k"),
+    (b"--x\r\nContent-Disposition: form-data; name=text\r\n\r\nred\r\n--x--", "multipart/form-data", 400, "form"),
+])
+def test_malformed_bodies_get_a_clear_4xx(client, body, content_type, status, words):
+    response = client.post("/search", content=body, headers={"content-type": content_type})
+    assert response.status_code == status, response.text
+    assert words in response.text and "Traceback" not in response.text
+
+
+def test_deeply_nested_multipart_filters_are_a_400(client):
+    response = client.post("/search", data={"text": "red", "filters": "[" * 5000 + "]" * 5000})
+    assert response.status_code == 400 and "nests too deeply" in response.json()["detail"]
+
+
+def test_a_non_image_is_refused_without_internals(client):
+    response = client.post("/search", files={"image": ("x.jpg", b"definitely not a photo", "image/jpeg")})
+    assert response.status_code == 400 and "not an image" in response.json()["detail"]
+    assert "<_io" not in response.text and "0x" not in response.text
+
+
+def test_unknown_item_is_404_and_a_lying_length_is_400(client):
+    assert client.post("/search", json={"item_id": "no-such-item"}).status_code == 404
+    assert client.get("/items/no-such-item/image").status_code == 404
+    assert client.post("/search", content=b"{}", headers={"content-type": "application/json",
+                                                          "content-length": "abc"}).status_code == 400
+
+
+def test_openapi_documents_statuses_content_types_and_bounds(client):
+    doc = client.get("/openapi.json").json()
+    search = doc["paths"]["/search"]["post"]
+    assert {"200", "400", "404", "413", "415", "422", "503"} <= set(search["responses"])
+    assert search["requestBody"]["required"] is True
+    form = search["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert (form["k"]["minimum"], form["k"]["maximum"]) == (1, 100) and form["strategy"]["enum"] == list(STRATEGIES)
+    image = doc["paths"]["/items/{item_id}/image"]["get"]["responses"]
+    assert "image/*" in image["200"]["content"] and "application/json" not in image["200"]["content"]
+
+
+EXAMPLES = 60  # per operation and generation mode
+
+
+def operations(app) -> list:
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    return [result.ok() for result in schema.get_all_operations()]
+
+
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+def test_the_api_honours_its_openapi_document(app, mode):
+    """Every operation, schema-valid and schema-invalid examples (derandomized: the same in CI every run), every
+    check schemathesis has (server errors, status codes, content types, response schemas, headers, acceptance of
+    valid and rejection of invalid data)."""
+    from hypothesis import given
+
+    found = operations(app)
+    assert {f"{op.method.upper()} {op.path}" for op in found} >= {"POST /search", "GET /readyz", "GET /healthz",
+                                                                    "GET /items/{item_id}/image"}
+    unsatisfiable, calls = set(), []
+    for operation in found:
+        @given(case=operation.as_strategy(generation_mode=schemathesis.GenerationMode(mode)))
+        @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck),
+                  database=None)
+        def check(case):
+            response = case.call()
+            calls.append(response.status_code)
+            case.validate_response(response, excluded_checks=[positive_data_acceptance])
+            if mode == "positive":
+                assert_accepted(case, response)
+
+        try:
+            check()
+        except Unsatisfiable:  # e.g. no invalid value exists for an unconstrained path string
+            unsatisfiable.add(f"{operation.method.upper()} {operation.path}")
+    assert "POST /search" not in unsatisfiable and len(calls) >= EXAMPLES, len(calls)
+    print(f"\n{mode}: {len(calls)} requests, statuses {sorted(set(calls))}")
+
+
+def assert_accepted(case, response) -> None:
+    """schemathesis's acceptance check, but for the one thing no schema can say: bytes given as a photo must be a
+    decodable image (and a form's `filters` text must be JSON); generated ones are not, and the 400 says so."""
+    if response.status_code != 400:
+        assert response.status_code not in (415,) and response.status_code < 500, response.text
+        return
+    detail = response.json()["detail"]
+    body = case.body if isinstance(case.body, dict) else {}
+    assert ("image" in body or "image_base64" in body) and ("image" in detail) or \
+        ("filters" in body and "filters" in detail), f"schema-valid request refused: {body!r} -> {detail}"

@@ -1,0 +1,68 @@
+"""The search orchestration (retrieval/service.py) on a real edge store: the generation and its fit are checked once,
+an old collection or another model is refused with the remedy, "more like this" searches by the item's stored
+vectors, words given with an item replace its own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrieval import lexical
+from retrieval.search import EncodedQuery, SearchParams
+from retrieval.service import ItemNotFound, Searcher, merged
+from retrieval.store.base import CollectionMismatch, Point
+from retrieval.store.factory import open_store
+from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TEXT_VECTOR, CollectionSpec
+from schemas.jobs import StoreConfig
+from tests.toys import unit
+
+DOCS = {"a": ("red tshirt", unit(1, 0.1)), "b": ("red dress", unit(0.2, 1)), "c": ("white tshirt", unit(1, 0))}
+
+
+@pytest.fixture
+def store(tmp_path):
+    opened = open_store(StoreConfig(backend="edge", path=tmp_path))
+    yield opened
+    opened.close()
+
+
+def fill(store, name: str = "gen-1", **spec) -> None:
+    spec = CollectionSpec(name=name, model="m", dim=2, **spec)
+    store.create_collection(spec)
+    for item, (doc, photo) in DOCS.items():
+        vectors = {IMAGE_VECTOR: photo, TEXT_VECTOR: photo, BM25_VECTOR: lexical.document_vector(doc, 2.0)}
+        store.upsert(name, [Point(item, {k: v for k, v in vectors.items() if k in spec.vectors}, {"text": doc})])
+    store.set_alias("shop", name)
+
+
+def test_an_old_collection_is_refused_naming_rebuild(store):
+    fill(store, vectors=(IMAGE_VECTOR,))  # what the index job wrote before documents had vectors
+    with pytest.raises(CollectionMismatch, match="no text, bm25 vectors.*--rebuild"):
+        Searcher(store, "shop", "m").begin(text="red")
+
+
+def test_another_model_is_refused(store):
+    fill(store)
+    with pytest.raises(CollectionMismatch, match="model 'other'.*--rebuild"):
+        Searcher(store, "shop", "other").begin(text="red")
+
+
+def test_more_like_this_searches_by_the_items_stored_vectors(store):
+    fill(store)
+    searcher = Searcher(store, "shop", "m")
+    pending = searcher.begin(item_id="a")
+    assert pending.exclude == ("a",) and pending.image is None and pending.text is None
+    assert np.allclose(pending.item.image, DOCS["a"][1]) and pending.item.words.values == (1.0, 1.0)
+    outcome = searcher.finish(pending, EncodedQuery(), SearchParams(k=2))
+    assert [r.item_id for r in outcome.results][0] in ("b", "c") and "a" not in {r.item_id for r in outcome.results}
+    with pytest.raises(ItemNotFound):
+        searcher.begin(item_id="zzz")
+
+
+def test_words_given_with_an_item_replace_its_own():
+    item = EncodedQuery(image=unit(1, 0), text=unit(0, 1), words=lexical.query_vector("red tshirt"))
+    given = EncodedQuery(text=unit(1, 1), words=lexical.query_vector("dress"), phrase="dress")
+    both = merged(item, given)
+    assert np.allclose(both.image, item.image) and np.allclose(both.text, given.text)
+    assert both.words == given.words and both.phrase == "dress"
+    assert merged(item, EncodedQuery()).words == item.words
