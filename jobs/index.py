@@ -18,12 +18,13 @@ from pathlib import Path
 from jobs import cli
 from jobs.qdrant_sink import QdrantDatasink
 from retrieval.catalogs import open_catalog
-from retrieval.generations import publish, target_collection
+from retrieval.generations import Published, Target, publish, target_collection
+from jobs.index_progress import IndexProgress, ProgressLogger
 from jobs.pipeline import build_pipeline
 from retrieval import lexical
 from retrieval.catalogs.fields import filter_fields, top_values
 from retrieval.indexing import catalog_rows
-from retrieval.store.base import StoreError
+from retrieval.store.base import StoreError, item_ids
 from retrieval.store.factory import open_store
 from schemas.collection import CollectionSpec
 from schemas.jobs import CATALOG_FORMATS, SEGMENTERS, IndexConfig
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_store_args(p)
     for name in ("rebuild", "letterbox", "allow_random_weights"):
         cli.add_field(p, IndexConfig, name, action="store_true")
+    p.add_argument("--no-resume", dest="resume", action="store_false", default=None,
+                   help="start a new generation even if a crashed run left one unfinished (removed when this completes)")
     p.add_argument("--no-draft", dest="draft", action="store_false", default=None,
                    help="full-size JPEG decode before resizing")
     for name in ("limit", "batch_size", "encode_actors", "encode_cpus", "encode_gpus", "encode_threads",
@@ -77,35 +80,49 @@ def collection_spec(cfg: IndexConfig, model: str, dim: int, catalog_root: Path, 
                           bm25_avg_len=lexical.mean_length(item.text for item in items))
 
 
-def prepare_collection(cfg: IndexConfig, spec: CollectionSpec) -> tuple[str, CollectionSpec, bool]:
-    """Create (or reuse) the collection to write into, and the spec it has; the store is closed again so workers
-    can open it. A collection reused keeps its own spec (its documents were weighed with its mean length)."""
+def prepare_collection(cfg: IndexConfig, spec: CollectionSpec) -> Target:
+    """Create, reuse or resume the collection to write into (retrieval/generations.py); the store is closed again
+    so workers can open it."""
     store = open_store(cfg.store)
     try:
-        return target_collection(store, spec, cfg.rebuild)
+        return target_collection(store, spec, cfg.rebuild, cfg.resume)
     finally:
         store.close()
 
 
-def finish(cfg: IndexConfig, collection: str, is_new: bool, tally, n_items: int) -> dict:
-    """Count what landed, then switch the alias if the run is acceptable, and return the summary."""
+def still_to_index(cfg: IndexConfig, target: Target, items: list) -> tuple[list, int]:
+    """The items a resumed generation does not hold yet, and how many it holds (a crashed run's work is kept)."""
+    if not target.resumed:
+        return items, 0
     store = open_store(cfg.store)
     try:
-        points = store.count(collection)
+        held = item_ids(store, target.name)
+    finally:
+        store.close()
+    todo = [item for item in items if item.id not in held]
+    return todo, len(items) - len(todo)
+
+
+def finish(cfg: IndexConfig, target: Target, tally, n_items: int) -> dict:
+    """Count what landed, then publish the generation if the run is acceptable, and return the summary's part."""
+    store = open_store(cfg.store)
+    try:
+        points = store.count(target.name)
         if points > cfg.optimize_above:  # brute force is ~1.5 ms at 10k points; an index pays off past ~20k
-            store.optimize(collection)
+            store.optimize(target.name)
     finally:
         store.close()  # release the new generation before the alias sends searches to it
     skipped = sum(tally.skipped.values())
     acceptable = n_items > 0 and skipped <= cfg.max_skip_fraction * n_items
-    switch = is_new and acceptable
+    switch = target.is_new and acceptable
     store = open_store(cfg.store)
     try:
-        dropped = publish(store, cfg.collection, collection, cfg.keep_generations) if switch else []
+        published = publish(store, cfg.collection, target.name, cfg.keep_generations) if switch else Published()
     finally:
         store.close()
-    return {"collection": collection, "alias": cfg.collection, "alias_switched": switch,
-            "points_in_collection": points, "dropped_generations": dropped, "acceptable": acceptable}
+    return {"collection": target.name, "alias": cfg.collection, "alias_switched": switch,
+            "points_in_collection": points, "dropped_generations": published.dropped,
+            "removed_partial_generations": published.removed_partial, "acceptable": acceptable}
 
 
 def run(cfg: IndexConfig) -> dict:
@@ -116,25 +133,32 @@ def run(cfg: IndexConfig) -> dict:
     catalog = open_catalog(cfg.catalog, cfg.catalog_format, cfg.text_fields)
     items = list(islice(catalog.items(), cfg.limit))
     model, dim, preprocess_cfg = model_info(cfg)
-    collection, spec, is_new = prepare_collection(cfg, collection_spec(cfg, model, dim, catalog.root, items))
-    log.info("indexing %d items of %s into %s (filter fields: %s)", len(items), catalog.root, collection,
-             ", ".join(spec.filter_fields) or "none")
-    sink = QdrantDatasink(cfg.store, collection)
-    pipeline_s = 0.0
-    if items:
+    target = prepare_collection(cfg, collection_spec(cfg, model, dim, catalog.root, items))
+    todo, held = still_to_index(cfg, target, items)
+    log.info("indexing %d items of %s into %s%s (filter fields: %s)", len(todo), catalog.root, target.name,
+             f", resumed: {held} already there" if target.resumed else "", ", ".join(target.spec.filter_fields))
+    sink, pipeline_s = QdrantDatasink(cfg.store, target.name), 0.0
+    if todo:
         ray.init(ignore_reinit_error=True, log_to_driver=False) if not ray.is_initialized() else None
         pipeline_started = time.perf_counter()
-        build_pipeline(cfg, spec, catalog_rows(catalog, items), preprocess_cfg, catalog.root).write_datasink(
-            sink, concurrency=None if not cfg.store.embedded else 1, ray_remote_args={"num_cpus": 0.25})
+        sink.progress = ray.remote(IndexProgress).options(num_cpus=0).remote(target.name, len(todo))
+        try:
+            with ProgressLogger(sink.progress):
+                build_pipeline(cfg, target.spec, catalog_rows(catalog, todo), preprocess_cfg,
+                               catalog.root).write_datasink(sink, concurrency=None if not cfg.store.embedded else 1,
+                                                            ray_remote_args={"num_cpus": 0.25})
+            log.info("%s", ray.get(sink.progress.line.remote()))
+        finally:
+            ray.kill(sink.progress)
         pipeline_s = time.perf_counter() - pipeline_started
     wall = time.perf_counter() - started
-    summary = {"read": len(items), "indexed": sink.tally.written, "skipped": dict(sink.tally.skipped),
-               "skipped_examples": sink.tally.examples, "wall_s": round(wall, 2),
-               "pipeline_s": round(pipeline_s, 2),
-               "steady_images_per_s": round(rate, 1) if (rate := sink.tally.steady_rate()) else None,
-               "images_per_s": round(sink.tally.written / wall, 1) if wall else 0.0,
-               **finish(cfg, collection, is_new, sink.tally, len(items))}
-    return summary
+    return {"read": len(items), "indexed": sink.tally.written, "resumed": target.resumed,
+            "already_in_collection": held, "skipped": dict(sink.tally.skipped),
+            "skipped_examples": sink.tally.examples, "wall_s": round(wall, 2), "pipeline_s": round(pipeline_s, 2),
+            "stage_seconds": {k: round(v, 2) for k, v in sorted(sink.tally.stage_seconds.items())},
+            "steady_images_per_s": round(rate, 1) if (rate := sink.tally.steady_rate()) else None,
+            "images_per_s": round(sink.tally.written / wall, 1) if wall else 0.0,
+            **finish(cfg, target, sink.tally, len(items))}
 
 
 def fitting_collection(cfg: IndexConfig) -> str | None:
@@ -180,8 +204,14 @@ def print_summary(summary: dict) -> None:
           f"  in {summary['wall_s']} s  ({summary['images_per_s']} images/s)")
     for reason, count in sorted(summary["skipped"].items(), key=lambda kv: -kv[1]):
         print(f"  skipped {count:>6}  {reason}  e.g. {', '.join(summary['skipped_examples'][reason])}")
+    if summary["resumed"]:
+        print(f"resumed an unfinished generation: {summary['already_in_collection']} items were already there")
     print(f"collection {summary['collection']} holds {summary['points_in_collection']} points; alias "
           f"{summary['alias']} {'switched to it' if summary['alias_switched'] else 'unchanged'}")
+    for label, key in (("dropped old generations", "dropped_generations"),
+                       ("removed unfinished generations of dead runs", "removed_partial_generations")):
+        if summary[key]:
+            print(f"{label}: {', '.join(summary[key])}")
 
 
 @cli.entry

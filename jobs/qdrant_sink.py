@@ -28,6 +28,7 @@ class WriteTally:
 
     def __init__(self):
         self.written, self.skipped, self.examples = 0, Counter(), {}
+        self.stage_seconds: Counter = Counter()  # compute seconds per pipeline stage, summed over workers
         self.first_write, self.last_write, self.first_rows = None, None, 0  # epoch seconds, for steady-state rates
 
     def wrote(self, rows: int) -> None:
@@ -55,12 +56,14 @@ class WriteTally:
         if other["last_write"] is not None:
             self.last_write = max(self.last_write or 0.0, other["last_write"])
         self.skipped.update(other["skipped"])
+        self.stage_seconds.update(other["stage_seconds"])
         for reason, ids in other["examples"].items():
             self.examples.setdefault(reason, [])
             self.examples[reason].extend(ids[: EXAMPLES_PER_REASON - len(self.examples[reason])])
 
     def as_dict(self) -> dict[str, Any]:
         return {"written": self.written, "skipped": dict(self.skipped), "examples": self.examples,
+                "stage_seconds": dict(self.stage_seconds),
                 "first_write": self.first_write, "last_write": self.last_write, "first_rows": self.first_rows}
 
 
@@ -69,6 +72,7 @@ def rows_to_points(rows: Iterable[dict[str, Any]], tally: WriteTally) -> list[Po
     item without words has no text or bm25 vector)."""
     points = []
     for row in rows:
+        tally.stage_seconds.update({key[2:]: float(value) for key, value in row.items() if key.startswith("t_")})
         if row["error"]:
             tally.skip(row["id"], row["error"])
             continue
@@ -108,8 +112,10 @@ class QdrantDatasink(Datasink[dict]):
     lock) is written by one EmbeddedWriter actor that the driver starts and stops around the run.
     """
 
-    def __init__(self, store: StoreConfig, collection: str, batch_size: int = 256):
+    def __init__(self, store: StoreConfig, collection: str, batch_size: int = 256, progress=None):
+        """`progress`: an IndexProgress actor each block is reported to (live metrics and progress lines)."""
         self.store_config, self.collection, self.batch_size = store, collection, batch_size
+        self.progress = progress
         self.tally = WriteTally()
         self._store = None
         self._writer = None
@@ -141,10 +147,16 @@ class QdrantDatasink(Datasink[dict]):
         return tally.as_dict()
 
     def _write_block(self, block: BlockAccessor, tally: WriteTally) -> None:
-        points = rows_to_points(block.iter_rows(public_row_format=False), tally)
+        block_tally = WriteTally()
+        points = rows_to_points(block.iter_rows(public_row_format=False), block_tally)
+        started = time.perf_counter()
         for start in range(0, len(points), self.batch_size):
             self._upsert(points[start:start + self.batch_size])
-        tally.wrote(len(points))
+        block_tally.stage_seconds["write"] += time.perf_counter() - started
+        block_tally.wrote(len(points))
+        tally.merge(block_tally.as_dict())
+        if self.progress is not None:
+            self.progress.report.remote(len(points), dict(block_tally.skipped))
 
     def _upsert(self, points: list[Point]) -> None:
         if self._writer is not None:

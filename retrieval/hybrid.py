@@ -11,8 +11,10 @@ The two kinds of word evidence are fused first (the words group), then the words
   standard deviations, then summed), k1 candidates per leg;
 - hybrid_rrf: reciprocal-rank fusion at every level (k = 60);
 - hybrid_rescore: the words pick the candidates (their lexical matches, or, when the words match no document,
-  their CLIP neighbours) and normalize((1 - w) * photo + w * words) over the items' photos ranks them: "this, but
-  red" looks among the red items for the one most like the photo;
+  their CLIP neighbours), and two views of the photo rank them, fused by DBSF: how each candidate looks
+  (normalize((1 - w) * photo + w * words) against its photo) and how it is described (the photo against its
+  document, CLIP's image-to-text side). "This, but red" looks among the red items for the one most like the photo.
+  Every candidate has both scores, so the fusion never rewards being in one list only;
 - bm25: the lexical leg alone (to measure what the others add).
 """
 
@@ -53,15 +55,16 @@ def words_group(query, method: str, k1: int) -> list[Plan]:
 
 
 def rescored(query, k1: int, text_weight: float, lexical: bool = True) -> Plan:
-    """Candidates from the words (lexical, or by meaning), ranked over the items' photos by the photo and words."""
-    candidates = lexical_legs(query, k1) if lexical and query.words else meaning_legs(query, k1)
+    """Candidates from the words (lexical, or by meaning), ranked by how they look and how they are described."""
+    candidates = tuple(lexical_legs(query, k1) if lexical and query.words else meaning_legs(query, k1))
     if not candidates:
         return photo_legs(query, k1)[0]
-    if query.image is not None and query.text is not None:
-        vector = fused_vector(query.image, query.text, text_weight)
-    else:
-        vector = query.image if query.image is not None else query.text
-    return Rescore(tuple(candidates), IMAGE_VECTOR, vector, len(candidates) * k1)
+    probe = query.image if query.image is not None else query.text  # what the candidates are compared with
+    look = fused_vector(query.image, query.text, text_weight) if query.image is not None and query.text is not None \
+        else probe
+    limit = len(candidates) * k1
+    return Fuse((Rescore(candidates, IMAGE_VECTOR, look, limit), Rescore(candidates, TEXT_VECTOR, probe, limit)),
+                "dbsf", limit)
 
 
 def plan(strategy: str, query, k1: int, text_weight: float) -> Plan:

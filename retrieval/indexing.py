@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -22,9 +24,27 @@ def column(values: list, dtype=object) -> np.ndarray:
     return out
 
 
+def timed(stage: str) -> Callable:
+    """Decorate a stage's __call__: the batch's compute time, shared out per row, in the column `t_<stage>` (the
+    sink adds them up into the run's per-stage seconds, across however many workers ran the stage)."""
+
+    def decorate(call: Callable[[Any, Batch], Batch]) -> Callable[[Any, Batch], Batch]:
+        @functools.wraps(call)
+        def run(self, batch: Batch) -> Batch:
+            started = time.perf_counter()
+            out = call(self, batch)
+            rows = len(next(iter(out.values()))) if out else 0
+            return {**out, f"t_{stage}": np.full(rows, (time.perf_counter() - started) / max(rows, 1))}
+
+        return run
+
+    return decorate
+
+
 class ReadImages:
     """Adds `data` (file bytes) and `error` columns from the `path` column; a missing file is an error, not a crash."""
 
+    @timed("read")
     def __call__(self, batch: Batch) -> Batch:
         data, errors = [], []
         for path in batch["path"]:
@@ -49,6 +69,7 @@ class DecodeImages:
     def __init__(self, cfg: PreprocessConfig, max_pixels: int):
         self.cfg, self.max_pixels = cfg, max_pixels
 
+    @timed("decode")
     def __call__(self, batch: Batch) -> Batch:
         pixels, errors = [], []
         for data, error in zip(batch["data"], batch["error"]):
@@ -74,6 +95,7 @@ class EmbedDocuments:
     def __init__(self, avg_len: float, language: str = lexical.LANGUAGE):
         self.avg_len, self.language = avg_len, language
 
+    @timed("bm25")
     def __call__(self, batch: Batch) -> Batch:
         vectors = [lexical.document_vector(text, self.avg_len, self.language) for text in batch["text"]]
         return {**batch, "bm25_ids": column([np.asarray(v.indices, np.uint32).tobytes() for v in vectors]),
@@ -95,6 +117,7 @@ class EncodeItems:
         self.encoder = load_model(model_spec, device=device, precision=precision, allow_random=allow_random)
         self.size = self.encoder.preprocess_cfg.image_size
 
+    @timed("encode")
     def __call__(self, batch: Batch) -> Batch:
         ok = [i for i, error in enumerate(batch["error"]) if not error]
         out = {k: v for k, v in batch.items() if k != "pixels"}

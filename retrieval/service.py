@@ -19,6 +19,7 @@ from retrieval.store.base import CollectionMissing, VectorStore, check_fits
 from retrieval.store.factory import open_store
 from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TEXT_VECTOR, CollectionSpec
 from schemas.jobs import StoreConfig
+from schemas.settings import get_settings
 
 SERVE_REMEDY = "Reindex it with this service's model (python -m jobs.index --rebuild), or serve the model it was built with."
 SEARCHED_VECTORS = (IMAGE_VECTOR, TEXT_VECTOR, BM25_VECTOR)
@@ -117,7 +118,7 @@ def merged(item: EncodedQuery, given: EncodedQuery) -> EncodedQuery:
 class SearchService:
     """Encoder plus Searcher in one process: what the query CLI and the demo use."""
 
-    def __init__(self, encoder: ClipEncoder, searcher: Searcher, max_pixels: int = 80_000_000, segmenter=None):
+    def __init__(self, encoder: ClipEncoder, searcher: Searcher, max_pixels: int = 16_000_000, segmenter=None):
         self.encoder, self.searcher, self.max_pixels, self.segmenter = encoder, searcher, max_pixels, segmenter
 
     @classmethod
@@ -126,7 +127,8 @@ class SearchService:
         """`segment` (e.g. u2netp) isolates the garment in query photos; plain catalog-style photos are left whole."""
         encoder = load_model(model, device=device, precision=precision)
         segmenter = query_segmenter(segment)
-        return cls(encoder, Searcher(open_store(store), alias, encoder.spec), segmenter=segmenter)
+        return cls(encoder, Searcher(open_store(store), alias, encoder.spec), get_settings().query_max_pixels,
+                   segmenter)
 
     def search(self, *, image: bytes | None = None, text: str | None = None, item_id: str | None = None,
                params: SearchParams = SearchParams()) -> SearchOutcome:

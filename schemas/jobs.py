@@ -66,6 +66,8 @@ class IndexConfig(BaseModel):
     precision: str = Field(description=f"one of {', '.join(PRECISIONS)}")
     collection: str = Field(description="alias searched and (re)built")
     rebuild: bool = Field(False, description="build a new generation and switch the alias to it")
+    resume: bool = Field(True, description="continue an unfinished generation a crashed run left (same model, "
+                                           "preprocessing and catalog), skipping the items it already holds")
     store: StoreConfig
     letterbox: bool = Field(description="pad to square instead of centre-cropping")
     draft: bool = Field(True, description="JPEG DCT-domain downscale before decoding")

@@ -33,7 +33,12 @@ class Settings(BaseSettings):
     store_backend: str = Field("edge", description="Embedded backend: edge (qdrant-edge-py) or local (qdrant-client)")
     store_path: Path = Field(PROJECT_ROOT / "var" / "qdrant", description="Folder of the embedded store")
     letterbox: bool = Field(False, description="Pad to square instead of centre-cropping")
-    max_image_pixels: int = Field(80_000_000, gt=0, description="Larger images are skipped as decompression bombs")
+    max_image_pixels: int = Field(80_000_000, gt=0, description="Larger catalog images are skipped as "
+                                                                 "decompression bombs")
+    query_max_pixels: int = Field(16_000_000, gt=0, description="Larger query photos are refused (a 16 MP phone "
+                                                                "photo passes; decoding memory is 3 bytes a pixel)")
+    query_decode_budget: int = Field(48_000_000, gt=0, description="Query pixels decoded at once per replica; more "
+                                                                   "wait (bounds decode memory to a few hundred MB)")
 
 
 @lru_cache(maxsize=1)

@@ -3,6 +3,7 @@ deployment that holds them (the store is opened in one process; the encoder is i
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from urllib.parse import quote
@@ -18,10 +19,27 @@ from retrieval.store.factory import open_store
 from schemas.api import STRATEGIES, ReadyResponse, ResultItem, SearchRequest, SearchResponse
 from schemas.jobs import StoreConfig
 from serve.encoder import EncoderClient
-from serve.http import parse_search
+from serve.http import Refused, parse_search
+from serve.metrics import service_metrics
 from serve.routes import create_app
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("fashion.search")
+TEXT_LOGGED = 40  # characters of the query words in the log line: enough to debug, not a record of what people type
+
+
+def request_mode(search: SearchRequest, image: bytes | None) -> str:
+    """The query's mode as the request states it (a catalog item stands for a photo)."""
+    has_image, has_text = image is not None or bool(search.item_id), bool((search.text or "").strip())
+    return "image+text" if has_image and has_text else "image" if has_image else "text"
+
+
+def request_id(request: Request) -> str:
+    return getattr(request.state, "request_id", "") or ""
+
+
+def log_search(record: dict) -> None:
+    """One JSON line per search: id, mode, strategy, k, result count, stage timings, status (no image bytes)."""
+    log.info("%s", json.dumps(record, sort_keys=True))
 
 
 def to_params(request: SearchRequest) -> SearchParams:
@@ -42,6 +60,7 @@ class SearchHandlers:
     """What each route does, without Ray: the store and the alias (Searcher) and the encoder (EncoderClient)."""
 
     def __init__(self, encoder, store: StoreConfig, collection: str, model: str, max_upload_bytes: int):
+        self.metrics = service_metrics()
         self.encoder, self.max_upload_bytes = EncoderClient(encoder), max_upload_bytes
         self.searcher = Searcher(open_store(store), collection, model)
 
@@ -57,26 +76,43 @@ class SearchHandlers:
                              default_strategy=DEFAULT_STRATEGY, strategies=list(STRATEGIES))
 
     async def search(self, request: Request) -> SearchResponse:
-        started = time.perf_counter()
-        search, image = await parse_search(request, self.max_upload_bytes)
+        """Parse, search, and account for it: metrics by outcome and one log line, whatever the outcome."""
+        started, record = time.perf_counter(), {"request_id": request_id(request), "mode": "unknown"}
         try:
-            return await self._search(search, image, started)
-        except ItemNotFound as err:
-            raise HTTPException(404, str(err)) from err
-        except (FilterError, StrategyError) as err:
-            raise HTTPException(422, str(err)) from err
-        except QueryError as err:
-            raise HTTPException(400, str(err)) from err
-        except StoreError as err:
-            raise HTTPException(503, f"store unavailable: {err}") from err
+            search, image = await parse_search(request, self.max_upload_bytes)
+            record.update(mode=request_mode(search, image), k=search.k, text=(search.text or "")[:TEXT_LOGGED])
+            response = await self._search(search, image, started)
+        except Refused as refusal:
+            self.metrics.refused(record["mode"], refusal.status_code, refusal.reason)
+            log_search({**record, "status": refusal.status_code, "reason": refusal.reason})
+            raise
+        self.metrics.searched(record["mode"], response.strategy, 200, response.timings_ms)
+        log_search({**record, "status": 200, "strategy": response.strategy, "results": len(response.results),
+                    "timings_ms": {k: round(v, 2) for k, v in response.timings_ms.items()}})
+        return response
 
     async def _search(self, search: SearchRequest, image: bytes | None, started: float) -> SearchResponse:
+        try:
+            return await self._run(search, image, started)
+        except ItemNotFound as err:
+            raise Refused(404, "unknown_item", str(err)) from err
+        except FilterError as err:
+            raise Refused(422, "unknown_filter", str(err)) from err
+        except StrategyError as err:
+            raise Refused(422, "strategy_needs_signal", str(err)) from err
+        except QueryError as err:
+            raise Refused(400, "empty_query", str(err)) from err
+        except StoreError as err:
+            raise Refused(503, "store_unavailable", f"store unavailable: {err}") from err
+
+    async def _run(self, search: SearchRequest, image: bytes | None, started: float) -> SearchResponse:
         """The shared orchestration (retrieval/service.py), with the batching encoder between its two halves."""
         pending = self.searcher.begin(image, search.text, search.item_id)
         query, rejected = await self.encoder.encode(pending.image, pending.text, pending.spec.letterbox,
                                                     search.segment and pending.image is not None)
         if rejected:
-            raise HTTPException(400, rejected)
+            reason = "image_too_large" if "decompression bomb" in rejected else "undecodable_image"
+            raise Refused(400, reason, rejected)
         outcome = self.searcher.finish(pending, query, to_params(search))
         timings = {"parse_ms": (pending.started - started) * 1000, **outcome.timings_ms}
         timings["total_ms"] = (time.perf_counter() - started) * 1000

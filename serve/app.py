@@ -41,6 +41,10 @@ class ServeArgs(BaseModel):
     store_backend: str = Field(default_factory=_settings_default("store_backend"))
     store_path: Path | str = Field(default_factory=_settings_default("store_path"))
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    query_max_pixels: int = Field(default_factory=_settings_default("query_max_pixels"), gt=0,
+                                  description="larger query photos are refused from their header")
+    query_decode_budget: int = Field(default_factory=_settings_default("query_decode_budget"), gt=0,
+                                     description="query pixels decoded at once (bounds decode memory)")
     encoder_placement: Literal["ingress", "deployment"] = Field(
         "ingress", description="ingress: the model runs in the ingress process (no hop, lowest latency on one "
                                "machine); deployment: QueryEncoder replicas of their own (GPUs, scaling apart)")
@@ -65,8 +69,9 @@ def build_app(args: ServeArgs) -> Application:
     if args.encoder_replicas > 1 and args.encoder_placement == "ingress":
         raise ValueError("encoder_replicas needs encoder_placement: deployment (in the ingress, each ingress "
                          "replica has one encoder: scale ingress_replicas)")
-    encoder_args = (args.model, args.device, args.precision, get_settings().max_image_pixels,
-                    args.encoder_threads or max(1, int(args.encoder_cpus)), args.query_segmenter)
+    encoder_args = (args.model, args.device, args.precision, args.query_max_pixels,
+                    args.encoder_threads or max(1, int(args.encoder_cpus)), args.query_segmenter,
+                    args.query_decode_budget)
     ingress_args = (args.store(), args.collection, _model_spec(args.model), args.max_upload_bytes)
     if args.encoder_placement == "ingress":
         ingress = SearchAPI.options(num_replicas=args.ingress_replicas, ray_actor_options={

@@ -14,8 +14,10 @@ from typing import Any, Callable
 class ContinuousBatcher:
     """`await batcher(item)`: items that arrive while `fn` runs (in a worker thread) form its next call."""
 
-    def __init__(self, fn: Callable[[list], list], max_batch_size: int):
-        self.fn, self.max_batch_size = fn, max_batch_size
+    def __init__(self, fn: Callable[[list], list], max_batch_size: int,
+                 on_batch: Callable[[int, int], None] | None = None):
+        """`on_batch(size, still_waiting)` is told of each model call (metrics)."""
+        self.fn, self.max_batch_size, self.on_batch = fn, max_batch_size, on_batch
         self.batch_sizes: Counter = Counter()  # how full the batches were, for benchmarks and tests
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
@@ -39,6 +41,8 @@ class ContinuousBatcher:
 
     async def _call(self, batch: list[tuple[Any, asyncio.Future]]) -> None:
         self.batch_sizes[len(batch)] += 1
+        if self.on_batch is not None:
+            self.on_batch(len(batch), self._queue.qsize() if self._queue is not None else 0)
         try:
             # A worker thread: torch releases the GIL, so the event loop keeps taking requests meanwhile.
             results = await asyncio.to_thread(self.fn, [item for item, _ in batch])

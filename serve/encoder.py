@@ -17,22 +17,29 @@ from retrieval.model import load_model
 from retrieval.prepare import prepare_pixels, query_segmenter
 from retrieval.search import EncodedQuery
 from serve.batching import ContinuousBatcher
+from serve.limits import PixelBudget, pixel_count
+from serve.metrics import service_metrics
 
 
 class QueryEncoderCore:
     """Decodes per request (each with its own options), then batches only the model calls, which take no options."""
 
-    def __init__(self, model: str, device: str = "auto", precision: str = "fp32", max_pixels: int = 80_000_000,
-                 threads: int | None = None, segmenter: str = "none"):
+    def __init__(self, model: str, device: str = "auto", precision: str = "fp32", max_pixels: int = 16_000_000,
+                 threads: int | None = None, segmenter: str = "none", decode_budget: int = 48_000_000):
+        """`max_pixels`: larger query photos are refused from their header; `decode_budget`: pixels decoded at once
+        (serve/limits.py)."""
         import torch
 
         if threads:
             torch.set_num_threads(threads)
         self.encoder = load_model(model, device=device, precision=precision)
         self.segmenter = query_segmenter(segmenter, threads=threads or 1)
-        self.max_pixels = max_pixels
-        self.images = ContinuousBatcher(lambda batch: list(self.encoder.encode_images(np.stack(batch))), 16)
-        self.texts = ContinuousBatcher(lambda batch: list(self.encoder.encode_texts(batch)), 32)
+        self.max_pixels, self.budget = max_pixels, PixelBudget(decode_budget)
+        metrics = service_metrics()
+        self.images = ContinuousBatcher(lambda batch: list(self.encoder.encode_images(np.stack(batch))), 16,
+                                        lambda size, waiting: metrics.batched("image", size, waiting))
+        self.texts = ContinuousBatcher(lambda batch: list(self.encoder.encode_texts(batch)), 32,
+                                       lambda size, waiting: metrics.batched("text", size, waiting))
 
     def model_spec(self) -> str:
         return self.encoder.spec
@@ -51,9 +58,14 @@ class QueryEncoderCore:
         return EncodedQuery(image=image_vector, text=text_vector), None
 
     async def _image(self, data: bytes, letterbox: bool, segment: bool) -> np.ndarray:
-        """Decoding is per request (each has its own options) and off the event loop; the model call is batched."""
-        pixels = await asyncio.to_thread(prepare_pixels, data, self.encoder.preprocess_cfg.with_letterbox(letterbox),
-                                         max_pixels=self.max_pixels, segmenter=self.segmenter if segment else None)
+        """Decoding is per request (each has its own options), off the event loop and within the pixel budget; the
+        model call is batched."""
+        size = pixel_count(data)
+        async with self.budget.hold(size if size <= self.max_pixels else 0):  # too large: refused from its header
+            pixels = await asyncio.to_thread(prepare_pixels, data,
+                                             self.encoder.preprocess_cfg.with_letterbox(letterbox),
+                                             max_pixels=self.max_pixels,
+                                             segmenter=self.segmenter if segment else None)
         return await self.images(pixels)
 
 

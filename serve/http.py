@@ -18,23 +18,32 @@ FORM_FIELDS = 16  # the form has 9 fields; more is not a search
 MESSAGE_CHARS = 300  # of a parser's own message, in ours
 
 
+class Refused(HTTPException):
+    """An HTTP refusal with a short reason to count it by (fashion_search_rejected_total)."""
+
+    def __init__(self, status: int, reason: str, detail: str):
+        super().__init__(status, detail)
+        self.reason = reason
+
+
 async def parse_search(request: Request, max_bytes: int) -> tuple[SearchRequest, bytes | None]:
     """The validated request and the raw image bytes (if any); 413/415/422/400 on bad input."""
     declared = _declared_length(request)
     if declared > max_bytes:
-        raise HTTPException(413, f"request of {declared} bytes is over the {max_bytes}-byte limit")
+        raise Refused(413, "too_large", f"request of {declared} bytes is over the {max_bytes}-byte limit")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind in JSON_TYPES:
         return await _parse_json(request, max_bytes)
     if kind in FORM_TYPES:
         return await _parse_form(request, max_bytes)
-    raise HTTPException(415, f"content type {kind or '(none)'} not supported; send application/json or multipart/form-data")
+    raise Refused(415, "unsupported_content_type",
+                  f"content type {kind or '(none)'} not supported; send application/json or multipart/form-data")
 
 
 def _declared_length(request: Request) -> int:
     text = request.headers.get("content-length") or "0"
     if not text.isdigit():
-        raise HTTPException(400, "content-length is not a number")
+        raise Refused(400, "bad_body", "content-length is not a number")
     return int(text)
 
 
@@ -43,7 +52,7 @@ async def _read_limited(request: Request, max_bytes: int) -> bytes:
     async for chunk in request.stream():  # a lying or absent content-length must not let a huge body through
         body.extend(chunk)
         if len(body) > max_bytes:
-            raise HTTPException(413, f"request body is over the {max_bytes}-byte limit")
+            raise Refused(413, "too_large", f"request body is over the {max_bytes}-byte limit")
     return bytes(body)
 
 
@@ -52,18 +61,18 @@ def loads(data: bytes | str, what: str) -> object:
     try:
         return json.loads(data)
     except UnicodeDecodeError as err:
-        raise HTTPException(400, f"{what} is not valid UTF-8 (byte {err.start})") from err
+        raise Refused(400, "bad_body", f"{what} is not valid UTF-8 (byte {err.start})") from err
     except json.JSONDecodeError as err:
-        raise HTTPException(400, f"{what} is not valid JSON: {str(err)[:MESSAGE_CHARS]}") from err
+        raise Refused(400, "bad_body", f"{what} is not valid JSON: {str(err)[:MESSAGE_CHARS]}") from err
     except RecursionError as err:  # a few KB of brackets nest deeper than any search
-        raise HTTPException(400, f"{what} nests too deeply") from err
+        raise Refused(400, "bad_body", f"{what} nests too deeply") from err
 
 
 def _validate(fields: dict) -> SearchRequest:
     try:
         return SearchRequest.model_validate(fields)
     except ValidationError as err:
-        raise HTTPException(422, _validation_message(err)) from err
+        raise Refused(422, "invalid_request", _validation_message(err)) from err
 
 
 def _validation_message(err: ValidationError) -> str:
@@ -73,7 +82,7 @@ def _validation_message(err: ValidationError) -> str:
 async def _parse_json(request: Request, max_bytes: int) -> tuple[SearchRequest, bytes | None]:
     fields = loads(await _read_limited(request, max_bytes) or b"{}", "body")
     if not isinstance(fields, dict):
-        raise HTTPException(422, "body must be a JSON object")
+        raise Refused(422, "invalid_request", "body must be a JSON object")
     search = _validate(fields)
     return search, _b64(search.image_base64) if search.image_base64 else None
 
@@ -82,7 +91,7 @@ def _b64(text: str) -> bytes:
     try:
         return base64.b64decode(text.split(",", 1)[-1], validate=True)  # tolerate a data: URL prefix
     except (binascii.Error, ValueError) as err:
-        raise HTTPException(400, "image_base64 is not valid base64") from err
+        raise Refused(400, "bad_base64", "image_base64 is not valid base64") from err
 
 
 async def _parse_form(request: Request, max_bytes: int) -> tuple[SearchRequest, bytes | None]:
@@ -91,11 +100,11 @@ async def _parse_form(request: Request, max_bytes: int) -> tuple[SearchRequest, 
     except HTTPException:
         raise
     except Exception as err:  # noqa: BLE001 - starlette's multipart errors vary; all mean a malformed body
-        raise HTTPException(400, f"malformed form body: {str(err)[:MESSAGE_CHARS]}") from err
+        raise Refused(400, "bad_body", f"malformed form body: {str(err)[:MESSAGE_CHARS]}") from err
     upload = form.get("image")
     image = await upload.read() if upload is not None and hasattr(upload, "read") else None
     if image is not None and len(image) > max_bytes:
-        raise HTTPException(413, f"image is over the {max_bytes}-byte limit")
+        raise Refused(413, "too_large", f"image is over the {max_bytes}-byte limit")
     fields = {k: v for k, v in form.items() if k != "image" and isinstance(v, str)}  # "" is a value, as in JSON
     if "filters" in fields:
         fields["filters"] = loads(fields["filters"], "filters")

@@ -7,6 +7,8 @@ The OpenAPI document says what the API really does: every status each route answ
 the bounds of the multipart form (the same as the JSON body's), a required body.
 """
 
+import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from schemas.api import MAX_FILTER_FIELDS, MAX_K, MAX_K1, STRATEGIES, ErrorRespo
     SearchResponse
 
 STATIC = Path(__file__).parent / "static"
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # a caller's id is echoed only if it is a plain token
 
 
 def errors(*codes: int) -> dict[int, dict]:
@@ -44,10 +47,33 @@ SEARCH_BODY = {"requestBody": {"required": True, "content": {
 IMAGE_RESPONSE = {200: {"description": "The item's image file", "content": {"image/*": {}}}, **errors(404)}
 
 
+class RequestIds:
+    """ASGI middleware: every response carries X-Request-ID, the caller's (if it is a sane token) or a new one, and
+    the request's `state.request_id` holds it for the log line."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        given = dict(scope.get("headers") or ()).get(b"x-request-id", b"").decode("latin-1")
+        rid = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        return await self.app(scope, receive, send_with_id)
+
+
 def create_app(api: Any) -> FastAPI:
     """The routes, each a thin call into `api` (serve/api.py's SearchHandlers or anything shaped like it)."""
     app = FastAPI(title="Fashion search", description="Search a fashion catalog by photo, words, or both.",
                   version="0.2.0")
+    app.add_middleware(RequestIds)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:

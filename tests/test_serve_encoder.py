@@ -1,4 +1,5 @@
-"""The query encoder without Serve: continuous batching, batch results equal single results, clear rejections."""
+"""The query encoder without Serve: continuous batching, batch results equal single results, clear rejections, and
+bounded decode memory (pixel limit, pixel budget)."""
 
 from __future__ import annotations
 
@@ -70,3 +71,36 @@ def test_image_query_and_rejection(core, offline_catalog):
     assert rejected is None and query.image.shape == query.text.shape == (core.encoder.dim,)
     query, rejected = asyncio.run(core.encode(b"not an image", None))
     assert query is None and rejected.startswith("the image cannot be used")
+
+
+def test_the_pixel_budget_bounds_decodes_in_flight():
+    from serve.limits import PixelBudget
+
+    budget, active, peak = PixelBudget(100), [0], [0]
+
+    async def decode(pixels: int) -> None:
+        async with budget.hold(pixels):
+            active[0] += min(pixels, budget.total)  # a photo over the whole budget decodes alone
+            peak[0] = max(peak[0], active[0])
+            await asyncio.sleep(0.01)
+            active[0] -= min(pixels, budget.total)
+
+    async def scenario():
+        await asyncio.gather(*(decode(40) for _ in range(6)), decode(500), decode(1))
+
+    asyncio.run(scenario())
+    assert peak[0] <= 100 and budget.waits > 0 and budget.free == 100
+
+
+def test_a_huge_query_photo_is_refused_from_its_header(model_spec):
+    import io
+
+    from PIL import Image
+
+    from serve.encoder import QueryEncoderCore
+
+    buffer = io.BytesIO()
+    Image.new("L", (8900, 8900)).save(buffer, "PNG")  # 79 Mpx in ~80 kB
+    core = QueryEncoderCore(model_spec, device="cpu", max_pixels=16_000_000)
+    query, rejected = asyncio.run(core.encode(buffer.getvalue(), None))
+    assert query is None and "decompression bomb" in rejected and "16000000" in rejected

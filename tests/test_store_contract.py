@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from retrieval.store.base import CollectionMismatch, CollectionMissing, Fuse, Nearest, Point, Rescore, StoreError
+from retrieval.store.base import (CollectionMismatch, CollectionMissing, Fuse, Nearest, Point, Rescore, StoreError,
+                                  item_ids)
 from retrieval.store.factory import open_store
 from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TEXT_VECTOR, CollectionSpec
 from schemas.jobs import StoreConfig
@@ -135,6 +136,28 @@ def test_retrieve_returns_stored_vectors_and_skips_missing(filled):
     assert [h.item_id for h in hits] == ["item-5", "item-2"]
     assert np.allclose(hits[0].vectors[IMAGE_VECTOR], points[5].vectors[IMAGE_VECTOR], atol=1e-5)
     assert hits[1].payload["gender"] == GENDERS[2] and hits[1].score == 0.0
+
+
+def test_scroll_pages_through_every_point_once(filled):
+    store, points = filled
+    assert item_ids(store, "items", page=7) == {p.item_id for p in points}
+    page, offset = store.scroll("items", 5, with_vectors=True)
+    assert len(page) == 5 and offset is not None and page[0].vectors[IMAGE_VECTOR].shape == (DIM,)
+
+
+def test_a_changed_spec_is_recorded(store):
+    store.create_collection(make_spec().model_copy(update={"complete": False}))
+    store.update_spec(make_spec().model_copy(update={"complete": True, "filter_values": {"gender": {"Men": 3}}}))
+    found = store.collection_spec("items")
+    assert found.complete and found.filter_values == {"gender": {"Men": 3}}
+
+
+def test_facets_count_a_fields_values_and_aliases_are_listed(filled):
+    store, points = filled
+    counts = store.facet("items", "gender", 10)
+    assert counts == {g: N // 5 for g in GENDERS} and list(counts.values()) == sorted(counts.values(), reverse=True)
+    store.set_alias("current", "items")
+    assert store.aliases() == {"current": "items"}
 
 
 def test_alias_switches(store):

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from retrieval.images import ImageRejected, PreprocessConfig, decode_image, preprocess
-from retrieval.indexing import Batch, column
+from retrieval.indexing import Batch, column, timed
 from retrieval.segmentation.base import SegmentResult, Segmenter
 from retrieval.segmentation.factory import make_segmenter
 
@@ -48,6 +48,7 @@ class DecodeRGB:
     def __init__(self, max_pixels: int, min_side: int = 512, max_side: int = 1024):
         self.max_pixels, self.min_side, self.max_side = max_pixels, min_side, max_side
 
+    @timed("decode")
     def __call__(self, batch: Batch) -> Batch:
         decoded = [self._decode(data, error) for data, error in zip(batch["data"], batch["error"])]
         raw = [rgb_to_bytes(image) if image is not None else (b"", (0, 0)) for image, _, _ in decoded]
@@ -81,6 +82,7 @@ class SegmentImages:
         self.segmenter = name if isinstance(name, Segmenter) else make_segmenter(name, **options)
         self.preprocess_cfg = preprocess_cfg
 
+    @timed("segment")
     def __call__(self, batch: Batch) -> Batch:
         ok = [i for i, error in enumerate(batch["error"]) if not error]
         images = [rgb_from_bytes(batch["rgb"][i], batch["rgb_size"][i]) for i in ok]

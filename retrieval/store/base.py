@@ -149,6 +149,17 @@ def check_fits(found: CollectionSpec, remedy: str, **wanted: object) -> None:
 REBUILD = "Build a new generation with --rebuild (the alias switches when it is complete)."
 
 
+def item_ids(store: "VectorStore", collection: str, page: int = 2048) -> set[str]:
+    """Every catalog item id the collection holds (a resumed run skips them)."""
+    ids: set[str] = set()
+    offset: Any = None
+    while True:
+        hits, offset = store.scroll(collection, page, offset)
+        ids.update(h.item_id for h in hits)
+        if offset is None:
+            return ids
+
+
 # Filters are plain data: {"field": "value"} matches one value, {"field": ["a", "b"]} matches any of them.
 Filter = dict[str, Any]
 
@@ -179,6 +190,20 @@ class VectorStore(Protocol):
 
     def retrieve(self, collection: str, item_ids: Sequence[str], with_vectors: bool = True) -> list[Hit]:
         """Points by catalog item id (missing ids are left out), score 0."""
+
+    def scroll(self, collection: str, limit: int, offset: Any = None,
+               with_vectors: bool = False) -> tuple[list[Hit], Any]:
+        """A page of points in id order from `offset` (None: the start), and the offset of the next page (None at
+        the end); score 0."""
+
+    def facet(self, collection: str, field: str, limit: int) -> dict[str, int]:
+        """The most common values of a keyword-indexed payload field with their point counts, most common first."""
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias and the collection it points to."""
+
+    def update_spec(self, spec: CollectionSpec) -> None:
+        """Record a changed spec for an existing collection (its vectors and indexes stay as created)."""
 
     def count(self, collection: str) -> int:
         """Number of points in the collection."""

@@ -134,6 +134,29 @@ class EdgeStore:
         by_item = {r.payload[ITEM_ID_FIELD]: r for r in records}
         return [hit_from_record(by_item[i], 0.0) for i in wanted if i in by_item]
 
+    def scroll(self, collection: str, limit: int, offset: Any = None,
+               with_vectors: bool = False) -> tuple[list[Hit], Any]:
+        request = _edge().ScrollRequest(offset=offset, limit=limit, with_payload=True, with_vector=with_vectors)
+        with self._lock, _edge_errors():
+            records, next_offset = self._shard(collection).scroll(request)
+        return [hit_from_record(r, 0.0) for r in records], next_offset
+
+    def facet(self, collection: str, field: str, limit: int) -> dict[str, int]:
+        with self._lock, _edge_errors():
+            response = self._shard(collection).facet(_edge().FacetRequest(field, limit=limit, exact=True))
+        return {str(hit.value): hit.count for hit in response.hits}
+
+    def aliases(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._current_aliases())
+
+    def update_spec(self, spec: CollectionSpec) -> None:
+        with self._lock, _edge_errors():
+            path = self._folder(spec.name) / SPEC_FILE
+            if not path.is_file():
+                raise CollectionMissing(f"no collection {spec.name!r} in the store at {self.root}")
+            _write_json_atomic(path, spec.model_dump(mode="json"))
+
     def count(self, collection: str) -> int:
         edge = _edge()
         with self._lock, _edge_errors():

@@ -93,6 +93,23 @@ class QdrantStore:
         # Qdrant returns records in storage order; keep the caller's order instead.
         return [hit_from_record(by_item[i], 0.0) for i in wanted if i in by_item]
 
+    def scroll(self, collection: str, limit: int, offset: Any = None,
+               with_vectors: bool = False) -> tuple[list[Hit], Any]:
+        records, next_offset = self._call(lambda: self.client.scroll(
+            collection, limit=limit, offset=offset, with_payload=True, with_vectors=with_vectors), collection)
+        return [hit_from_record(r, 0.0) for r in records], next_offset
+
+    def facet(self, collection: str, field: str, limit: int) -> dict[str, int]:
+        response = self._call(lambda: self.client.facet(collection, field, limit=limit, exact=True), collection)
+        return {str(hit.value): hit.count for hit in response.hits}
+
+    def aliases(self) -> dict[str, str]:
+        return {a.alias_name: a.collection_name for a in self._call(lambda: self.client.get_aliases()).aliases}
+
+    def update_spec(self, spec: CollectionSpec) -> None:
+        metadata = {SPEC_METADATA_KEY: spec.model_dump(mode="json")}
+        self._call(lambda: self.client.update_collection(spec.name, metadata=metadata), spec.name)
+
     def count(self, collection: str) -> int:
         return self._call(lambda: self.client.count(collection, exact=True), collection).count
 
@@ -130,8 +147,7 @@ class QdrantStore:
         self._call(lambda: self.client.update_collection_aliases(change_aliases_operations=operations))
 
     def resolve_alias(self, alias: str) -> str | None:
-        aliases = self._call(lambda: self.client.get_aliases()).aliases
-        return next((a.collection_name for a in aliases if a.alias_name == alias), None)
+        return self.aliases().get(alias)
 
     def close(self) -> None:
         with self._lock:

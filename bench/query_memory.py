@@ -1,0 +1,133 @@
+"""Query memory: peak RSS of the search handlers (what a Serve replica runs) while 16 maximum-size photos arrive at once.
+
+python -m bench.query_memory [--concurrency 16]
+
+Two configurations, each in a fresh process (freed memory is not always returned to the OS, so they must not share
+one): "unbounded", the service before query limits (the catalog's 80 Mpx limit, no decode budget), and "bounded",
+the defaults (FASHION_QUERY_MAX_PIXELS, FASHION_QUERY_DECODE_BUDGET). Each sends the largest photo it accepts, a
+PNG (PNG has no reduced-size decoding, unlike JPEG), `concurrency` times at once through the in-process ASGI app,
+and samples RSS every 2 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+
+from jobs import cli
+from schemas.jobs import IndexConfig
+from schemas.settings import PROJECT_ROOT, get_settings
+
+CONFIGS = {"unbounded": {"max_pixels": 80_000_000, "budget": 10**12},
+           "bounded": {"max_pixels": None, "budget": None}}  # None: the settings' defaults
+
+
+def largest_png(pixels: int) -> bytes:
+    """A square PNG just under `pixels`, drawn (so it compresses to well under the upload limit, as an attack would)."""
+    from PIL import Image, ImageDraw
+
+    side = int(math.isqrt(pixels))
+    image = Image.new("RGB", (side, side), (240, 240, 235))
+    draw = ImageDraw.Draw(image)
+    for i in range(0, side, max(1, side // 40)):
+        draw.rectangle((i, i, side - i, side - i), outline=(i % 256, 80, 160), width=3)
+    out = io.BytesIO()
+    image.save(out, "PNG", compress_level=9)
+    return out.getvalue()
+
+
+class PeakRss:
+    """The highest RSS of this process while the block runs, sampled every 2 ms."""
+
+    def __enter__(self) -> "PeakRss":
+        self.peak, self._stop = psutil.Process().memory_info().rss, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        process = psutil.Process()
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, process.memory_info().rss)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def measure(name: str, concurrency: int, store_path: str) -> dict:
+    import httpx
+
+    from serve.api import SearchHandlers
+    from serve.encoder import EncoderSpec
+    from serve.routes import create_app
+
+    s = get_settings()
+    max_pixels = CONFIGS[name]["max_pixels"] or s.query_max_pixels
+    budget = CONFIGS[name]["budget"] or s.query_decode_budget
+    cfg = IndexConfig.from_settings(store_path=store_path)
+    handlers = SearchHandlers(EncoderSpec(args=(s.model, "cpu", "fp32", max_pixels, 1, "none", budget)), cfg.store,
+                              cfg.collection, handlers_model(s.model), 10 * 1024 * 1024)
+    photo = largest_png(max_pixels - 1)
+    transport = httpx.ASGITransport(app=create_app(handlers))
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=600) as client:
+        warm = await client.post("/search", files={"image": ("w.png", largest_png(40_000), "image/png")})
+        assert warm.status_code == 200, warm.text
+        baseline = psutil.Process().memory_info().rss
+        started = time.perf_counter()
+        with PeakRss() as rss:
+            responses = await asyncio.gather(*(client.post("/search", files={"image": ("q.png", photo, "image/png")})
+                                               for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+    statuses = sorted({r.status_code for r in responses})
+    return {"config": name, "max_pixels": max_pixels, "budget": budget, "png_kb": len(photo) // 1024,
+            "statuses": statuses, "baseline_mb": baseline / 2**20, "peak_mb": rss.peak / 2**20,
+            "delta_mb": (rss.peak - baseline) / 2**20, "seconds": seconds, "budget_waits": handlers.encoder.target.budget.waits}
+
+
+def handlers_model(model: str) -> str:
+    from retrieval.model import ModelSpec
+
+    return str(ModelSpec.parse(model))
+
+
+def ensure_small_index(store_path) -> None:
+    from jobs import index
+
+    index.ensure_index(IndexConfig.from_settings(store_path=store_path, limit=256, encode_cpus=1))
+
+
+@cli.entry
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.query_memory", description=__doc__.splitlines()[0])
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--config", choices=list(CONFIGS), help="(internal) measure one configuration here")
+    args = parser.parse_args(argv)
+    store_path = str(PROJECT_ROOT / "var" / "bench" / "query-memory")
+    if args.config:
+        print(json.dumps(asyncio.run(measure(args.config, args.concurrency, store_path))))
+        return
+    ensure_small_index(store_path)
+    rows = [json.loads(subprocess.run([sys.executable, "-m", "bench.query_memory", "--config", name,
+                                       "--concurrency", str(args.concurrency)], check=True, capture_output=True,
+                                      text=True, cwd=PROJECT_ROOT).stdout.strip().splitlines()[-1])
+            for name in CONFIGS]
+    print(f"\n{args.concurrency} concurrent uploads of the largest PNG each configuration accepts")
+    print("| config | query max pixels | decode budget | PNG kB | statuses | baseline MB | peak MB | +MB | s |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['config']} | {r['max_pixels']:,} | {r['budget']:,} | {r['png_kb']} | {r['statuses']} | "
+              f"{r['baseline_mb']:.0f} | {r['peak_mb']:.0f} | {r['delta_mb']:.0f} | {r['seconds']:.1f} |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
