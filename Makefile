@@ -10,6 +10,7 @@ CATALOG ?= $(abspath ../shared/datasets/myntra-fashion-small)
 MODEL ?= local-dir:$(abspath ../shared/models/fashion-clip-mini)
 SPLIT ?= $(abspath ../shared/models/fashion-clip-mini/split.json)
 PYTEST_ARGS ?=
+METRICS_PORT ?= 8080
 # One encoder actor using every core indexes fastest on a small machine (docs/performance.md).
 ENCODE_THREADS ?= $(shell nproc)
 
@@ -23,7 +24,8 @@ export RAY_SERVE_ENABLE_HA_PROXY ?= 1
 export RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S ?= 2
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help venv demo test test-fast index query submit serve eval bench bench-serve bench-store bench-scale clean
+.PHONY: help venv demo test test-fast index query submit serve inspect eval bench bench-serve bench-store bench-scale \
+	bench-memory clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -57,8 +59,11 @@ submit: $(STAMP) ## reindex through `ray job submit` against a running `ray star
 	$(BIN)/ray job submit --address $(RAY_ADDRESS) --working-dir . -- \
 	  python -m jobs.index --catalog $(CATALOG) --model $(MODEL) --store-path $(STORE) $(ARGS)
 
-serve: $(STAMP) ## run the search service on http://127.0.0.1:8000 (web page at /, API docs at /docs)
-	$(BIN)/serve run cluster/serve-config.yaml
+serve: $(STAMP) ## run the search service on http://127.0.0.1:8000 (page at /, API docs at /docs, metrics on METRICS_PORT)
+	$(BIN)/python -m serve.run cluster/serve-config.yaml --metrics-port $(METRICS_PORT)
+
+inspect: $(STAMP) ## what the store holds: make inspect ARGS="--collection fashion" (or --item ID, --json)
+	$(BIN)/python -m jobs.inspect $(ARGS)
 
 eval: $(STAMP) ## retrieval quality on held-out dev queries: every strategy x weight x depth (docs/evaluation.md)
 	$(BIN)/python -m jobs.make_queries --catalog $(CATALOG) --split-file $(SPLIT) --out var/eval/queries-dev.jsonl
@@ -75,6 +80,9 @@ bench-scale: $(STAMP) ## index time and query latency at 1k, 2.5k, 5k items and 
 
 bench-store: $(STAMP) ## store backends: upsert time and kNN latency on synthetic vectors
 	$(BIN)/python -m bench.store --points 10000 44000
+
+bench-memory: $(STAMP) ## peak memory of the search handlers under 16 concurrent maximum-size photos
+	$(BIN)/python -m bench.query_memory $(ARGS)
 
 clean: ## remove the embedded store and artifacts (keeps .venv)
 	rm -rf var artifacts
