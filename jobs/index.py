@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli.add_field(p, IndexConfig, name)
     cli.add_field(p, IndexConfig, "segment", choices=SEGMENTERS)
     for name in ("segment_actors", "segment_cpus", "segment_gpus", "segment_weights", "max_skip_fraction",
-                 "optimize_above", "summary_json"):
+                 "optimize_above", "summary_json", "progress_every_s"):
         cli.add_field(p, IndexConfig, name)
     return p
 
@@ -143,7 +143,7 @@ def run(cfg: IndexConfig) -> dict:
         pipeline_started = time.perf_counter()
         sink.progress = ray.remote(IndexProgress).options(num_cpus=0).remote(target.name, len(todo))
         try:
-            with ProgressLogger(sink.progress):
+            with ProgressLogger(sink.progress, cfg.progress_every_s):
                 build_pipeline(cfg, target.spec, catalog_rows(catalog, todo), preprocess_cfg,
                                catalog.root).write_datasink(sink, concurrency=None if not cfg.store.embedded else 1,
                                                             ray_remote_args={"num_cpus": 0.25})

@@ -88,6 +88,7 @@ class IndexConfig(BaseModel):
     max_skip_fraction: float = Field(0.2, ge=0, le=1, description="fail the run (no alias switch) past this")
     keep_generations: int = Field(2, ge=1)
     summary_json: Path | None = Field(None, description="also write the summary here")
+    progress_every_s: float = Field(10.0, gt=0, description="seconds between progress lines in the log")
     optimize_above: int = Field(20_000, ge=0, description="build the kNN index past this many points")
 
     @classmethod

@@ -133,7 +133,7 @@ class SearchIngress(SearchHandlers):
     """The handlers as a Serve ingress: Serve calls this after the constructor, on the replica."""
 
     def __serve_build_asgi_app__(self):
-        return create_app(self)
+        return create_app(self, echo_request_ids=False)  # Serve echoes X-Request-ID itself
 
 
 SearchAPI = serve.deployment(name="SearchAPI", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)(

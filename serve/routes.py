@@ -30,7 +30,7 @@ SEARCH_ERRORS = errors(400, 404, 413, 415, 422, 503)
 FORM_FIELDS = {
     "image": {"type": "string", "format": "binary", "description": "A photo (JPEG, PNG, WebP, ...)"},
     "text": {"type": "string", "maxLength": 500, "pattern": r"\S"},
-    "item_id": {"type": "string", "maxLength": 500},
+    "item_id": {"type": "string", "minLength": 1, "maxLength": 500},
     "k": {"type": "integer", "minimum": 1, "maximum": MAX_K},
     "k1": {"type": "integer", "minimum": 1, "maximum": MAX_K1},
     "text_weight": {"type": "number", "minimum": 0, "maximum": 1},
@@ -48,11 +48,12 @@ IMAGE_RESPONSE = {200: {"description": "The item's image file", "content": {"ima
 
 
 class RequestIds:
-    """ASGI middleware: every response carries X-Request-ID, the caller's (if it is a sane token) or a new one, and
-    the request's `state.request_id` holds it for the log line."""
+    """ASGI middleware: the request's `state.request_id` is its X-Request-ID, the caller's (if it is a sane token)
+    or a new one, for the log line; with `echo`, the response carries it. Under Ray Serve, Serve (or its HAProxy)
+    has already set the request header and echoes it itself, so `echo` is off there."""
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, app, echo: bool = True):
+        self.app, self.echo = app, echo
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -66,14 +67,14 @@ class RequestIds:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
-        return await self.app(scope, receive, send_with_id)
+        return await self.app(scope, receive, send_with_id if self.echo else send)
 
 
-def create_app(api: Any) -> FastAPI:
+def create_app(api: Any, echo_request_ids: bool = True) -> FastAPI:
     """The routes, each a thin call into `api` (serve/api.py's SearchHandlers or anything shaped like it)."""
     app = FastAPI(title="Fashion search", description="Search a fashion catalog by photo, words, or both.",
                   version="0.2.0")
-    app.add_middleware(RequestIds)
+    app.add_middleware(RequestIds, echo=echo_request_ids)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:

@@ -63,11 +63,18 @@ def encoder(model_spec):
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def metrics_port() -> int:
+    """The session cluster's Prometheus port (Ray's metrics agent)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(metrics_port):
     """One local Ray instance for the whole session (never `ray stop`: other clusters may share the machine)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+             _metrics_export_port=metrics_port)
     yield ray
     ray.shutdown()
 

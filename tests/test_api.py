@@ -4,6 +4,8 @@ with every check against a real index."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -72,6 +74,19 @@ def test_unknown_item_is_404_and_a_lying_length_is_400(client):
     assert client.get("/items/no-such-item/image").status_code == 404
     assert client.post("/search", content=b"{}", headers={"content-type": "application/json",
                                                           "content-length": "abc"}).status_code == 400
+
+
+def test_request_ids_and_one_log_line_per_search(client, caplog):
+    with caplog.at_level("INFO", logger="fashion.search"):
+        mine = client.post("/search", json={"text": "a very long query " * 20}, headers={"X-Request-ID": "t-1"})
+        odd = client.post("/search", json={}, headers={"X-Request-ID": "not a token <script>"})
+    assert mine.headers["x-request-id"] == "t-1" and len(odd.headers["x-request-id"]) == 32
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "fashion.search"]
+    assert [(line["request_id"], line["status"]) for line in lines] == [("t-1", 200), (odd.headers["x-request-id"], 400)]
+    first = lines[0]
+    assert first["mode"] == "text" and first["strategy"] and first["results"] == 10 and first["k"] == 10
+    assert len(first["text"]) == 40 and "total_ms" in first["timings_ms"]
+    assert lines[1]["reason"] == "empty_query"
 
 
 def test_openapi_documents_statuses_content_types_and_bounds(client):

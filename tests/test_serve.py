@@ -67,7 +67,7 @@ def test_base64_image_and_item_id_search(server, offline_catalog):
 
 @pytest.mark.parametrize("kwargs, status, words", [
     ({"json": {}}, 400, "needs an image"),
-    ({"json": {"text": "   "}}, 400, "needs an image"),
+    ({"json": {"text": "   "}}, 422, "text"),
     ({"files": {"image": ("x.jpg", b"not a photo", "image/jpeg")}}, 400, "cannot be used"),
     ({"json": {"image_base64": "@@@"}}, 400, "base64"),
     ({"content": b"shoes", "headers": {"content-type": "text/plain"}}, 415, "content type"),

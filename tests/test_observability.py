@@ -1,0 +1,140 @@
+"""What an operator sees: the service's metrics on Ray's Prometheus port move by exactly a known mix of searches,
+with the right labels; every response carries a request id; the Grafana dashboard queries only metrics that a
+running service and an index run export; the Prometheus config parses."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import free_port, index_config, wait_for_status
+
+pytestmark = [pytest.mark.ray, pytest.mark.e2e]
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD = ROOT / "cluster" / "grafana" / "fashion-search.json"
+SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)")
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape(url: str) -> list[tuple[str, dict, float]]:
+    samples = []
+    for line in httpx.get(url, timeout=10).text.splitlines():
+        match = SAMPLE.match(line)
+        if match and not line.startswith("#"):
+            samples.append((match[1], dict(LABEL.findall(match[2] or "")), float(match[3])))
+    return samples
+
+
+def total(samples, name: str, **labels) -> float:
+    return sum(v for n, tags, v in samples if n == name and all(tags.get(k) == w for k, w in labels.items()))
+
+
+@pytest.fixture(scope="module")
+def service(ray_cluster, small_index, model_spec):
+    from ray import serve
+
+    from serve.app import build_app
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app({"model": model_spec, "store_path": small_index.store.path, "encoder_cpus": 0.25,
+                         "max_upload_bytes": 1_000_000}), name="observed", route_prefix="/", blocking=False)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    wait_for_status(client, "/readyz")
+    yield client
+    client.close()
+    serve.shutdown()
+
+
+def wait_for(url: str, check, seconds: float = 90) -> list:
+    """Ray's agents export every ~10 s: scrape until `check(samples)` holds (bounded)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        samples = scrape(url)
+        if check(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(2)
+
+
+MIX = [  # (request, status, mode, strategy or rejection reason)
+    ({"json": {"text": "blue jeans"}}, 200, "text", "hybrid_dbsf"),
+    ({"json": {"text": "red tshirt", "k": 3}}, 200, "text", "hybrid_dbsf"),
+    ({"json": {"text": "white shoes"}}, 200, "text", "hybrid_dbsf"),
+    ({"json": {"item_id": "10003", "text": "but red"}}, 200, "image+text", "hybrid_rescore"),
+    ({"json": {"text": "red", "filters": {"colour": "Red"}}}, 422, "text", "unknown_filter"),
+    ({"files": {"image": ("x.jpg", b"not a photo", "image/jpeg")}}, 400, "image", "undecodable_image"),
+    ({"content": b"\x00" * 1_100_000, "headers": {"content-type": "application/json"}}, 413, "unknown", "too_large"),
+]
+
+
+def test_metrics_move_by_exactly_the_mix_of_searches(service, metrics_port):
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    before = scrape(url)
+    for request, status, _, _ in MIX:
+        response = service.post("/search", **request)
+        assert response.status_code == status, response.text
+    answered = Counter((mode, label, str(status)) for _, status, mode, label in MIX if status == 200)
+    refused = Counter(label for _, status, _, label in MIX if status != 200)
+    requests = lambda s: total(s, "ray_fashion_search_requests_total") - total(before, "ray_fashion_search_requests_total")  # noqa: E731
+    after = wait_for(url, lambda s: requests(s) >= len(MIX))
+    assert requests(after) == len(MIX)
+    for (mode, strategy, status), count in answered.items():
+        tags = {"mode": mode, "strategy": strategy, "status": status, "deployment": "SearchAPI"}
+        assert total(after, "ray_fashion_search_requests_total", **tags) - \
+            total(before, "ray_fashion_search_requests_total", **tags) == count, tags
+    for reason, count in refused.items():
+        assert total(after, "ray_fashion_search_rejected_total", reason=reason) - \
+            total(before, "ray_fashion_search_rejected_total", reason=reason) == count, reason
+    answered_total = sum(answered.values())
+    totals = total(after, "ray_fashion_search_stage_seconds_count", stage="total") - \
+        total(before, "ray_fashion_search_stage_seconds_count", stage="total")
+    assert totals == answered_total  # one observation per answered search
+    assert total(after, "ray_fashion_encoder_batch_size_count", kind="text") > 0
+
+
+def test_every_response_carries_one_request_id(service):
+    mine = service.post("/search", json={"text": "blue jeans"}, headers={"X-Request-ID": "trace-42"})
+    assert mine.headers.get_list("x-request-id") == ["trace-42"]
+    for response in (service.get("/healthz"), service.post("/search", json={})):
+        (generated,) = response.headers.get_list("x-request-id")
+        assert len(generated) >= 8
+
+
+def dashboard_metrics() -> set[str]:
+    exprs = [t["expr"] for panel in json.loads(DASHBOARD.read_text())["panels"] for t in panel["targets"]]
+    names = {n for e in exprs for n in re.findall(r"\b(ray_[a-z_]+)", e)}
+    return {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}
+
+
+def test_the_dashboard_queries_only_exported_metrics(service, metrics_port, ray_cluster, offline_catalog,
+                                                     model_spec, tmp_path):
+    """A search and an index run in this Ray session, then every metric the dashboard queries is on the port."""
+    from jobs import index
+
+    url, wanted = f"http://127.0.0.1:{metrics_port}/metrics", dashboard_metrics()
+    assert {"ray_fashion_search_requests_total", "ray_fashion_index_items_total"} <= wanted
+    service.post("/search", json={"text": "blue jeans"})
+    run = threading.Thread(target=index.run, args=(index_config(offline_catalog, model_spec, tmp_path / "store",
+                                                                  limit=1200),))
+    run.start()
+    exported = lambda s: {re.sub(r"_(bucket|sum|count)$", "", n) for n, _, _ in s}  # noqa: E731
+    try:
+        samples = wait_for(url, lambda s: wanted <= exported(s), seconds=120)
+    finally:
+        run.join(timeout=600)
+    assert wanted <= exported(samples), sorted(wanted - exported(samples))
+
+
+def test_the_prometheus_config_points_at_rays_discovery_file():
+    config = yaml.safe_load((ROOT / "cluster" / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["ray"]["file_sd_configs"][0]["files"] == ["/tmp/ray/prom_metrics_service_discovery.json"]
+    assert jobs["kubernetes-pods"]["relabel_configs"][0]["regex"] == "true"
