@@ -186,6 +186,7 @@ def ensure_index(cfg: IndexConfig) -> dict:
     if found:
         log.info("reusing collection %s (alias %s)", found, cfg.collection)
         return {"reused": found}
+    cfg = cfg.model_copy(update={"rebuild": True})  # none, or one that does not fit: a new generation either way
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(include_dashboard=False, log_to_driver=False)

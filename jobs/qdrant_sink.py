@@ -16,7 +16,7 @@ from ray.data.datasource.datasink import WriteResult
 
 from retrieval.store.base import Point, SparseVector, StoreError
 from retrieval.store.factory import open_store
-from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TEXT_VECTOR
+from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TERMS_VECTOR, TEXT_VECTOR
 from schemas.jobs import StoreConfig
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,9 @@ def row_vectors(row: dict[str, Any]) -> dict[str, Any]:
     if row.get("text_vector"):
         vectors[TEXT_VECTOR] = np.frombuffer(row["text_vector"], dtype=np.float32)
     if row.get("bm25_ids"):
-        vectors[BM25_VECTOR] = SparseVector(tuple(np.frombuffer(row["bm25_ids"], np.uint32).tolist()),
-                                            tuple(np.frombuffer(row["bm25_weights"], np.float32).tolist()))
+        words = SparseVector(tuple(np.frombuffer(row["bm25_ids"], np.uint32).tolist()),
+                             tuple(np.frombuffer(row["bm25_weights"], np.float32).tolist()))
+        vectors[BM25_VECTOR], vectors[TERMS_VECTOR] = words, words.as_query()
     return vectors
 
 

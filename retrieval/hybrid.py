@@ -10,11 +10,13 @@ The two kinds of word evidence are fused first (the words group), then the words
 - hybrid_dbsf: distribution-based score fusion at every level (each list's scores normalised by its mean +- 3
   standard deviations, then summed), k1 candidates per leg;
 - hybrid_rrf: reciprocal-rank fusion at every level (k = 60);
-- hybrid_rescore: the words pick the candidates (their lexical matches, or, when the words match no document,
-  their CLIP neighbours), and two views of the photo rank them, fused by DBSF: how each candidate looks
-  (normalize((1 - w) * photo + w * words) against its photo) and how it is described (the photo against its
-  document, CLIP's image-to-text side). "This, but red" looks among the red items for the one most like the photo.
-  Every candidate has both scores, so the fusion never rewards being in one list only;
+- hybrid_rescore: the words pick the candidates: the items whose documents have all of them (the `terms` vector:
+  the document's words at 1.0, so n query words score n exactly on those), or, when fewer than k do, any of them
+  (BM25), or, when none does, the words' CLIP neighbours. The photo nudged by the words,
+  normalize((1 - w) * photo + w * words), ranks them by two views fused by DBSF: how each candidate looks (against
+  its photo) and how it is described (against its document, CLIP's image-to-text side). "This, but red" looks
+  among the red items for the one most like the photo; "this, but a red t-shirt" among the red t-shirts. Every
+  candidate has both scores, so the fusion never rewards being in one list only;
 - bm25: the lexical leg alone (to measure what the others add).
 """
 
@@ -22,9 +24,10 @@ from __future__ import annotations
 
 from retrieval.fusion import fused_vector
 from retrieval.store.base import Fuse, Nearest, Plan, Rescore
-from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TEXT_VECTOR
+from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TERMS_VECTOR, TEXT_VECTOR
 
 STRATEGIES = ("hybrid_rrf", "hybrid_dbsf", "hybrid_rescore", "bm25")
+CANDIDATES = ("all_words", "any_word", "meaning")  # hybrid_rescore's candidate sources, narrowest first
 
 
 def photo_legs(query, k1: int) -> list[Plan]:
@@ -54,32 +57,45 @@ def words_group(query, method: str, k1: int) -> list[Plan]:
     return parts
 
 
-def rescored(query, k1: int, text_weight: float, lexical: bool = True) -> Plan:
-    """Candidates from the words (lexical, or by meaning), ranked by how they look and how they are described."""
-    candidates = tuple(lexical_legs(query, k1) if lexical and query.words else meaning_legs(query, k1))
+def candidate_legs(query, k1: int, source: str) -> list[Plan]:
+    """Where hybrid_rescore's candidates come from (CANDIDATES), best by BM25 within the lexical ones."""
+    if source == "all_words" and query.words and len(query.words.indices) > 1:  # one word: all = any
+        every = len(query.words.indices) - 0.5  # scores are whole numbers of words: n - 0.5 keeps exactly n
+        return [Rescore((Nearest(TERMS_VECTOR, query.words.as_query(), k1, every),), BM25_VECTOR, query.words, k1)]
+    if source == "any_word":
+        return lexical_legs(query, k1)
+    return meaning_legs(query, k1) if source == "meaning" else []
+
+
+def rescored(query, k1: int, text_weight: float, source: str = "all_words") -> Plan | None:
+    """Candidates from `source`, ranked by how they look and how they are described; None if the query has no such
+    candidates (no words, or no CLIP vector of them)."""
+    candidates = tuple(candidate_legs(query, k1, source))
     if not candidates:
-        return photo_legs(query, k1)[0]
-    probe = query.image if query.image is not None else query.text  # what the candidates are compared with
-    look = fused_vector(query.image, query.text, text_weight) if query.image is not None and query.text is not None \
-        else probe
+        return None
+    if query.image is not None and query.text is not None:
+        probe = fused_vector(query.image, query.text, text_weight)
+    else:
+        probe = query.image if query.image is not None else query.text
     limit = len(candidates) * k1
-    return Fuse((Rescore(candidates, IMAGE_VECTOR, look, limit), Rescore(candidates, TEXT_VECTOR, probe, limit)),
+    return Fuse((Rescore(candidates, IMAGE_VECTOR, probe, limit), Rescore(candidates, TEXT_VECTOR, probe, limit)),
                 "dbsf", limit)
 
 
-def plan(strategy: str, query, k1: int, text_weight: float) -> Plan:
-    """The query plan of a hybrid strategy for this query's signals."""
+def plans(strategy: str, query, k1: int, text_weight: float) -> list[Plan]:
+    """The query plans of a hybrid strategy for this query's signals, to run in order while fewer than k results
+    come back (only hybrid_rescore has more than one: its candidate sources, narrowest first; a photo alone is its
+    kNN)."""
     if strategy == "bm25":
-        return Nearest(BM25_VECTOR, query.words, k1)
+        return [Nearest(BM25_VECTOR, query.words, k1)]
     if strategy == "hybrid_rescore":
-        return rescored(query, k1, text_weight)
+        found = [p for p in (rescored(query, k1, text_weight, source) for source in CANDIDATES) if p is not None]
+        return found or photo_legs(query, k1)
+    return [plan(strategy, query, k1)]
+
+
+def plan(strategy: str, query, k1: int) -> Plan:
+    """hybrid_dbsf's or hybrid_rrf's plan: the photo, and the words' lexical and meaning evidence, fused."""
     method = strategy.removeprefix("hybrid_")
     words = words_group(query, method, k1)
     return fused([photo_legs(query, k1), [fused([words], method, k1)] if words else []], method, k1)
-
-
-def fallback(strategy: str, query, k1: int, text_weight: float) -> Plan | None:
-    """hybrid_rescore when the words matched no document: candidates by the words' meaning instead."""
-    if strategy != "hybrid_rescore" or not query.words or query.text is None:
-        return None
-    return rescored(query, k1, text_weight, lexical=False)

@@ -140,17 +140,24 @@ def rank(store: VectorStore, collection: str, query: EncodedQuery, params: Searc
     """The resolved strategy's ranking: (item id, score, payload), best first."""
     check_strategy(query, params.strategy)
     if params.strategy in hybrid.STRATEGIES:
-        hits = store.query(collection, hybrid.plan(params.strategy, query, params.k1, params.text_weight), params.k,
-                           params.filters, exclude=params.exclude)
-        fallback = hybrid.fallback(params.strategy, query, params.k1, params.text_weight)
-        if not hits and fallback is not None:  # the words are in no document: their meaning picks instead
-            hits = store.query(collection, fallback, params.k, params.filters, exclude=params.exclude)
-        return [(h.item_id, h.score, h.payload) for h in hits]
+        return [(h.item_id, h.score, h.payload) for h in hybrid_hits(store, collection, query, params)]
     strategy = params.strategy
     if query.image is None or query.text is None:  # one modality: every client-side fusion is that kNN
         strategy = strategy if strategy in ("image_knn", "text_knn") else (
             "image_knn" if query.image is not None else "text_knn")
     return fusion.STRATEGIES[strategy](store, collection, query, params)
+
+
+def hybrid_hits(store: VectorStore, collection: str, query: EncodedQuery, params: SearchParams) -> list:
+    """One store call per plan, the next plan only while fewer than k results came back, its results after the
+    earlier ones (hybrid_rescore: items with all the words, then with any, then the words' meaning)."""
+    hits: list = []
+    for plan in hybrid.plans(params.strategy, query, params.k1, params.text_weight):
+        seen = (*params.exclude, *(h.item_id for h in hits))
+        hits += store.query(collection, plan, params.k - len(hits), params.filters, exclude=seen)
+        if len(hits) >= params.k:
+            break
+    return hits
 
 
 def search(store: VectorStore, collection: str, query: EncodedQuery, params: SearchParams) -> SearchOutcome:

@@ -53,7 +53,8 @@ class ResultItem(BaseModel):
 
     id: str
     score: float = Field(description="The strategy's score (fused, rescored or a cosine): it ranks, it is not "
-                                     "comparable across strategies")
+                                     "comparable across strategies (hybrid_rescore lists the items with all the "
+                                     "words before those with some, each group by score)")
     image_score: float | None = Field(description="CLIP cosine of the query photo and the item's photo")
     text_score: float | None = Field(description="CLIP cosine of the query words and the item's photo")
     document_score: float | None = Field(description="CLIP cosine of the query words and the item's document")

@@ -40,9 +40,9 @@ class StoreConfig(BaseModel):
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> "StoreConfig":
         """The configured store; overrides are named as the settings are (qdrant_url, store_path, ...), and one
-        given as None keeps the setting."""
+        given as None (or "") keeps the setting."""
         s = settings or get_settings()
-        named = {name: overrides.get(name) if overrides.get(name) is not None else getattr(s, name)
+        named = {name: overrides.get(name) if overrides.get(name) not in (None, "") else getattr(s, name)
                  for name in STORE_SETTINGS}
         fields = {field: named[name] for name, field in STORE_SETTINGS.items()}
         if fields["path"] is not None and str(fields["path"]) != ":memory:":

@@ -68,9 +68,11 @@ def loads(data: bytes | str, what: str) -> object:
         raise Refused(400, "bad_body", f"{what} nests too deeply") from err
 
 
-def _validate(fields: dict) -> SearchRequest:
+def _validate(fields: dict, strict: bool) -> SearchRequest:
+    """JSON is validated strictly (`"k": true` is not a 1: the schema says integer); a form's fields are text by
+    nature, so there "10" is 10."""
     try:
-        return SearchRequest.model_validate(fields)
+        return SearchRequest.model_validate(fields, strict=strict)
     except ValidationError as err:
         raise Refused(422, "invalid_request", _validation_message(err)) from err
 
@@ -83,7 +85,7 @@ async def _parse_json(request: Request, max_bytes: int) -> tuple[SearchRequest, 
     fields = loads(await _read_limited(request, max_bytes) or b"{}", "body")
     if not isinstance(fields, dict):
         raise Refused(422, "invalid_request", "body must be a JSON object")
-    search = _validate(fields)
+    search = _validate(fields, strict=True)
     return search, _b64(search.image_base64) if search.image_base64 else None
 
 
@@ -108,4 +110,4 @@ async def _parse_form(request: Request, max_bytes: int) -> tuple[SearchRequest, 
     fields = {k: v for k, v in form.items() if k != "image" and isinstance(v, str)}  # "" is a value, as in JSON
     if "filters" in fields:
         fields["filters"] = loads(fields["filters"], "filters")
-    return _validate(fields), image or None
+    return _validate(fields, strict=False), image or None

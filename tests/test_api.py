@@ -113,17 +113,21 @@ def test_the_api_honours_its_openapi_document(app, mode):
     """Every operation, schema-valid and schema-invalid examples (derandomized: the same in CI every run), every
     check schemathesis has (server errors, status codes, content types, response schemas, headers, acceptance of
     valid and rejection of invalid data)."""
-    from hypothesis import given
+    from hypothesis import assume, given
 
     found = operations(app)
     assert {f"{op.method.upper()} {op.path}" for op in found} >= {"POST /search", "GET /readyz", "GET /healthz",
                                                                     "GET /items/{item_id}/image"}
     unsatisfiable, calls = set(), []
     for operation in found:
-        @given(case=operation.as_strategy(generation_mode=schemathesis.GenerationMode(mode)))
+        # Invalid multipart data often cannot be sent at all (a non-string form value is dropped on the way), and
+        # what arrives is then valid; negative bodies are JSON, where every invalid value reaches the service.
+        media = "application/json" if mode == "negative" and operation.body else None
+        @given(case=operation.as_strategy(generation_mode=schemathesis.GenerationMode(mode), media_type=media))
         @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck),
                   database=None)
         def check(case):
+            assume(mode == "positive" or case.media_type != "multipart/form-data")
             response = case.call()
             calls.append(response.status_code)
             case.validate_response(response, excluded_checks=[positive_data_acceptance])

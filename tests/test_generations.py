@@ -35,7 +35,7 @@ def test_an_old_generation_is_refused_naming_rebuild(store):
     old = spec(vectors=(IMAGE_VECTOR,)).model_copy(update={"name": "shop-old"})
     store.create_collection(old)
     store.set_alias("shop", "shop-old")
-    with pytest.raises(CollectionMismatch, match="no text, bm25 vectors.*--rebuild"):
+    with pytest.raises(CollectionMismatch, match="no text, bm25, terms vectors.*--rebuild"):
         target_collection(store, spec(), rebuild=False)
     target = target_collection(store, spec(), rebuild=True)
     assert target.is_new and target.name != "shop-old"

@@ -22,7 +22,7 @@ def test_the_overview_lists_aliases_generations_and_counts(small_index, capsys):
     view = json.loads(capsys.readouterr().out)
     (row,) = [r for r in view["collections"] if r["name"] == "gen-1"]
     assert view["aliases"]["fashion"] == "gen-1" and row["aliases"] == ["fashion"]
-    assert row["points"] == 80 and row["complete"] and row["vectors"] == ["image", "text", "bm25"]
+    assert row["points"] == 80 and row["complete"] and row["vectors"] == ["image", "text", "bm25", "terms"]
     assert inspect.main(STORE_FLAGS(small_index)) == 0
     assert "gen-1" in capsys.readouterr().out
 

@@ -15,7 +15,7 @@ from retrieval.search import (DEFAULT_STRATEGY, EncodedQuery, FilterError, Query
 from retrieval.store.base import Hit, Point
 from retrieval.store.factory import open_store
 from schemas.api import STRATEGIES
-from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TEXT_VECTOR, CollectionSpec
+from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TERMS_VECTOR, TEXT_VECTOR, CollectionSpec
 from schemas.jobs import StoreConfig
 from tests.toys import BOTH, TOY, unit
 
@@ -113,7 +113,8 @@ def shop(tmp_path):
     store.create_collection(CollectionSpec(name="shop", model="toy", dim=3, filter_fields=("kind",),
                                            bm25_avg_len=avg))
     store.upsert("shop", [Point(item, {IMAGE_VECTOR: photo, TEXT_VECTOR: clip_text(doc),
-                                       BM25_VECTOR: lexical.document_vector(doc, avg)},
+                                       BM25_VECTOR: lexical.document_vector(doc, avg),
+                                       TERMS_VECTOR: lexical.document_vector(doc, avg).as_query()},
                                 {"text": doc, "kind": doc.split()[-1]}) for item, (doc, photo) in SHOP.items()])
     yield store
     store.close()
@@ -136,6 +137,16 @@ def test_this_but_red_matches_the_photo_and_the_words(shop, strategy):
     assert first.image_score == pytest.approx(float(SHOP["red-tee"][1] @ SHOP["white-tee"][1]), abs=1e-4)
     assert first.text_score is not None and first.document_score is not None
     assert "white-tee" not in {r.item_id for r in outcome.results}
+
+
+def test_several_words_pick_the_items_that_have_them_all(shop):
+    """"This, but a red dress": the red t-shirt looks more like the photo, but only the red dress has both words."""
+    outcome = search(shop, "shop", composed("red dress"), SearchParams(k=1, k1=5, strategy="hybrid_rescore"))
+    assert [r.item_id for r in outcome.results] == ["red-dress"]
+    assert outcome.results[0].matched_words == ["red", "dress"]
+    wider = search(shop, "shop", composed("red dress"), SearchParams(k=3, k1=5, strategy="hybrid_rescore",
+                                                                     exclude=("white-tee",)))
+    assert [r.item_id for r in wider.results][0] == "red-dress" and len(wider.results) == 3  # then any word
 
 
 def test_words_in_no_document_fall_back_to_their_meaning(shop):
@@ -165,7 +176,8 @@ def test_every_strategy_runs_on_a_composed_query(shop):
     for strategy in STRATEGIES:
         outcome = search(shop, "shop", composed("red tshirt"), SearchParams(k=3, k1=5, strategy=strategy))
         assert len(outcome.results) == 3 and outcome.strategy == strategy
-        assert [r.score for r in outcome.results] == sorted((r.score for r in outcome.results), reverse=True)
+        if strategy != "hybrid_rescore":  # its items with all the words come first, whatever their score
+            assert [r.score for r in outcome.results] == sorted((r.score for r in outcome.results), reverse=True)
 
 
 # ------------------------------------------------------------------------------- the full offline index (slow)

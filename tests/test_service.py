@@ -37,7 +37,7 @@ def fill(store, name: str = "gen-1", **spec) -> None:
 
 def test_an_old_collection_is_refused_naming_rebuild(store):
     fill(store, vectors=(IMAGE_VECTOR,))  # what the index job wrote before documents had vectors
-    with pytest.raises(CollectionMismatch, match="no text, bm25 vectors.*--rebuild"):
+    with pytest.raises(CollectionMismatch, match="no text, bm25, terms vectors.*--rebuild"):
         Searcher(store, "shop", "m").begin(text="red")
 
 

@@ -12,7 +12,7 @@ import pytest
 from retrieval.store.base import (CollectionMismatch, CollectionMissing, Fuse, Nearest, Point, Rescore, StoreError,
                                   item_ids)
 from retrieval.store.factory import open_store
-from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TEXT_VECTOR, CollectionSpec
+from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TERMS_VECTOR, TEXT_VECTOR, CollectionSpec
 from schemas.jobs import StoreConfig
 
 DIM = 16
@@ -306,7 +306,9 @@ def hybrid_points(n: int = N, seed: int = 1) -> list[Point]:
     avg = lexical.mean_length(docs)
     return [Point(item_id=f"item-{i}", payload={"gender": GENDERS[i % 5], "baseColour": COLOURS[i % 3], "text": doc},
                   vectors={IMAGE_VECTOR: dense[0, i], TEXT_VECTOR: dense[1, i],
-                           BM25_VECTOR: lexical.document_vector(doc, avg)}) for i, doc in enumerate(docs)]
+                           BM25_VECTOR: lexical.document_vector(doc, avg),
+                           TERMS_VECTOR: lexical.document_vector(doc, avg).as_query()})
+            for i, doc in enumerate(docs)]
 
 
 @pytest.fixture
@@ -332,6 +334,18 @@ def test_bm25_applies_the_collections_idf(hybrid):
     assert {h.item_id for h in rare} == {f"item-{i}" for i in range(3, N, len(WORDS))}
     common = store.query("items", Nearest(BM25_VECTOR, lexical.query_vector("shirt"), N), N)
     assert common and rare[0].score > 2 * common[0].score  # a word in half the items says less than a rare one
+
+
+def test_terms_count_the_words_an_item_has_and_a_floor_keeps_those_with_all(hybrid):
+    from retrieval import lexical
+
+    store, _ = hybrid
+    words = lexical.query_vector("red leather").as_query()
+    hits = store.query("items", Nearest(TERMS_VECTOR, words, N), N)
+    assert {h.score for h in hits} == {1.0, 2.0}  # no IDF, no length: a count of words
+    both = store.query("items", Rescore((Nearest(TERMS_VECTOR, words, N, 1.5),), IMAGE_VECTOR,
+                                        np.ones(DIM, np.float32), N), N)
+    assert {h.item_id for h in both} == {f"item-{i}" for i in range(8, N, len(WORDS))}  # "red leather handbag"
 
 
 def test_fusion_rescoring_and_filters_hold_at_every_level(hybrid):

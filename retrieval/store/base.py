@@ -78,11 +78,13 @@ class Hit:
 # number of candidates it hands on; the payload filter of the call applies to every part of it.
 @dataclass(frozen=True)
 class Nearest:
-    """The `limit` nearest points to `vector` by the named vector `using` (dense cosine, or sparse dot with IDF)."""
+    """The `limit` nearest points to `vector` by the named vector `using` (dense cosine, or sparse dot with IDF);
+    as a part of a plan, only those scoring at least `min_score`."""
 
     using: str
     vector: Vector
     limit: int
+    min_score: float | None = None
 
 
 @dataclass(frozen=True)

@@ -45,5 +45,5 @@ def edge_prefetches(plan: Plan, edge_filter: Any) -> list[Any] | None:
         return None
     q = edge()
     return [q.Prefetch(part.limit, query=edge_query(part), prefetches=edge_prefetches(part, edge_filter),
-                       filter=edge_filter) for part in plan.parts]
+                       filter=edge_filter, score_threshold=getattr(part, "min_score", None)) for part in plan.parts]
 

@@ -48,7 +48,7 @@ from retrieval.store.base import (
     ITEM_ID_FIELD, CollectionMissing, Filter, Hit, Nearest, Plan, Point, StoreError, point_id,
 )
 from retrieval.store.edge_query import edge_point, edge_prefetches, edge_query, to_edge_filter
-from schemas.collection import DISTANCES, CollectionSpec
+from schemas.collection import DISTANCES, IDF_VECTORS, CollectionSpec
 
 SPEC_FILE, SHARD_DIR, LOCK_FILE = "spec.json", "shard", "shard.lock"
 ALIASES_FILE, ALIASES_LOCK = "aliases.json", ".aliases.lock"
@@ -307,7 +307,8 @@ def _create_shard(path: Path, spec: CollectionSpec) -> Any:
     distance = getattr(edge.Distance, DISTANCES[spec.distance])
     vectors = {name: edge.EdgeVectorParams(size=spec.dim, distance=distance) for name in spec.dense_vectors}
     # IDF by the collection, so it stays right as items come and go (queries carry 1.0 per word).
-    sparse = {name: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf) for name in spec.sparse_vectors}
+    sparse = {name: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf if name in IDF_VECTORS else None)
+              for name in spec.sparse_vectors}
     shard = edge.EdgeShard.create(str(path), edge.EdgeConfig(vectors=vectors, sparse_vectors=sparse or None))
     for field in dict.fromkeys((*spec.filter_fields, ITEM_ID_FIELD)):
         shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Keyword))

@@ -41,6 +41,7 @@ def query_args(plan: Plan, qdrant_filter: Any) -> dict[str, Any]:
     else:  # Nearest, or the vector a Rescore ranks its candidates by
         query, using = wire_vector(plan.vector, models.SparseVector), plan.using
     prefetch = None if isinstance(plan, Nearest) else [
-        models.Prefetch(limit=part.limit, filter=qdrant_filter, **query_args(part, qdrant_filter))
+        models.Prefetch(limit=part.limit, filter=qdrant_filter, score_threshold=getattr(part, "min_score", None),
+                        **query_args(part, qdrant_filter))
         for part in plan.parts]
     return {"query": query, "using": using, "prefetch": prefetch}

@@ -15,7 +15,7 @@ from retrieval.store.base import (
     ITEM_ID_FIELD, CollectionMismatch, CollectionMissing, Filter, Hit, Nearest, Plan, Point, StoreError, point_id,
 )
 from retrieval.store.qdrant_query import point_struct, query_args, to_qdrant_filter
-from schemas.collection import DISTANCES, CollectionSpec
+from schemas.collection import DISTANCES, IDF_VECTORS, CollectionSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,7 +48,8 @@ class QdrantStore:
         vectors = {name: models.VectorParams(size=spec.dim, distance=_distance(spec.distance))
                    for name in spec.dense_vectors}
         # IDF by the collection, so it stays right as items come and go (queries carry 1.0 per word).
-        sparse = {name: models.SparseVectorParams(modifier=models.Modifier.IDF) for name in spec.sparse_vectors}
+        sparse = {name: models.SparseVectorParams(modifier=models.Modifier.IDF if name in IDF_VECTORS else None)
+                  for name in spec.sparse_vectors}
         metadata = {SPEC_METADATA_KEY: spec.model_dump(mode="json")}
         self._call(lambda: self.client.create_collection(spec.name, vectors_config=vectors,
                                                          sparse_vectors_config=sparse or None, metadata=metadata))
