@@ -1,4 +1,4 @@
-"""Query memory: peak RSS of the search handlers (what a Serve replica runs) while 16 maximum-size photos arrive at once.
+"""Query memory: peak RSS of the search handlers (what a Serve replica runs) while 16 maximum-size photos arrive.
 
 python -m bench.query_memory [--concurrency 16]
 
@@ -91,7 +91,8 @@ async def measure(name: str, concurrency: int, store_path: str) -> dict:
     statuses = sorted({r.status_code for r in responses})
     return {"config": name, "max_pixels": max_pixels, "budget": budget, "png_kb": len(photo) // 1024,
             "statuses": statuses, "baseline_mb": baseline / 2**20, "peak_mb": rss.peak / 2**20,
-            "delta_mb": (rss.peak - baseline) / 2**20, "seconds": seconds, "budget_waits": handlers.encoder.target.budget.waits}
+            "delta_mb": (rss.peak - baseline) / 2**20, "seconds": seconds,
+            "budget_waits": handlers.encoder.target.budget.waits}
 
 
 def handlers_model(model: str) -> str:

@@ -1,4 +1,4 @@
-"""Demo: index the offline catalog (an upsert, so reruns are cheap and idempotent), then run three example queries."""
+"""Demo: index the offline catalog (once: a rerun reuses the collection if it fits), then run four example queries."""
 
 from __future__ import annotations
 
@@ -11,24 +11,25 @@ from retrieval.catalogs import open_catalog
 from retrieval.search import SearchParams
 from retrieval.service import SearchService
 
-# (title, catalog item used as the query photo or None, words or None)
+# (title, catalog item whose photo is the query photo, words, catalog item to find more like)
 EXAMPLES = [
-    ("text only: 'blue jeans'", None, "blue jeans"),
-    ("image only: a casual shoe photo", "10127", None),
-    ("image + text: this t-shirt, but red", "10003", "red tshirt"),
+    ("words: 'black trousers'", None, "black trousers", None),
+    ("a photo: a casual shoe", "10127", None, None),
+    ("a photo and words: this t-shirt, but red", "10003", "but in red", None),
+    ("more like this catalog item, in black", None, "in black", "10127"),
 ]
 
 
 def run_examples(service: SearchService, catalog_root: Path) -> None:
     catalog = open_catalog(catalog_root)
     images = {item.id: catalog.image_path(item) for item in catalog.items()}
-    for title, item_id, text in EXAMPLES:
-        if item_id is not None and item_id not in images:
-            continue  # another catalog than the offline one: skip the photo examples
-        print(f"\n=== {title}" + (f"  [{images[item_id].name}]" if item_id else ""))
-        image = images[item_id].read_bytes() if item_id else None
-        query.print_results(service.search(image=image, text=text,
-                                           params=SearchParams(k=5, exclude=(item_id,) if item_id else ())))
+    for title, photo, text, like in EXAMPLES:
+        if any(item is not None and item not in images for item in (photo, like)):
+            continue  # another catalog than the offline one: skip the examples of its items
+        print(f"\n=== {title}" + (f"  [{images[photo].name}]" if photo else ""))
+        image = images[photo].read_bytes() if photo else None
+        query.print_results(service.search(image=image, text=text, item_id=like,
+                                           params=SearchParams(k=5, exclude=(photo,) if photo else ())))
 
 
 @cli.entry
@@ -38,9 +39,11 @@ def main(argv: list[str] | None = None) -> int:
                                      parents=[index.build_parser()])
     args = parser.parse_args(argv)
     cfg = index.IndexConfig.from_settings(**vars(args))
-    index.print_summary(summary := index.run(cfg))
-    if not summary["acceptable"]:
-        return 1
+    summary = index.ensure_index(cfg)  # a collection that fits is reused; else a new generation is built
+    if "reused" in summary:
+        print(f"reusing the indexed collection {summary['reused']} (--rebuild to index again)")
+    else:
+        index.print_summary(summary)
     with SearchService.open(cfg.model, cfg.store, cfg.collection, device=cfg.device) as service:
         run_examples(service, cfg.catalog)
     return 0

@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("rebuild", "letterbox", "allow_random_weights"):
         cli.add_field(p, IndexConfig, name, action="store_true")
     p.add_argument("--no-resume", dest="resume", action="store_false", default=None,
-                   help="start a new generation even if a crashed run left one unfinished (removed when this completes)")
+                   help="start a new generation even if a crashed run left one unfinished (it is removed when this "
+                        "one completes)")
     p.add_argument("--no-draft", dest="draft", action="store_false", default=None,
                    help="full-size JPEG decode before resizing")
     for name in ("limit", "batch_size", "encode_actors", "encode_cpus", "encode_gpus", "encode_threads",

@@ -21,13 +21,16 @@ from schemas.api import STRATEGIES
 from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TEXT_VECTOR
 
 MODES = ("text", "image", "image+text")
-# The evaluation's choices (docs/evaluation.md, `make eval`): the strategy for each query mode, and each
-# strategy's settled depth k1 (candidates per leg) and text weight (from the image+text queries, where every knob
-# matters; retrieval/evaluation.py says how a configuration is settled). Knobs a strategy does not read are 0.5.
-DEFAULT_STRATEGY = {"text": "hybrid_dbsf", "image": "image_knn", "image+text": "hybrid_rescore"}
+# The evaluation's choices (docs/evaluation.md, `make eval`; retrieval/evaluation.py says how a configuration is
+# settled): per query mode, the strategy and its depth k1 (candidates per leg) and text weight; and for a strategy
+# asked for by name in a mode it is not the default of, its settled knobs on the image+text queries (where every
+# knob matters). Knobs a strategy does not read are 0.5.
+DEFAULTS = {"text": ("hybrid_rescore", 50, 0.5), "image": ("image_knn", 100, 0.5),
+            "image+text": ("hybrid_rescore", 1000, 0.2)}
+DEFAULT_STRATEGY = {mode: strategy for mode, (strategy, _, _) in DEFAULTS.items()}
 DEFAULT_KNOBS = {
     "hybrid_dbsf": {"k1": 1000, "text_weight": 0.5}, "hybrid_rrf": {"k1": 1000, "text_weight": 0.5},
-    "hybrid_rescore": {"k1": 500, "text_weight": 0.2}, "bm25": {"k1": 100, "text_weight": 0.5},
+    "hybrid_rescore": {"k1": 1000, "text_weight": 0.2}, "bm25": {"k1": 100, "text_weight": 0.5},
     "vector_fusion": {"k1": 1000, "text_weight": 0.55}, "two_stage": {"k1": 500, "text_weight": 0.55},
     "two_stage_image": {"k1": 1000, "text_weight": 0.7}, "rrf": {"k1": 200, "text_weight": 0.55},
     "image_knn": {"k1": 100, "text_weight": 0.5}, "text_knn": {"k1": 100, "text_weight": 0.5},
@@ -70,10 +73,12 @@ class SearchParams:
 
     def resolved(self, mode: str) -> "SearchParams":
         """Every knob set: the strategy for this mode, its evaluated k1 and weight (k1 at least k)."""
-        strategy = self.strategy or DEFAULT_STRATEGY[mode]
-        knobs = DEFAULT_KNOBS[strategy]
-        k1 = self.k1 if self.k1 is not None else knobs["k1"]
-        weight = self.text_weight if self.text_weight is not None else knobs["text_weight"]
+        strategy, k1, weight = DEFAULTS[mode]
+        if self.strategy is not None and self.strategy != strategy:
+            strategy, k1, weight = self.strategy, DEFAULT_KNOBS[self.strategy]["k1"], \
+                DEFAULT_KNOBS[self.strategy]["text_weight"]
+        k1 = self.k1 if self.k1 is not None else k1
+        weight = self.text_weight if self.text_weight is not None else weight
         return replace(self, strategy=strategy, k1=max(k1, self.k), text_weight=weight)
 
 

@@ -21,7 +21,8 @@ from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TERMS_VECTOR, TEXT_VEC
 from schemas.jobs import StoreConfig
 from schemas.settings import get_settings
 
-SERVE_REMEDY = "Reindex it with this service's model (python -m jobs.index --rebuild), or serve the model it was built with."
+SERVE_REMEDY = ("Reindex it with this service's model (python -m jobs.index --rebuild), or serve the model it was "
+                "built with.")
 SEARCHED_VECTORS = (IMAGE_VECTOR, TEXT_VECTOR, BM25_VECTOR, TERMS_VECTOR)
 
 

@@ -28,9 +28,10 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(json_schema_extra=NEEDS_A_QUERY)
 
     text: str | None = Field(None, max_length=500, pattern=r"\S", description="What the shopper typed")
-    item_id: str | None = Field(None, min_length=1, max_length=500, description="More like this catalog item: its stored photo "
-                                "and document vectors stand for the photo and, without `text`, for the words "
-                                "(the item itself is left out)")
+    item_id: str | None = Field(None, min_length=1, max_length=500,
+                                description="More like this catalog item: its stored photo and document vectors "
+                                            "stand for the photo and, without `text`, for the words (the item "
+                                            "itself is left out)")
     image_base64: str | None = Field(None, min_length=1, description="A photo, base64-encoded (JPEG, PNG, WebP, ...)")
     k: int = Field(10, ge=1, le=MAX_K, description="Results to return")
     k1: int | None = Field(None, ge=1, le=MAX_K1, description="Candidates per leg (hybrid strategies) or stage-1 "

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
                                                                  "decompression bombs")
     query_max_pixels: int = Field(16_000_000, gt=0, description="Larger query photos are refused (a 16 MP phone "
                                                                 "photo passes; decoding memory is 3 bytes a pixel)")
+    metrics: bool = Field(True, description="Export the service's Prometheus metrics (off: to measure their cost)")
     query_decode_budget: int = Field(48_000_000, gt=0, description="Query pixels decoded at once per replica; more "
                                                                    "wait (bounds decode memory to a few hundred MB)")
 

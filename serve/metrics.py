@@ -50,6 +50,17 @@ class ServiceMetrics:
         self.queue.set(waiting, tags={"kind": kind})
 
 
+class NoMetrics:
+    """FASHION_METRICS=0: the same calls, recording nothing (bench.serving measures what metrics cost)."""
+
+    def searched(self, *args) -> None:
+        pass
+
+    refused = batched = searched
+
+
 @lru_cache(maxsize=1)
-def service_metrics() -> ServiceMetrics:
-    return ServiceMetrics()
+def service_metrics() -> ServiceMetrics | NoMetrics:
+    from schemas.settings import get_settings
+
+    return ServiceMetrics() if get_settings().metrics else NoMetrics()

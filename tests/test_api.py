@@ -82,7 +82,8 @@ def test_request_ids_and_one_log_line_per_search(client, caplog):
         odd = client.post("/search", json={}, headers={"X-Request-ID": "not a token <script>"})
     assert mine.headers["x-request-id"] == "t-1" and len(odd.headers["x-request-id"]) == 32
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "fashion.search"]
-    assert [(line["request_id"], line["status"]) for line in lines] == [("t-1", 200), (odd.headers["x-request-id"], 400)]
+    odd_id = odd.headers["x-request-id"]
+    assert [(line["request_id"], line["status"]) for line in lines] == [("t-1", 200), (odd_id, 400)]
     first = lines[0]
     assert first["mode"] == "text" and first["strategy"] and first["results"] == 10 and first["k"] == 10
     assert len(first["text"]) == 40 and "total_ms" in first["timings_ms"]

@@ -65,9 +65,9 @@ def wait_for(url: str, check, seconds: float = 90) -> list:
 
 
 MIX = [  # (request, status, mode, strategy or rejection reason)
-    ({"json": {"text": "blue jeans"}}, 200, "text", "hybrid_dbsf"),
-    ({"json": {"text": "red tshirt", "k": 3}}, 200, "text", "hybrid_dbsf"),
-    ({"json": {"text": "white shoes"}}, 200, "text", "hybrid_dbsf"),
+    ({"json": {"text": "blue jeans"}}, 200, "text", "hybrid_rescore"),
+    ({"json": {"text": "red tshirt", "k": 3}}, 200, "text", "hybrid_rescore"),
+    ({"json": {"text": "white shoes"}}, 200, "text", "hybrid_rescore"),
     ({"json": {"item_id": "10003", "text": "but red"}}, 200, "image+text", "hybrid_rescore"),
     ({"json": {"text": "red", "filters": {"colour": "Red"}}}, 422, "text", "unknown_filter"),
     ({"files": {"image": ("x.jpg", b"not a photo", "image/jpeg")}}, 400, "image", "undecodable_image"),
@@ -83,7 +83,8 @@ def test_metrics_move_by_exactly_the_mix_of_searches(service, metrics_port):
         assert response.status_code == status, response.text
     answered = Counter((mode, label, str(status)) for _, status, mode, label in MIX if status == 200)
     refused = Counter(label for _, status, _, label in MIX if status != 200)
-    requests = lambda s: total(s, "ray_fashion_search_requests_total") - total(before, "ray_fashion_search_requests_total")  # noqa: E731
+    name = "ray_fashion_search_requests_total"
+    requests = lambda s: total(s, name) - total(before, name)  # noqa: E731
     after = wait_for(url, lambda s: requests(s) >= len(MIX))
     assert requests(after) == len(MIX)
     for (mode, strategy, status), count in answered.items():

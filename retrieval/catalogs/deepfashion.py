@@ -127,7 +127,8 @@ def read_deepfashion_multimodal(root: Path) -> Iterator[CatalogItem]:
 def mm_document(metadata: dict[str, object]) -> str:
     """The caption, then the labels as words: "long-sleeve", "denim", "floral", and "hat" for a hat that is there."""
     words = [metadata.get("caption", ""), metadata.get("gender", ""), metadata.get("category", "")]
-    for key in [k for k, _ in SHAPE_ATTRIBUTES] + [f"{p}_{kind}" for kind in ("fabric", "pattern") for p in GARMENT_PARTS]:
+    labels = [k for k, _ in SHAPE_ATTRIBUTES] + [f"{p}_{kind}" for kind in ("fabric", "pattern") for p in GARMENT_PARTS]
+    for key in labels:
         value = metadata.get(key)
         if value is True:
             words.append(_words(key))

@@ -173,7 +173,7 @@ class VectorStore(Protocol):
     """
 
     def create_collection(self, spec: CollectionSpec) -> None:
-        """Create the collection (vectors, payload indexes, spec recorded) if absent; raise CollectionMismatch if it differs."""
+        """Create the collection (vectors, payload indexes, spec) if absent; CollectionMismatch if it differs."""
 
     def collection_spec(self, name: str) -> CollectionSpec | None:
         """The spec recorded with the collection, or None if there is no such collection."""

@@ -121,8 +121,9 @@ class EdgeStore:
     def query(self, collection: str, plan: Plan, limit: int, query_filter: Filter | None = None, *,
               with_vectors: bool = False, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> list[Hit]:
         edge_filter = to_edge_filter(query_filter, exclude, only)
-        request = _edge().QueryRequest(limit=limit, query=edge_query(plan), prefetches=edge_prefetches(plan, edge_filter),
-                                       filter=edge_filter, with_payload=True, with_vector=with_vectors)
+        request = _edge().QueryRequest(limit=limit, query=edge_query(plan),
+                                       prefetches=edge_prefetches(plan, edge_filter), filter=edge_filter,
+                                       with_payload=True, with_vector=with_vectors)
         with self._lock, _edge_errors():
             found = self._shard(collection).query(request)
         return [hit_from_record(p, p.score) for p in found]
