@@ -67,6 +67,7 @@ class PeakRss:
 async def measure(name: str, concurrency: int, store_path: str) -> dict:
     import httpx
 
+    from retrieval.model import canonical_spec
     from serve.api import SearchHandlers
     from serve.encoder import EncoderSpec
     from serve.routes import create_app
@@ -76,7 +77,7 @@ async def measure(name: str, concurrency: int, store_path: str) -> dict:
     budget = CONFIGS[name]["budget"] or s.query_decode_budget
     cfg = IndexConfig.from_settings(store_path=store_path)
     handlers = SearchHandlers(EncoderSpec(args=(s.model, "cpu", "fp32", max_pixels, 1, "none", budget)), cfg.store,
-                              cfg.collection, handlers_model(s.model), 10 * 1024 * 1024)
+                              cfg.collection, canonical_spec(s.model), 10 * 1024 * 1024)
     photo = largest_png(max_pixels - 1)
     transport = httpx.ASGITransport(app=create_app(handlers))
     async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=600) as client:
@@ -93,12 +94,6 @@ async def measure(name: str, concurrency: int, store_path: str) -> dict:
             "statuses": statuses, "baseline_mb": baseline / 2**20, "peak_mb": rss.peak / 2**20,
             "delta_mb": (rss.peak - baseline) / 2**20, "seconds": seconds,
             "budget_waits": handlers.encoder.target.budget.waits}
-
-
-def handlers_model(model: str) -> str:
-    from retrieval.model import ModelSpec
-
-    return str(ModelSpec.parse(model))
 
 
 def ensure_small_index(store_path) -> None:

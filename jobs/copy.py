@@ -21,7 +21,7 @@ from jobs.progress import Progress
 from retrieval.generations import new_generation_name, publish
 from retrieval.store.base import ITEM_ID_FIELD, Hit, Point, SparseVector, VectorStore, item_ids
 from retrieval.store.factory import open_store
-from schemas.jobs import STORE_BACKENDS, StoreConfig
+from schemas.jobs import STORE_BACKENDS, IndexConfig, StoreConfig
 
 PAGE = 256
 SAMPLE = 50  # points compared vector by vector after the copy
@@ -79,11 +79,14 @@ def copy_collection(source: VectorStore, alias: str, target: VectorStore, keep: 
     spec = source.collection_spec(name)
     if spec is None:
         raise cli.UsageError(f"no collection or alias {alias!r} in the source store")
+    if not spec.complete:
+        raise cli.UsageError(f"{name} is a partial generation (its index run did not finish): rerun that run, or "
+                             "copy a complete one")
     into = new_generation_name(alias)
     target.create_collection(spec.model_copy(update={"name": into, "complete": False}))
     copied = copy_points(source, name, target, into)
     checked = verify(source, name, target, into)
-    if checked["points"] > 20_000:
+    if checked["points"] > IndexConfig.model_fields["optimize_above"].default:
         target.optimize(into)
     published = publish(target, alias, into, keep)
     return {"source": name, "target": into, "alias": alias, "copied": copied, **checked,
@@ -106,16 +109,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli.entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    to = StoreConfig.from_settings(qdrant_url=args.to_qdrant_url, qdrant_api_key=args.to_qdrant_api_key,
-                                   store_backend=args.to_store_backend, store_path=args.to_store_path)
-    if args.to_qdrant_url is None:
-        to = to.model_copy(update={"url": None, "api_key": None})  # an embedded target even if FASHION_QDRANT_URL
-    source, target = open_store(cli.store_config(args)), open_store(to)
+    # The target is only what the --to-* flags say: never the source's server, key or settings.
+    to = StoreConfig(url=args.to_qdrant_url, api_key=args.to_qdrant_api_key, backend=args.to_store_backend,
+                     path=args.to_store_path.expanduser().resolve() if args.to_store_path else None)
+    source = open_store(cli.store_config(args))
     try:
-        summary = copy_collection(source, cli.collection_of(args), target)
+        target = open_store(to)
+        try:
+            summary = copy_collection(source, cli.collection_of(args), target)
+        finally:
+            target.close()
     finally:
         source.close()
-        target.close()
     print(f"copied {summary['copied']} points of {summary['source']} into {summary['target']}; counts agree and "
           f"{summary['sampled']} sampled points match; alias {summary['alias']} switched to it")
     return 0

@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reusing the indexed collection {summary['reused']} (--rebuild to index again)")
     else:
         index.print_summary(summary)
-    with SearchService.open(cfg.model, cfg.store, cfg.collection, device=cfg.device) as service:
+    with SearchService.open(cfg.model, cfg.store, cfg.collection, device=cfg.device,
+                            precision=cfg.precision) as service:
         run_examples(service, cfg.catalog)
     return 0
 

@@ -39,8 +39,8 @@ def write_markdown(path: Path, report: dict) -> None:
 
 def choice_section(mode: str, choice: dict) -> list[str]:
     """Each strategy of a mode at its best against the best of those using every signal, and the default."""
-    lines = ["", f"## {mode}: each strategy at its best", "",
-             "delta = paired mean nDCG@10 difference to the best strategy using every signal of the query "
+    lines = ["", f"## {mode}: each strategy at its settled configuration", "",
+             "delta = paired mean nDCG@10 difference to the best configuration of the strategies using every signal "
              "(all signals = yes), with a 95 % bootstrap interval; ms = median search() latency, results explained "
              "as the service does, without the evaluation's kNN memo (k = 10).", ""]
     shown = [{**row, "delta": "{:+.3f} [{:+.3f}, {:+.3f}]".format(*row["delta_vs_best"]),

@@ -66,7 +66,8 @@ def index_config(args: argparse.Namespace) -> IndexConfig:
     given = {k: v for k, v in vars(args).items() if k in IndexConfig.model_fields and k != "collection"}
     cfg = IndexConfig.from_settings(**given, store_path=args.store_path or args.out_dir / "qdrant")
     name = args.collection or f"eval-{cfg.catalog.resolve().name}" + (f"-{cfg.limit}" if cfg.limit else "")
-    return cfg.model_copy(update={"collection": name})
+    own = cfg.store.model_copy(update={"url": None, "api_key": None})  # never a server FASHION_QDRANT_URL names
+    return cfg.model_copy(update={"collection": name, "store": own})
 
 
 def load_vectors(store: VectorStore, collection: str, ids: list[str], batch: int = 1000) -> dict[str, dict]:
@@ -152,7 +153,7 @@ class Phases:
 
 def choose(store: VectorStore, collection: str, scores: dict, rows: list[dict], queries: list[Query],
            encoded: list[EncodedQuery], n_timed: int) -> dict[str, dict]:
-    """Per mode with a choice to make: each strategy at its best against the best, timed, and the default."""
+    """Per mode with a choice to make: each strategy settled, against the best, timed, and the default."""
     out = {}
     for mode in ("text", "image+text"):
         if not any(r["mode"] == mode for r in rows):

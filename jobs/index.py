@@ -163,16 +163,17 @@ def run(cfg: IndexConfig) -> dict:
 
 
 def fitting_collection(cfg: IndexConfig) -> str | None:
-    """The generation behind cfg's alias when it fits this run (model, letterbox, segmentation, vectors) and holds
-    points, else None."""
-    from retrieval.model import ModelSpec
+    """The generation behind cfg's alias when it fits this run (model, letterbox, segmentation, vectors, catalog)
+    and holds points, else None."""
+    from retrieval.model import canonical_spec
 
     store = open_store(cfg.store)
     try:
         name = store.resolve_alias(cfg.collection)
         found = store.collection_spec(name) if name else None
-        wanted = {"model": str(ModelSpec.parse(cfg.model)), "letterbox": cfg.letterbox,
-                  "segmentation": cfg.segment, "vectors": CollectionSpec.model_fields["vectors"].default}
+        wanted = {"model": canonical_spec(cfg.model), "letterbox": cfg.letterbox, "segmentation": cfg.segment,
+                  "vectors": CollectionSpec.model_fields["vectors"].default,
+                  "catalog_root": str(open_catalog(cfg.catalog, cfg.catalog_format).root)}
         return name if found and found.problem(**wanted) is None and store.count(name) else None
     finally:
         store.close()

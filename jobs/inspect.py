@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from jobs import cli
-from retrieval.store.base import SparseVector, VectorStore
+from retrieval.store.base import SparseVector, StoreError, VectorStore
 from retrieval.store.factory import open_store
 
 FACET_VALUES = 20
@@ -27,10 +27,15 @@ def overview(store: VectorStore) -> dict[str, Any]:
     aliases = store.aliases()
     rows = []
     for name in store.list_collections():
-        spec = store.collection_spec(name)
-        rows.append({"name": name, "points": store.count(name), "complete": spec.complete, "model": spec.model,
-                     "dim": spec.dim, "vectors": list(spec.vectors), "letterbox": spec.letterbox,
-                     "segmentation": spec.segmentation, "aliases": sorted(a for a, c in aliases.items() if c == name)})
+        row = {"name": name, "aliases": sorted(a for a, c in aliases.items() if c == name)}
+        try:
+            spec = store.collection_spec(name)
+            row.update(complete=spec.complete, model=spec.model, dim=spec.dim, vectors=list(spec.vectors),
+                       letterbox=spec.letterbox, segmentation=spec.segmentation)
+            row["points"] = store.count(name)
+        except StoreError as err:  # open in another process (the service, a run), or not made by this project
+            row["problem"] = str(err)
+        rows.append(row)
     return {"aliases": aliases, "collections": rows}
 
 
@@ -67,8 +72,11 @@ def print_overview(view: dict) -> None:
     print(f"aliases: {', '.join(f'{a} -> {c}' for a, c in sorted(view['aliases'].items())) or '(none)'}")
     print(f"{'collection':<40} {'points':>8}  {'state':<9} {'model':<40} aliases")
     for row in view["collections"]:
-        state = "complete" if row["complete"] else "partial"
-        print(f"{row['name']:<40} {row['points']:>8}  {state:<9} {row['model'][-40:]:<40} {', '.join(row['aliases'])}")
+        state = "" if "complete" not in row else "complete" if row["complete"] else "partial"
+        points, model = row.get("points", "?"), row.get("model", "")[-40:]
+        print(f"{row['name']:<40} {points:>8}  {state:<9} {model:<40} {', '.join(row['aliases'])}")
+        if "problem" in row:
+            print(f"    ({row['problem']})")
 
 
 def print_detail(view: dict) -> None:

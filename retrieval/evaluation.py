@@ -203,7 +203,7 @@ def compare_strategies(scores: dict, rows: list[dict], mode: str) -> list[dict]:
 
 
 def recommend(comparison: list[dict], latency_ms: dict[str, float]) -> dict | None:
-    """The fastest strategy using every signal whose best configuration is not significantly worse than the best
-    of them (the module's rule)."""
+    """The fastest strategy using every signal whose settled configuration is not significantly worse than the best
+    configuration of them (the module's rule)."""
     fine = [row for row in comparison if row["all_signals"] and row["delta_vs_best"][2] >= 0]
     return min(fine, key=lambda r: (latency_ms.get(r["label"], float("inf")), -r["ndcg@10"]), default=None)

@@ -54,11 +54,12 @@ def generations(store: VectorStore, alias: str) -> list[tuple[str, CollectionSpe
 
 
 def unfinished(store: VectorStore, spec: CollectionSpec) -> str | None:
-    """The newest partial generation of the alias that this run could continue (fits it and reads the same
-    catalog), or None."""
+    """The newest partial generation of the alias that this run could continue (fits it, and reads the same
+    catalog in the same way), or None."""
     for name, found in reversed(generations(store, spec.name)):
-        same_catalog = found.catalog_root == spec.catalog_root
-        if not found.complete and same_catalog and found.problem(**spec.wanted_by_writer()) is None:
+        # The same catalog read the same way: its filter fields and BM25 mean length come from the items read.
+        same_run = all(getattr(found, f) == getattr(spec, f) for f in ("catalog_root", "filter_fields", "bm25_avg_len"))
+        if not found.complete and same_run and found.problem(**spec.wanted_by_writer()) is None:
             return name
     return None
 

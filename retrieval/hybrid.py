@@ -11,8 +11,9 @@ The two kinds of word evidence are fused first (the words group), then the words
   standard deviations, then summed), k1 candidates per leg;
 - hybrid_rrf: reciprocal-rank fusion at every level (k = 60);
 - hybrid_rescore: the words pick the candidates: the items whose documents have all of them (the `terms` vector:
-  the document's words at 1.0, so n query words score n exactly on those), or, when fewer than k do, any of them
-  (BM25), or, when none does, the words' CLIP neighbours. The photo nudged by the words,
+  the document's words at 1.0, so n query words score n exactly on those), then, while fewer than k results came
+  back, those with any of them (BM25), then the words' CLIP neighbours (when the words are in no document, or a
+  filter leaves too few). The photo nudged by the words,
   normalize((1 - w) * photo + w * words), ranks them by two views fused by DBSF: how each candidate looks (against
   its photo) and how it is described (against its document, CLIP's image-to-text side). "This, but red" looks
   among the red items for the one most like the photo; "this, but a red t-shirt" among the red t-shirts. Every
@@ -28,6 +29,9 @@ from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TERMS_VECTOR, TEXT_VEC
 
 STRATEGIES = ("hybrid_rrf", "hybrid_dbsf", "hybrid_rescore", "bm25")
 CANDIDATES = ("all_words", "any_word", "meaning")  # hybrid_rescore's candidate sources, narrowest first
+# Items with all the words tie (each scores n on `terms`), so the store would keep an arbitrary k1 of them: take
+# them all (an exact sparse scan, cheap) and let BM25 keep the k1 best.
+ALL_WORDS_LIMIT = 100_000
 
 
 def photo_legs(query, k1: int) -> list[Plan]:
@@ -58,10 +62,11 @@ def words_group(query, method: str, k1: int) -> list[Plan]:
 
 
 def candidate_legs(query, k1: int, source: str) -> list[Plan]:
-    """Where hybrid_rescore's candidates come from (CANDIDATES), best by BM25 within the lexical ones."""
+    """Where hybrid_rescore's candidates come from (CANDIDATES): the k1 best by BM25 among the lexical ones."""
     if source == "all_words" and query.words and len(query.words.indices) > 1:  # one word: all = any
         every = len(query.words.indices) - 0.5  # scores are whole numbers of words: n - 0.5 keeps exactly n
-        return [Rescore((Nearest(TERMS_VECTOR, query.words.as_query(), k1, every),), BM25_VECTOR, query.words, k1)]
+        having_all = Nearest(TERMS_VECTOR, query.words.as_query(), ALL_WORDS_LIMIT, every)
+        return [Rescore((having_all,), BM25_VECTOR, query.words, k1)]
     if source == "any_word":
         return lexical_legs(query, k1)
     return meaning_legs(query, k1) if source == "meaning" else []

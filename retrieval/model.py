@@ -45,6 +45,11 @@ class ModelSpec:
         return Path(self.name.removeprefix("local-dir:")) if self.name.startswith("local-dir:") else None
 
 
+def canonical_spec(spec: str) -> str:
+    """The one spelling of a model spec that collections record (a local folder as its absolute path)."""
+    return str(ModelSpec.parse(spec))
+
+
 def resolve_device(device: str = "auto") -> str:
     """auto picks the first CUDA GPU when there is one."""
     import torch

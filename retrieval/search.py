@@ -121,6 +121,7 @@ class SearchOutcome:
     results: list[Result]
     strategy: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
+    mode: str = ""  # the query's mode, as searched
 
 
 def validate_filters(filters: Filter | None, allowed: tuple[str, ...]) -> None:
@@ -173,7 +174,7 @@ def search(store: VectorStore, collection: str, query: EncodedQuery, params: Sea
     timings = {"search_ms": (time.perf_counter() - started) * 1000}
     results = explain(store, collection, query, ranked) if params.explain else [Result(*r) for r in ranked]
     timings["explain_ms"] = (time.perf_counter() - started) * 1000 - timings["search_ms"]
-    return SearchOutcome(results, params.strategy, timings)
+    return SearchOutcome(results, params.strategy, timings, query.mode)
 
 
 def explain(store: VectorStore, collection: str, query: EncodedQuery, ranked: fusion.Ranked) -> list[Result]:

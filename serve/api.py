@@ -3,6 +3,7 @@ deployment that holds them (the store is opened in one process; the encoder is i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -68,9 +69,12 @@ class SearchHandlers:
         try:
             collection, spec = self.searcher.current()
             points = self.searcher.store.count(collection)
-            await self.encoder.model_spec()
         except StoreError as err:
             raise HTTPException(503, f"store not ready: {err}") from err
+        try:
+            await self.encoder.model_spec()
+        except Exception as err:  # noqa: BLE001 - an encoder replica that is down or starting: not ready
+            raise HTTPException(503, f"encoder not ready: {type(err).__name__}: {err}") from err
         return ReadyResponse(status="ready", collection=collection, points=points, model=spec.model,
                              filter_fields=list(spec.filter_fields), filter_values=spec.filter_values,
                              default_strategy=DEFAULT_STRATEGY, strategies=list(STRATEGIES))
@@ -81,17 +85,22 @@ class SearchHandlers:
         try:
             search, image = await parse_search(request, self.max_upload_bytes)
             record.update(mode=request_mode(search, image), k=search.k, text=(search.text or "")[:TEXT_LOGGED])
-            response = await self._search(search, image, started)
+            response, mode = await self._search(search, image, started)
         except Refused as refusal:
             self.metrics.refused(record["mode"], refusal.status_code, refusal.reason)
             log_search({**record, "status": refusal.status_code, "reason": refusal.reason})
             raise
-        self.metrics.searched(record["mode"], response.strategy, 200, response.timings_ms)
-        log_search({**record, "status": 200, "strategy": response.strategy, "results": len(response.results),
+        except Exception as err:  # a bug or a dead encoder replica: counted and logged, then Serve answers 500
+            self.metrics.refused(record["mode"], 500, "internal_error")
+            log_search({**record, "status": 500, "reason": "internal_error", "error": type(err).__name__})
+            raise
+        self.metrics.searched(mode, response.strategy, 200, response.timings_ms)
+        log_search({**record, "mode": mode, "status": 200, "strategy": response.strategy,
+                    "results": len(response.results),
                     "timings_ms": {k: round(v, 2) for k, v in response.timings_ms.items()}})
         return response
 
-    async def _search(self, search: SearchRequest, image: bytes | None, started: float) -> SearchResponse:
+    async def _search(self, search: SearchRequest, image: bytes | None, started: float) -> tuple[SearchResponse, str]:
         try:
             return await self._run(search, image, started)
         except ItemNotFound as err:
@@ -100,24 +109,25 @@ class SearchHandlers:
             raise Refused(422, "unknown_filter", str(err)) from err
         except StrategyError as err:
             raise Refused(422, "strategy_needs_signal", str(err)) from err
-        except QueryError as err:
+        except QueryError as err:  # no image, no words, no item (the schema says so too)
             raise Refused(400, "empty_query", str(err)) from err
         except StoreError as err:
             raise Refused(503, "store_unavailable", f"store unavailable: {err}") from err
 
-    async def _run(self, search: SearchRequest, image: bytes | None, started: float) -> SearchResponse:
-        """The shared orchestration (retrieval/service.py), with the batching encoder between its two halves."""
-        pending = self.searcher.begin(image, search.text, search.item_id)
+    async def _run(self, search: SearchRequest, image: bytes | None, started: float) -> tuple[SearchResponse, str]:
+        """The shared orchestration (retrieval/service.py), with the batching encoder between its two halves; the
+        response and the mode searched (an item alone searches by its photo and its words)."""
+        pending = self.searcher.begin(image, search.text, search.item_id, started)
         query, rejected = await self.encoder.encode(pending.image, pending.text, pending.spec.letterbox,
                                                     search.segment and pending.image is not None)
         if rejected:
-            reason = "image_too_large" if "decompression bomb" in rejected else "undecodable_image"
-            raise Refused(400, reason, rejected)
-        outcome = self.searcher.finish(pending, query, to_params(search))
-        timings = {"parse_ms": (pending.started - started) * 1000, **outcome.timings_ms}
-        timings["total_ms"] = (time.perf_counter() - started) * 1000
-        return SearchResponse(collection=pending.collection, strategy=outcome.strategy,
-                              results=[to_item(r) for r in outcome.results], timings_ms=timings)
+            raise Refused(400, *rejected)
+        # The store's calls (and the explanation) off the event loop: other requests keep being parsed meanwhile.
+        outcome = await asyncio.to_thread(self.searcher.finish, pending, query, to_params(search))
+        timings = {"parse_ms": (pending.parsed - started) * 1000, **outcome.timings_ms}
+        response = SearchResponse(collection=pending.collection, strategy=outcome.strategy,
+                                  results=[to_item(r) for r in outcome.results], timings_ms=timings)
+        return response, outcome.mode
 
     def item_image(self, item_id: str) -> FileResponse:
         try:

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
+from retrieval.model import canonical_spec
 from schemas.jobs import QUERY_SEGMENTERS, STORE_SETTINGS, StoreConfig
 from schemas.settings import get_settings
 from serve.api import SearchAPI
@@ -72,7 +73,7 @@ def build_app(args: ServeArgs) -> Application:
     encoder_args = (args.model, args.device, args.precision, args.query_max_pixels,
                     args.encoder_threads or max(1, int(args.encoder_cpus)), args.query_segmenter,
                     args.query_decode_budget)
-    ingress_args = (args.store(), args.collection, _model_spec(args.model), args.max_upload_bytes)
+    ingress_args = (args.store(), args.collection, canonical_spec(args.model), args.max_upload_bytes)
     if args.encoder_placement == "ingress":
         ingress = SearchAPI.options(num_replicas=args.ingress_replicas, ray_actor_options={
             "num_cpus": args.ingress_cpus + args.encoder_cpus, "num_gpus": args.encoder_gpus})
@@ -84,12 +85,6 @@ def build_app(args: ServeArgs) -> Application:
     ingress = SearchAPI.options(num_replicas=args.ingress_replicas,
                                 ray_actor_options={"num_cpus": args.ingress_cpus})
     return ingress.bind(encoder, *ingress_args)
-
-
-def _model_spec(model: str) -> str:
-    from retrieval.model import ModelSpec
-
-    return str(ModelSpec.parse(model))
 
 
 def __getattr__(name: str) -> Application:

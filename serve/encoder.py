@@ -7,6 +7,7 @@ same code as its own deployment (GPU replicas, scaling apart from the ingress). 
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,27 +46,28 @@ class QueryEncoderCore:
         return self.encoder.spec
 
     async def encode(self, image: bytes | None, text: str | None, letterbox: bool = False,
-                     segment: bool = False) -> tuple[EncodedQuery | None, str | None]:
-        """The query vectors, or the reason the image was rejected (a value, so no traceback crosses processes)."""
+                     segment: bool = False) -> tuple[EncodedQuery | None, tuple[str, str] | None]:
+        """The query vectors, or why the image was rejected as (reason code, message): a value, so no traceback
+        crosses processes."""
         if segment and self.segmenter is None:
-            return None, "garment isolation is not enabled on this service (query_segmenter: none)"
+            return None, ("segmentation_disabled",
+                          "garment isolation is not enabled on this service (query_segmenter: none)")
         image_task = self._image(image, letterbox, segment) if image else _none()
         text_task = self.texts(text) if text else _none()
         try:
             image_vector, text_vector = await asyncio.gather(image_task, text_task)
         except ImageRejected as err:
-            return None, f"the image cannot be used: {err}"
+            reason = "image_too_large" if err.reason == "decompression bomb" else "undecodable_image"
+            return None, (reason, f"the image cannot be used: {err}")
         return EncodedQuery(image=image_vector, text=text_vector), None
 
     async def _image(self, data: bytes, letterbox: bool, segment: bool) -> np.ndarray:
         """Decoding is per request (each has its own options), off the event loop and within the pixel budget; the
         model call is batched."""
         size = pixel_count(data)
-        async with self.budget.hold(size if size <= self.max_pixels else 0):  # too large: refused from its header
-            pixels = await asyncio.to_thread(prepare_pixels, data,
-                                             self.encoder.preprocess_cfg.with_letterbox(letterbox),
-                                             max_pixels=self.max_pixels,
-                                             segmenter=self.segmenter if segment else None)
+        prepare = functools.partial(prepare_pixels, data, self.encoder.preprocess_cfg.with_letterbox(letterbox),
+                                    max_pixels=self.max_pixels, segmenter=self.segmenter if segment else None)
+        pixels = await self.budget.run(size if size <= self.max_pixels else 0, prepare)  # too large: refused cheaply
         return await self.images(pixels)
 
 
@@ -89,7 +91,7 @@ class EncoderClient:
         self.target = QueryEncoderCore(*target.args) if self.local else target
 
     async def encode(self, image: bytes | None, text: str | None, letterbox: bool,
-                     segment: bool) -> tuple[EncodedQuery | None, str | None]:
+                     segment: bool) -> tuple[EncodedQuery | None, tuple[str, str] | None]:
         if self.local:
             return await self.target.encode(image, text, letterbox, segment)
         return await self.target.encode.remote(image, text, letterbox, segment)

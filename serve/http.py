@@ -97,17 +97,33 @@ def _b64(text: str) -> bytes:
 
 
 async def _parse_form(request: Request, max_bytes: int) -> tuple[SearchRequest, bytes | None]:
+    """The body is read within the limit first (with or without a Content-Length), then parsed as a form."""
+    body = await _read_limited(request, max_bytes)
     try:
-        form = await request.form(max_files=1, max_fields=FORM_FIELDS, max_part_size=max_bytes)
-    except HTTPException:
-        raise
+        form = await Request(request.scope, _replay(body)).form(max_files=1, max_fields=FORM_FIELDS,
+                                                                 max_part_size=max_bytes)
     except Exception as err:  # noqa: BLE001 - starlette's multipart errors vary; all mean a malformed body
         raise Refused(400, "bad_body", f"malformed form body: {str(err)[:MESSAGE_CHARS]}") from err
-    upload = form.get("image")
-    image = await upload.read() if upload is not None and hasattr(upload, "read") else None
-    if image is not None and len(image) > max_bytes:
-        raise Refused(413, "too_large", f"image is over the {max_bytes}-byte limit")
-    fields = {k: v for k, v in form.items() if k != "image" and isinstance(v, str)}  # "" is a value, as in JSON
+    try:
+        upload = form.get("image")
+        image = await upload.read() if upload is not None and hasattr(upload, "read") else None
+        fields = {k: v for k, v in form.items() if k != "image" and isinstance(v, str)}  # "" is a value, as in JSON
+    finally:
+        await form.close()
     if "filters" in fields:
         fields["filters"] = loads(fields["filters"], "filters")
     return _validate(fields, strict=False), image or None
+
+
+def _replay(body: bytes):
+    """An ASGI receive that hands over a body already read."""
+    sent = False
+
+    async def receive() -> dict:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive

@@ -1,15 +1,19 @@
 """A budget of image pixels being decoded at once: a request holds its photo's pixel count while it decodes, and
-waits while others hold the rest. Decoding costs memory in proportion to pixels (3 bytes each, twice over for
-conversions), so this bounds a replica's decode memory however many large photos arrive together; small photos
-pass at once.
+waits (first come, first served) while others hold the rest. Decoding costs memory in proportion to pixels (3 bytes
+each, twice over for conversions), so this bounds a replica's decode memory however many large photos arrive
+together; small photos pass at once.
+
+The pixels are given back when the decode itself ends, not when the request does: a client that hangs up cancels
+its request, but not the worker thread already decoding its photo.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
+import functools
 import io
-from typing import AsyncIterator
+from typing import Any, Callable
 
 from PIL import Image
 
@@ -26,31 +30,41 @@ def pixel_count(data: bytes) -> int:
 
 
 class PixelBudget:
-    """`async with budget.hold(pixels):` waits until that many pixels (at most the whole budget) are free."""
+    """`await budget.run(pixels, fn, *args)`: fn(*args) in a worker thread once that many pixels (at most the whole
+    budget) are free. One event loop uses it (the replica's)."""
 
     def __init__(self, pixels: int):
         self.total, self.free = pixels, pixels
-        self._changed: asyncio.Condition | None = None
+        self._waiting: collections.deque[tuple[int, asyncio.Future]] = collections.deque()
         self.waits = 0  # requests that had to wait, for tests and benchmarks
 
-    @contextlib.asynccontextmanager
-    async def hold(self, pixels: int) -> AsyncIterator[None]:
+    async def run(self, pixels: int, fn: Callable[..., Any], *args: Any) -> Any:
         need = min(pixels, self.total)
-        changed = self._condition()
-        async with changed:
-            if self.free < need:
-                self.waits += 1
-            await changed.wait_for(lambda: self.free >= need)
-            self.free -= need
-        try:
-            yield
-        finally:
-            async with changed:
-                self.free += need
-                changed.notify_all()
+        await self._acquire(need)
+        work = asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
+        work.add_done_callback(lambda _: self._release(need))
+        return await asyncio.shield(work)  # a cancelled request leaves the decode (and its pixels) to finish
 
-    def _condition(self) -> asyncio.Condition:
-        loop = asyncio.get_running_loop()
-        if self._changed is None or getattr(self._changed, "_loop", loop) is not loop:
-            self._changed = asyncio.Condition()
-        return self._changed
+    async def _acquire(self, need: int) -> None:
+        if not self._waiting and self.free >= need:
+            self.free -= need
+            return
+        self.waits += 1
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting.append((need, turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():  # granted just as the request was cancelled: give it back
+                self._release(need)
+            else:
+                self._waiting.remove((need, turn))
+            raise
+
+    def _release(self, need: int) -> None:
+        self.free += need
+        while self._waiting and self.free >= self._waiting[0][0]:
+            wanted, turn = self._waiting.popleft()
+            if not turn.done():
+                self.free -= wanted
+                turn.set_result(None)

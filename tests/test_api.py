@@ -13,6 +13,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import positive_data_acceptance
 from starlette.testclient import TestClient
 
+from retrieval.model import canonical_spec
 from schemas.api import STRATEGIES
 from serve.api import SearchHandlers
 from serve.encoder import EncoderSpec
@@ -24,15 +25,9 @@ MAX_UPLOAD = 2_000_000
 @pytest.fixture(scope="module")
 def app(small_index, model_spec):
     handlers = SearchHandlers(EncoderSpec(args=(model_spec, "cpu", "fp32", 80_000_000, None, "none")),
-                              small_index.store, small_index.collection, handlers_model(model_spec), MAX_UPLOAD)
+                              small_index.store, small_index.collection, canonical_spec(model_spec), MAX_UPLOAD)
     yield create_app(handlers)
     handlers.searcher.store.close()
-
-
-def handlers_model(model_spec: str) -> str:
-    from retrieval.model import ModelSpec
-
-    return str(ModelSpec.parse(model_spec))
 
 
 @pytest.fixture(scope="module")

@@ -47,12 +47,13 @@ def test_a_bug_keeps_its_traceback(capsys):
     assert cli.entry(lambda argv=None: None)([]) == 0
 
 
-def test_validation_errors_name_the_field():
+def test_validation_errors_name_the_field(capsys):
     @cli.entry
     def bad_config(argv=None):
         IndexConfig.from_settings(batch_size=0)
 
     assert bad_config([]) == cli.USAGE_ERROR
+    assert capsys.readouterr().err.startswith("error: batch_size: Input should be greater than 0")
 
 
 def entry_modules() -> list[str]:

@@ -97,6 +97,13 @@ def test_a_killed_rebuild_is_resumed_and_the_alias_never_sees_it(ray_cluster, of
     killed_at = run_until(argv, lambda line: indexed_in(line) >= n // 4, cwd=Path(__file__).resolve().parents[1])
     assert n // 4 <= killed_at < n, killed_at
     kill_lock_holders(store)  # its Ray workers run in sessions of their own: the crash takes them too
+    opened = open_store(first_cfg.store)
+    try:  # the alias stayed on the last complete generation; the dead run's is marked partial
+        assert opened.resolve_alias(first_cfg.collection) == first["collection"]
+        (partial,) = [c for c in opened.list_collections() if c != first["collection"]]
+        assert not opened.collection_spec(partial).complete
+    finally:
+        opened.close()
     _, second = run_index(offline_catalog, model_spec, store, limit=n, rebuild=True)
     assert second["resumed"] and second["already_in_collection"] >= killed_at
     assert second["indexed"] == n - second["already_in_collection"]  # only what the killed run had not written

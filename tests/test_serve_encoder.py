@@ -4,6 +4,7 @@ bounded decode memory (pixel limit, pixel budget)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -70,26 +71,46 @@ def test_image_query_and_rejection(core, offline_catalog):
     query, rejected = asyncio.run(core.encode(photo, "in red"))
     assert rejected is None and query.image.shape == query.text.shape == (core.encoder.dim,)
     query, rejected = asyncio.run(core.encode(b"not an image", None))
-    assert query is None and rejected.startswith("the image cannot be used")
+    assert query is None and rejected[0] == "undecodable_image" and rejected[1].startswith("the image cannot be used")
 
 
 def test_the_pixel_budget_bounds_decodes_in_flight():
     from serve.limits import PixelBudget
 
-    budget, active, peak = PixelBudget(100), [0], [0]
+    budget, lock, active, peak = PixelBudget(100), threading.Lock(), [0], [0]
 
-    async def decode(pixels: int) -> None:
-        async with budget.hold(pixels):
+    def decode(pixels: int) -> int:
+        with lock:
             active[0] += min(pixels, budget.total)  # a photo over the whole budget decodes alone
             peak[0] = max(peak[0], active[0])
-            await asyncio.sleep(0.01)
+        time.sleep(0.02)
+        with lock:
             active[0] -= min(pixels, budget.total)
+        return pixels
 
     async def scenario():
-        await asyncio.gather(*(decode(40) for _ in range(6)), decode(500), decode(1))
+        return await asyncio.gather(*(budget.run(p, decode, p) for p in (40,) * 6 + (500, 1)))
 
-    asyncio.run(scenario())
+    assert asyncio.run(scenario()) == [40] * 6 + [500, 1]
     assert peak[0] <= 100 and budget.waits > 0 and budget.free == 100
+
+
+def test_a_waiter_is_woken_when_the_holder_is_done_and_a_cancelled_request_still_frees_its_pixels():
+    from serve.limits import PixelBudget
+
+    budget = PixelBudget(10)
+
+    async def scenario():
+        holder = asyncio.create_task(budget.run(10, time.sleep, 0.05))
+        await asyncio.sleep(0.01)
+        waiter = asyncio.create_task(budget.run(5, lambda: "decoded"))
+        cancelled = asyncio.create_task(budget.run(5, time.sleep, 0.05))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()  # hung up while waiting: it gives nothing back and holds nothing
+        await holder
+        return await asyncio.wait_for(waiter, 5)
+
+    assert asyncio.run(scenario()) == "decoded" and budget.free == 10
 
 
 def test_a_huge_query_photo_is_refused_from_its_header(model_spec):
@@ -103,4 +124,5 @@ def test_a_huge_query_photo_is_refused_from_its_header(model_spec):
     Image.new("L", (8900, 8900)).save(buffer, "PNG")  # 79 Mpx in ~80 kB
     core = QueryEncoderCore(model_spec, device="cpu", max_pixels=16_000_000)
     query, rejected = asyncio.run(core.encode(buffer.getvalue(), None))
-    assert query is None and "decompression bomb" in rejected and "16000000" in rejected
+    reason, message = rejected
+    assert query is None and reason == "image_too_large" and "decompression bomb" in message and "16000000" in message

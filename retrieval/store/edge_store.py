@@ -73,6 +73,7 @@ class EdgeStore:
         self._open: dict[str, _OpenShard] = {}
         self._aliases: dict[str, str] = {}
         self._aliases_stamp: tuple[int, int, int] | None = None
+        self._retired: set[str] = set()  # generations the aliases left: closed whenever found open
 
     def create_collection(self, spec: CollectionSpec) -> None:
         with self._lock, _edge_errors():
@@ -255,15 +256,21 @@ class EdgeStore:
         else:
             stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
             if stamp == self._aliases_stamp:
+                if self._retired & self._open.keys():
+                    with self._lock:
+                        self._retire(set(self._retired))
                 return self._aliases
             aliases = json.loads(path.read_text())
         with self._lock:
-            self._retire(set(self._aliases.values()) - set(aliases.values()))
+            self._retired |= set(self._aliases.values()) - set(aliases.values())
+            self._retired -= set(aliases.values())
+            self._retire(set(self._retired))
             self._aliases, self._aliases_stamp = aliases, stamp
         return aliases
 
     def _retire(self, names: set[str]) -> None:
-        # The generation an alias no longer points to is released, so the index job may delete it.
+        # The generation an alias no longer points to is released, so the index job may delete it; a search that
+        # had resolved it just before the switch may open it once more, and the next look at the aliases closes it.
         for name in names:
             handle = self._open.pop(name, None)
             if handle is not None:
