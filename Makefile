@@ -25,7 +25,7 @@ export RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S ?= 2
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: help venv demo test test-fast index query submit serve inspect eval bench bench-serve bench-store bench-scale \
-	bench-memory clean
+	bench-memory bench-resume clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -83,6 +83,9 @@ bench-store: $(STAMP) ## store backends: upsert time and kNN latency on syntheti
 
 bench-memory: $(STAMP) ## peak memory of the search handlers under 16 concurrent maximum-size photos
 	$(BIN)/python -m bench.query_memory $(ARGS)
+
+bench-resume: $(STAMP) ## a full-catalog index run killed at 25 %, then resumed: what is kept, what is redone
+	$(BIN)/python -m bench.resume $(ARGS)
 
 clean: ## remove the embedded store and artifacts (keeps .venv)
 	rm -rf var artifacts

@@ -38,7 +38,7 @@ def largest_png(pixels: int) -> bytes:
     side = int(math.isqrt(pixels))
     image = Image.new("RGB", (side, side), (240, 240, 235))
     draw = ImageDraw.Draw(image)
-    for i in range(0, side, max(1, side // 40)):
+    for i in range(0, side // 2, max(1, side // 80)):
         draw.rectangle((i, i, side - i, side - i), outline=(i % 256, 80, 160), width=3)
     out = io.BytesIO()
     image.save(out, "PNG", compress_level=9)
@@ -102,6 +102,15 @@ def ensure_small_index(store_path) -> None:
     index.ensure_index(IndexConfig.from_settings(store_path=store_path, limit=256, encode_cpus=1))
 
 
+def measure_in_child(name: str, concurrency: int) -> dict:
+    """One configuration in a fresh process; its error output is shown when it fails."""
+    done = subprocess.run([sys.executable, "-m", "bench.query_memory", "--config", name, "--concurrency",
+                           str(concurrency)], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    if done.returncode:
+        raise SystemExit(f"the {name} measurement failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @cli.entry
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.query_memory", description=__doc__.splitlines()[0])
@@ -113,10 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(asyncio.run(measure(args.config, args.concurrency, store_path))))
         return
     ensure_small_index(store_path)
-    rows = [json.loads(subprocess.run([sys.executable, "-m", "bench.query_memory", "--config", name,
-                                       "--concurrency", str(args.concurrency)], check=True, capture_output=True,
-                                      text=True, cwd=PROJECT_ROOT).stdout.strip().splitlines()[-1])
-            for name in CONFIGS]
+    rows = [measure_in_child(name, args.concurrency) for name in CONFIGS]
     print(f"\n{args.concurrency} concurrent uploads of the largest PNG each configuration accepts")
     print("| config | query max pixels | decode budget | PNG kB | statuses | baseline MB | peak MB | +MB | s |")
     print("|---|---:|---:|---:|---|---:|---:|---:|---:|")

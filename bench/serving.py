@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import logging
 import time
 
 import httpx
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--placement", choices=["ingress", "deployment"], default="ingress",
                         help="where the encoder runs (ServeArgs.encoder_placement)")
     args = parser.parse_args(argv)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     from serve.runtime import use_fast_path
 
     serve_env = use_fast_path()  # before anything imports ray.serve: Serve reads these at import
