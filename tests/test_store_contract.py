@@ -62,12 +62,15 @@ def make_points(n: int = N, seed: int = 0) -> list[Point]:
                   payload={"gender": GENDERS[i % 5], "baseColour": COLOURS[i % 3]}) for i in range(n)]
 
 
-@pytest.fixture
-def filled(store):
+def fill(store, points: list[Point]):
     store.create_collection(make_spec())
-    points = make_points()
     store.upsert("items", points)
     return store, points
+
+
+@pytest.fixture
+def filled(store):
+    return fill(store, make_points())
 
 
 def test_create_is_idempotent_and_records_the_spec(store):
@@ -313,10 +316,7 @@ def hybrid_points(n: int = N, seed: int = 1) -> list[Point]:
 
 @pytest.fixture
 def hybrid(store):
-    store.create_collection(make_spec())
-    points = hybrid_points()
-    store.upsert("items", points)
-    return store, points
+    return fill(store, hybrid_points())
 
 
 def test_sparse_vectors_are_stored_as_given(hybrid):
