@@ -14,6 +14,7 @@ from ray.data import Datasink
 from ray.data.block import BlockAccessor
 from ray.data.datasource.datasink import WriteResult
 
+from retrieval import lexical
 from retrieval.store.base import Point, SparseVector, StoreError
 from retrieval.store.factory import open_store
 from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TERMS_VECTOR, TEXT_VECTOR
@@ -88,7 +89,7 @@ def row_vectors(row: dict[str, Any]) -> dict[str, Any]:
     if row.get("bm25_ids"):
         words = SparseVector(tuple(np.frombuffer(row["bm25_ids"], np.uint32).tolist()),
                              tuple(np.frombuffer(row["bm25_weights"], np.float32).tolist()))
-        vectors[BM25_VECTOR], vectors[TERMS_VECTOR] = words, words.as_query()
+        vectors[BM25_VECTOR], vectors[TERMS_VECTOR] = lexical.item_vectors(words, row["id"])
     return vectors
 
 

@@ -11,7 +11,7 @@ The two kinds of word evidence are fused first (the words group), then the words
   standard deviations, then summed), k1 candidates per leg;
 - hybrid_rrf: reciprocal-rank fusion at every level (k = 60);
 - hybrid_rescore: the words pick the candidates: the items whose documents have all of them (the `terms` vector:
-  the document's words at 1.0, so n query words score n exactly on those), then, while fewer than k results came
+  the document's words at 1.0 times the item's tie factor, so n query words score n, within 0.1 %, on those), then, while fewer than k results came
   back, those with any of them (BM25), then the words' CLIP neighbours (when the words are in no document, or a
   filter leaves too few). The photo nudged by the words,
   normalize((1 - w) * photo + w * words), ranks them by two views fused by DBSF: how each candidate looks (against
@@ -29,11 +29,11 @@ from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TERMS_VECTOR, TEXT_VEC
 
 STRATEGIES = ("hybrid_rrf", "hybrid_dbsf", "hybrid_rescore", "bm25")
 CANDIDATES = ("all_words", "any_word", "meaning")  # hybrid_rescore's candidate sources, narrowest first
-# Items with all the words tie (each scores n on `terms`), so the store keeps an arbitrary `limit` of them (in
-# practice the first indexed): take up to ALL_WORDS_LIMIT and let BM25 keep the k1 best. The limit costs store
+# Items with all the words score alike on `terms` (n, times their tie factors), so a limit of k1 would keep k1 of
+# them chosen by id, not relevance: take up to ALL_WORDS_LIMIT and let BM25 keep the k1 best. The limit costs store
 # time even when few items match (~1.5 ms per 1,000 at 10k items, 6 ms at 100,000); at 1,000 the dev set scored
-# exactly as at 100,000, and 0.005 (text, k1 50) to 0.009 (photo + words) nDCG@10 above limit = k1.
-# Words that more than 1,000 items share narrow little; BM25 then ranks an arbitrary 1,000 of those items.
+# exactly as at 100,000, and text queries (k1 50) 0.005 nDCG@10 above limit = k1.
+# Words that more than 1,000 items share narrow little; BM25 then ranks 1,000 of those items chosen by id.
 ALL_WORDS_LIMIT = 1000
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 IMAGE_VECTOR = "image"  # CLIP image embedding of the item's photo
 TEXT_VECTOR = "text"  # CLIP text embedding of the item's document, in the same space as query words and photos
 BM25_VECTOR = "bm25"  # sparse BM25 weights of the item's document; the collection applies IDF
-TERMS_VECTOR = "terms"  # the same words, 1.0 each, no IDF: a query of n words scores n on items with all of them
+TERMS_VECTOR = "terms"  # the same words, ~1.0 each, no IDF: a query of n words scores ~n on items with all of them
 DENSE_VECTORS = (IMAGE_VECTOR, TEXT_VECTOR)
 SPARSE_VECTORS = (BM25_VECTOR, TERMS_VECTOR)
 IDF_VECTORS = (BM25_VECTOR,)  # sparse vectors whose collection applies IDF

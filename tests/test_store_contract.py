@@ -319,6 +319,24 @@ def hybrid(store):
     return fill(store, hybrid_points())
 
 
+def test_exact_lexical_ties_break_by_item_id_whatever_the_write_order(store):
+    """Thirty items with the same document: BM25 and `terms` rank them by their ids' tie factors, so a copy or a
+    reindex that writes them in another order cuts the list at the same place."""
+    from retrieval import lexical
+
+    weights, words = lexical.document_vector("Blue Jeans", 2.0), lexical.query_vector("blue jeans")
+    points = [Point(item_id=f"tie-{i}", vectors={IMAGE_VECTOR: np.eye(DIM, dtype=np.float32)[0],
+                                                  **dict(zip((BM25_VECTOR, TERMS_VECTOR),
+                                                             lexical.item_vectors(weights, f"tie-{i}")))})
+              for i in range(30)]
+    by_factor = sorted((p.item_id for p in points), key=lexical.tie_factor, reverse=True)[:5]
+    for name, order in (("forward", points), ("reversed", points[::-1])):
+        store.create_collection(make_spec(name))
+        store.upsert(name, order)
+        for plan in (Nearest(BM25_VECTOR, words, 5), Nearest(TERMS_VECTOR, words, 5, 1.5)):
+            assert [h.item_id for h in store.query(name, plan, 5)] == by_factor, (name, plan.using)
+
+
 def test_sparse_vectors_are_stored_as_given(hybrid):
     store, points = hybrid
     (hit,) = store.retrieve("items", ["item-3"])
