@@ -9,8 +9,10 @@ matched.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field, replace
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
@@ -151,7 +153,14 @@ def rank(store: VectorStore, collection: str, query: EncodedQuery, params: Searc
     if query.image is None or query.text is None:  # one modality: every client-side fusion is that kNN
         strategy = strategy if strategy in ("image_knn", "text_knn") else (
             "image_knn" if query.image is not None else "text_knn")
-    return fusion.STRATEGIES[strategy](store, collection, query, params)
+    return ties_by_id(fusion.STRATEGIES[strategy](store, collection, query, params), itemgetter(0), itemgetter(1))
+
+
+def ties_by_id(ranked: list, item_id=attrgetter("item_id"), score=attrgetter("score")) -> list:
+    """Items with exactly the same score (a catalog's duplicate photos) in item id order: a store's own order
+    among them depends on where each point was written, so a copy or a reindex would list them otherwise. (Which
+    of a tied group make the cut at k is still the store's choice.)"""
+    return [hit for _, tied in itertools.groupby(ranked, key=score) for hit in sorted(tied, key=item_id)]
 
 
 def hybrid_hits(store: VectorStore, collection: str, query: EncodedQuery, params: SearchParams) -> list:
@@ -160,7 +169,7 @@ def hybrid_hits(store: VectorStore, collection: str, query: EncodedQuery, params
     hits: list = []
     for plan in hybrid.plans(params.strategy, query, params.k1, params.text_weight):
         seen = (*params.exclude, *(h.item_id for h in hits))
-        hits += store.query(collection, plan, params.k - len(hits), params.filters, exclude=seen)
+        hits += ties_by_id(store.query(collection, plan, params.k - len(hits), params.filters, exclude=seen))
         if len(hits) >= params.k:
             break
     return hits

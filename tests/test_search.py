@@ -180,6 +180,24 @@ def test_every_strategy_runs_on_a_composed_query(shop):
             assert [r.score for r in outcome.results] == sorted((r.score for r in outcome.results), reverse=True)
 
 
+
+@pytest.mark.parametrize("written", ["in id order", "reversed"])
+@pytest.mark.parametrize("strategy", ["image_knn", "hybrid_rescore"])
+def test_duplicate_photos_rank_by_item_id_whatever_the_write_order(shop, written, strategy):
+    """Three copies of the red tee's listing score exactly as it does; all four come back in id order, as they
+    would from a copy of the store."""
+    doc, photo = SHOP["red-tee"]
+    copies = [Point(f"copy-{i}", {IMAGE_VECTOR: photo, TEXT_VECTOR: clip_text(doc),
+                                  BM25_VECTOR: lexical.document_vector(doc, 2.0),
+                                  TERMS_VECTOR: lexical.document_vector(doc, 2.0).as_query()},
+                    {"text": doc, "kind": "tshirt"}) for i in range(3)]
+    shop.upsert("shop", copies if written == "in id order" else copies[::-1])
+    params = SearchParams(k=4, k1=5, strategy=strategy, explain=False, exclude=("white-tee",))
+    outcome = search(shop, "shop", composed("red"), params)
+    assert [r.item_id for r in outcome.results] == ["copy-0", "copy-1", "copy-2", "red-tee"]
+    assert len({r.score for r in outcome.results}) == 1
+
+
 # ------------------------------------------------------------------------------- the full offline index (slow)
 
 
