@@ -5,7 +5,10 @@ Names (the Grafana dashboard in cluster/grafana/ queries each one; tests/test_ob
 - fashion_search_requests_total{mode, strategy, status}: searches answered, by HTTP status;
 - fashion_search_rejected_total{reason}: searches refused, by why (too_large, undecodable_image, bad_body, ...);
 - fashion_search_stage_seconds{stage}: time per stage (parse, encode, search, explain, total);
-- fashion_encoder_batch_size{kind}: requests per model call (image, text);
+- fashion_encoder_batch_size{kind}: requests per model call (image, text), a histogram;
+- fashion_encoder_requests_total{kind}: requests the model encoded: the mean batch size is its rate over the
+  histogram's count rate, because Ray 2.60 exports a histogram's `_sum` rebuilt from bucket midpoints (a batch of
+  one would read 0.5);
 - fashion_encoder_queue_length{kind}: requests waiting for the model.
 """
 
@@ -32,6 +35,8 @@ class ServiceMetrics:
                                        boundaries=SECONDS, tag_keys=("stage",))
         self.batch = metrics.Histogram("fashion_encoder_batch_size", description="Requests per model call",
                                        boundaries=BATCH, tag_keys=("kind",))
+        self.encoded = metrics.Counter("fashion_encoder_requests_total", description="Requests the model encoded",
+                                       tag_keys=("kind",))
         self.queue = metrics.Gauge("fashion_encoder_queue_length", description="Requests waiting for the model",
                                    tag_keys=("kind",))
 
@@ -47,6 +52,7 @@ class ServiceMetrics:
 
     def batched(self, kind: str, size: int, waiting: int) -> None:
         self.batch.observe(size, tags={"kind": kind})
+        self.encoded.inc(size, tags={"kind": kind})
         self.queue.set(waiting, tags={"kind": kind})
 
 

@@ -98,7 +98,9 @@ def test_metrics_move_by_exactly_the_mix_of_searches(service, metrics_port):
     totals = total(after, "ray_fashion_search_stage_seconds_count", stage="total") - \
         total(before, "ray_fashion_search_stage_seconds_count", stage="total")
     assert totals == answered_total  # one observation per answered search
-    assert total(after, "ray_fashion_encoder_batch_size_count", kind="text") > 0
+    delta = lambda name: total(after, name, kind="text") - total(before, name, kind="text")  # noqa: E731
+    encoded, batches = delta("ray_fashion_encoder_requests_total"), delta("ray_fashion_encoder_batch_size_count")
+    assert encoded >= 4 and encoded == batches  # one client, one request at a time: every batch holds one
 
 
 def test_every_response_carries_one_request_id(service):
