@@ -183,7 +183,10 @@ class VectorStore(Protocol):
 
     def search(self, collection: str, vector_name: str, vector: np.ndarray, limit: int,
                query_filter: Filter | None = None, with_vectors: bool = False) -> list[Hit]:
-        """kNN by cosine similarity, best first, restricted by the payload filter."""
+        """kNN by cosine similarity, best first, restricted by the payload filter (a store that subclasses this
+        protocol gets it as a one-leg query plan)."""
+        return self.query(collection, Nearest(vector_name, vector, limit), limit, query_filter,
+                          with_vectors=with_vectors)
 
     def query(self, collection: str, plan: Plan, limit: int, query_filter: Filter | None = None, *,
               with_vectors: bool = False, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> list[Hit]:

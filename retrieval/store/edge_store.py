@@ -41,11 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import numpy as np
-
 from retrieval.store.base import (
     REBUILD, check_fits, hit_from_record,
-    ITEM_ID_FIELD, CollectionMissing, Filter, Hit, Nearest, Plan, Point, StoreError, point_id,
+    ITEM_ID_FIELD, CollectionMissing, Filter, Hit, Plan, Point, StoreError, VectorStore, point_id,
 )
 from retrieval.store.edge_query import edge_point, edge_prefetches, edge_query, to_edge_filter
 from schemas.collection import DISTANCES, IDF_VECTORS, CollectionSpec
@@ -62,7 +60,7 @@ class _OpenShard:
     lock_fd: int
 
 
-class EdgeStore:
+class EdgeStore(VectorStore):
     """Collections as EdgeShard folders (root/<name>/shard + spec.json), aliases in root/aliases.json."""
 
     def __init__(self, root: Path, batch_size: int = 256):
@@ -113,11 +111,6 @@ class EdgeStore:
             batch = [edge_point(p) for p in points[start:start + self.batch_size]]
             with self._lock, _edge_errors():
                 self._shard(collection).update(edge.UpdateOperation.upsert_points(batch))
-
-    def search(self, collection: str, vector_name: str, vector: np.ndarray, limit: int,
-               query_filter: Filter | None = None, with_vectors: bool = False) -> list[Hit]:
-        return self.query(collection, Nearest(vector_name, vector, limit), limit, query_filter,
-                          with_vectors=with_vectors)
 
     def query(self, collection: str, plan: Plan, limit: int, query_filter: Filter | None = None, *,
               with_vectors: bool = False, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> list[Hit]:

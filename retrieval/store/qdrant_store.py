@@ -8,11 +8,9 @@ import threading
 import time
 from typing import Any, Callable, Sequence, TypeVar
 
-import numpy as np
-
 from retrieval.store.base import (
     REBUILD, check_fits, hit_from_record,
-    ITEM_ID_FIELD, CollectionMismatch, CollectionMissing, Filter, Hit, Nearest, Plan, Point, StoreError, point_id,
+    ITEM_ID_FIELD, CollectionMismatch, CollectionMissing, Filter, Hit, Plan, Point, StoreError, VectorStore, point_id,
 )
 from retrieval.store.qdrant_query import point_struct, query_args, to_qdrant_filter
 from schemas.collection import DISTANCES, IDF_VECTORS, CollectionSpec
@@ -27,7 +25,7 @@ TRANSIENT_HTTP = {429, 500, 502, 503, 504}
 TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
 
 
-class QdrantStore:
+class QdrantStore(VectorStore):
     """The store over a QdrantClient (server URL, path=... or ':memory:'); the spec lives in collection metadata."""
 
     def __init__(self, client: Any, *, batch_size: int = 256, retries: int = 4, read_retries: int = 1,
@@ -72,11 +70,6 @@ class QdrantStore:
             structs = [point_struct(p) for p in points[start:start + self.batch_size]]
             # Safe to repeat even if a timed-out attempt was applied: the point ids are deterministic.
             self._retrying(lambda: self.client.upsert(collection, points=structs, wait=True), collection)
-
-    def search(self, collection: str, vector_name: str, vector: np.ndarray, limit: int,
-               query_filter: Filter | None = None, with_vectors: bool = False) -> list[Hit]:
-        return self.query(collection, Nearest(vector_name, vector, limit), limit, query_filter,
-                          with_vectors=with_vectors)
 
     def query(self, collection: str, plan: Plan, limit: int, query_filter: Filter | None = None, *,
               with_vectors: bool = False, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> list[Hit]:
