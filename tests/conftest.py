@@ -19,6 +19,7 @@ from serve.runtime import use_fast_path  # noqa: E402
 
 use_fast_path()  # the serving path users get from the Makefile (HAProxy where installed)
 
+import contextlib  # noqa: E402
 import socket  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -135,21 +136,41 @@ def wait_for_status(client, path: str, status: int = 200, seconds: int = 120) ->
 @pytest.fixture(scope="module")
 def server(full_index, model_spec):
     """The app on a free loopback port over the session's full index; shut down (store released) after the module."""
-    import httpx
-    from ray import serve
-
     from serve.app import build_app
 
     cfg, _ = full_index
+    with served(build_app({"model": model_spec, "store_path": cfg.store.path, "encoder_cpus": 0.5,
+                           "max_upload_bytes": 2_000_000})) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def served(app, **run_options):
+    """`app` on Serve at a free loopback port: a client once /readyz answers; Serve shut down after."""
+    import httpx
+    from ray import serve
+
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"model": model_spec, "store_path": cfg.store.path, "encoder_cpus": 0.5,
-                         "max_upload_bytes": 2_000_000}), blocking=False)
+    serve.run(app, blocking=False, **run_options)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    wait_for_status(client, "/readyz")
-    yield client
-    client.close()
-    serve.shutdown()
+    try:
+        wait_for_status(client, "/readyz")
+        yield client
+    finally:
+        client.close()
+        serve.shutdown()
+
+
+@pytest.fixture
+def store(tmp_path):
+    """An empty edge store in a temp folder (a module that tests every backend has its own `store`)."""
+    from retrieval.store.factory import open_store
+    from schemas.jobs import StoreConfig
+
+    opened = open_store(StoreConfig(backend="edge", path=tmp_path))
+    yield opened
+    opened.close()
 
 
 SMALL_INDEX_ITEMS = 80

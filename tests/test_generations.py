@@ -7,16 +7,7 @@ import pytest
 
 from retrieval.generations import publish, target_collection
 from retrieval.store.base import CollectionMismatch
-from retrieval.store.factory import open_store
 from schemas.collection import IMAGE_VECTOR, CollectionSpec
-from schemas.jobs import StoreConfig
-
-
-@pytest.fixture
-def store(tmp_path):
-    opened = open_store(StoreConfig(backend="edge", path=tmp_path))
-    yield opened
-    opened.close()
 
 
 def spec(**fields) -> CollectionSpec:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port, index_config, wait_for_status
+from tests.conftest import index_config, served
 
 pytestmark = [pytest.mark.ray, pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,19 +39,12 @@ def total(samples, name: str, **labels) -> float:
 
 @pytest.fixture(scope="module")
 def service(ray_cluster, small_index, model_spec):
-    from ray import serve
-
     from serve.app import build_app
 
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"model": model_spec, "store_path": small_index.store.path, "encoder_cpus": 0.25,
-                         "max_upload_bytes": 1_000_000}), name="observed", route_prefix="/", blocking=False)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    wait_for_status(client, "/readyz")
-    yield client
-    client.close()
-    serve.shutdown()
+    app = build_app({"model": model_spec, "store_path": small_index.store.path, "encoder_cpus": 0.25,
+                     "max_upload_bytes": 1_000_000})
+    with served(app, name="observed", route_prefix="/") as client:
+        yield client
 
 
 def wait_for(url: str, check, seconds: float = 90) -> list:

@@ -11,19 +11,10 @@ from retrieval import lexical
 from retrieval.search import EncodedQuery, SearchParams
 from retrieval.service import ItemNotFound, Searcher, merged
 from retrieval.store.base import CollectionMismatch, Point
-from retrieval.store.factory import open_store
 from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TEXT_VECTOR, CollectionSpec
-from schemas.jobs import StoreConfig
 from tests.toys import unit
 
 DOCS = {"a": ("red tshirt", unit(1, 0.1)), "b": ("red dress", unit(0.2, 1)), "c": ("white tshirt", unit(1, 0))}
-
-
-@pytest.fixture
-def store(tmp_path):
-    opened = open_store(StoreConfig(backend="edge", path=tmp_path))
-    yield opened
-    opened.close()
 
 
 def fill(store, name: str = "gen-1", **spec) -> None:
