@@ -8,10 +8,13 @@ compare them with the store-side hybrid ones in retrieval/hybrid.py):
 - rrf: reciprocal-rank fusion (k = 60) of the image and text kNN lists (k1 each), weighted by text_weight;
 - image_knn, text_knn: one modality's kNN over the image vectors.
 
-Each returns ranked (item id, score, payload), best first; the search explains the results afterwards.
+Each returns hits with their final score, best first (with their vectors where the strategy read them); the search
+explains the results afterwards.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -19,7 +22,7 @@ from retrieval.store.base import Hit, VectorStore
 from schemas.collection import IMAGE_VECTOR
 
 RRF_K = 60
-Ranked = list[tuple[str, float, dict]]
+Ranked = list[Hit]
 
 
 def zscore(values: np.ndarray) -> np.ndarray:
@@ -59,7 +62,7 @@ def _knn(store: VectorStore, collection: str, vector: np.ndarray, limit: int, se
 
 def _ranked(hits: list[Hit], scores: np.ndarray, k: int) -> Ranked:
     order = np.argsort(-scores, kind="stable")[:k]
-    return [(hits[i].item_id, float(scores[i]), hits[i].payload) for i in order]
+    return [replace(hits[i], score=float(scores[i])) for i in order]
 
 
 def _similarities(hits: list[Hit], query) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +79,7 @@ def _union(*lists: list[Hit]) -> list[Hit]:
 
 
 def single_knn(store, collection, query, search, vector: np.ndarray) -> Ranked:
-    return [(h.item_id, h.score, h.payload) for h in _knn(store, collection, vector, search.k, search, False)]
+    return _knn(store, collection, vector, search.k, search, search.explain)  # vectors: the explanation's
 
 
 def vector_fusion(store, collection, query, search) -> Ranked:

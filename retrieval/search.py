@@ -12,13 +12,13 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass, field, replace
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
 
 from retrieval import fusion, hybrid, lexical
-from retrieval.store.base import Filter, Nearest, SparseVector, VectorStore
+from retrieval.store.base import Filter, Hit, Nearest, SparseVector, VectorStore
 from schemas.api import STRATEGIES
 from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TEXT_VECTOR
 
@@ -145,22 +145,23 @@ def check_strategy(query: EncodedQuery, strategy: str) -> None:
 
 
 def rank(store: VectorStore, collection: str, query: EncodedQuery, params: SearchParams) -> fusion.Ranked:
-    """The resolved strategy's ranking: (item id, score, payload), best first."""
+    """The resolved strategy's ranking: hits with their final score, best first."""
     check_strategy(query, params.strategy)
     if params.strategy in hybrid.STRATEGIES:
-        return [(h.item_id, h.score, h.payload) for h in hybrid_hits(store, collection, query, params)]
+        return hybrid_hits(store, collection, query, params)
     strategy = params.strategy
     if query.image is None or query.text is None:  # one modality: every client-side fusion is that kNN
         strategy = strategy if strategy in ("image_knn", "text_knn") else (
             "image_knn" if query.image is not None else "text_knn")
-    return ties_by_id(fusion.STRATEGIES[strategy](store, collection, query, params), itemgetter(0), itemgetter(1))
+    return ties_by_id(fusion.STRATEGIES[strategy](store, collection, query, params))
 
 
-def ties_by_id(ranked: list, item_id=attrgetter("item_id"), score=attrgetter("score")) -> list:
+def ties_by_id(ranked: list[Hit]) -> list[Hit]:
     """Items with exactly the same score (a catalog's duplicate photos) in item id order: a store's own order
     among them depends on where each point was written, so a copy or a reindex would list them otherwise. (Which
     of a tied group make the cut at k is still the store's choice.)"""
-    return [hit for _, tied in itertools.groupby(ranked, key=score) for hit in sorted(tied, key=item_id)]
+    return [hit for _, tied in itertools.groupby(ranked, key=attrgetter("score"))
+            for hit in sorted(tied, key=attrgetter("item_id"))]
 
 
 def hybrid_hits(store: VectorStore, collection: str, query: EncodedQuery, params: SearchParams) -> list:
@@ -169,7 +170,8 @@ def hybrid_hits(store: VectorStore, collection: str, query: EncodedQuery, params
     hits: list = []
     for plan in hybrid.plans(params.strategy, query, params.k1, params.text_weight):
         seen = (*params.exclude, *(h.item_id for h in hits))
-        hits += ties_by_id(store.query(collection, plan, params.k - len(hits), params.filters, exclude=seen))
+        hits += ties_by_id(store.query(collection, plan, params.k - len(hits), params.filters, exclude=seen,
+                                       with_vectors=params.explain))  # the explanation's, in the same call
         if len(hits) >= params.k:
             break
     return hits
@@ -181,26 +183,30 @@ def search(store: VectorStore, collection: str, query: EncodedQuery, params: Sea
     started = time.perf_counter()
     ranked = rank(store, collection, query, params)
     timings = {"search_ms": (time.perf_counter() - started) * 1000}
-    results = explain(store, collection, query, ranked) if params.explain else [Result(*r) for r in ranked]
+    results = explain(store, collection, query, ranked) if params.explain else [
+        Result(h.item_id, h.score, h.payload) for h in ranked]
     timings["explain_ms"] = (time.perf_counter() - started) * 1000 - timings["search_ms"]
     return SearchOutcome(results, params.strategy, timings, query.mode)
 
 
 def explain(store: VectorStore, collection: str, query: EncodedQuery, ranked: fusion.Ranked) -> list[Result]:
-    """Each result scored by every signal of the query: one retrieval of the results' vectors, and one BM25 query
-    restricted to them (the score needs the collection's IDF)."""
-    ids = [item_id for item_id, _, _ in ranked]
+    """Each result scored by every signal of the query: the results' vectors (read again only where the strategy
+    did not bring them), and one BM25 query restricted to them (the score needs the collection's IDF)."""
+    ids = [hit.item_id for hit in ranked]
     if not ids:
         return []
-    vectors = {h.item_id: h.vectors or {} for h in store.retrieve(collection, ids, with_vectors=True)}
+    vectors = {hit.item_id: hit.vectors for hit in ranked if hit.vectors is not None}
+    unread = [item_id for item_id in ids if item_id not in vectors]
+    if unread:
+        vectors.update({h.item_id: h.vectors or {} for h in store.retrieve(collection, unread, with_vectors=True)})
     lexical_scores = {}
     if query.words:
         hits = store.query(collection, Nearest(BM25_VECTOR, query.words, len(ids)), len(ids), only=ids)
         lexical_scores = {h.item_id: h.score for h in hits}
-    return [Result(item_id, score, payload, *_dense_scores(vectors.get(item_id, {}), query),
-                   lexical_scores.get(item_id, 0.0) if query.words else None,
-                   lexical.matched_words(query.phrase, payload.get("text", "")))
-            for item_id, score, payload in ranked]
+    return [Result(hit.item_id, hit.score, hit.payload, *_dense_scores(vectors.get(hit.item_id, {}), query),
+                   lexical_scores.get(hit.item_id, 0.0) if query.words else None,
+                   lexical.matched_words(query.phrase, hit.payload.get("text", "")))
+            for hit in ranked]
 
 
 def _dense_scores(vectors: dict, query: EncodedQuery) -> tuple[float | None, float | None, float | None]:

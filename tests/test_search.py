@@ -4,6 +4,7 @@ real edge store), parameter defaults and filter validation, and real retrieval q
 from __future__ import annotations
 
 import csv
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -179,6 +180,30 @@ def test_every_strategy_runs_on_a_composed_query(shop):
         if strategy != "hybrid_rescore":  # its items with all the words come first, whatever their score
             assert [r.score for r in outcome.results] == sorted((r.score for r in outcome.results), reverse=True)
 
+
+
+
+class CountingStore:
+    """A store that counts the calls it forwards."""
+
+    def __init__(self, store):
+        self.store, self.calls = store, Counter()
+
+    def __getattr__(self, name):
+        self.calls[name] += 1
+        return getattr(self.store, name)
+
+
+@pytest.mark.parametrize("strategy", ["hybrid_rescore", "image_knn", "two_stage"])
+def test_results_are_explained_from_the_vectors_the_search_read(shop, strategy):
+    """The search brings its results' vectors along: explaining them reads no point again, and says the same."""
+    counting = CountingStore(shop)
+    outcome = search(counting, "shop", composed("red"), SearchParams(k=3, k1=5, strategy=strategy))
+    assert counting.calls["retrieve"] == 0, counting.calls
+    first = outcome.results[0]
+    doc, photo = SHOP[first.item_id]
+    assert first.image_score == pytest.approx(float(photo @ SHOP["white-tee"][1]), abs=1e-4)
+    assert first.document_score == pytest.approx(float(clip_text(doc) @ clip_text("red")), abs=1e-4)
 
 
 @pytest.mark.parametrize("written", ["in id order", "reversed"])
