@@ -117,12 +117,14 @@ class SearchHandlers:
     async def _run(self, search: SearchRequest, image: bytes | None, started: float) -> tuple[SearchResponse, str]:
         """The shared orchestration (retrieval/service.py), with the batching encoder between its two halves; the
         response and the mode searched (an item alone searches by its photo and its words)."""
-        pending = self.searcher.begin(image, search.text, search.item_id, started)
+        # Store calls (the alias, an item's vectors) off the event loop, as in finish: a slow Qdrant must not stall
+        # the other requests this replica is parsing.
+        pending = await asyncio.to_thread(self.searcher.begin, image, search.text, search.item_id, started)
         query, rejected = await self.encoder.encode(pending.image, pending.text, pending.spec.letterbox,
                                                     search.segment and pending.image is not None)
         if rejected:
             raise Refused(400, *rejected)
-        # The store's calls (and the explanation) off the event loop: other requests keep being parsed meanwhile.
+        # The search and the explanation off the event loop too.
         outcome = await asyncio.to_thread(self.searcher.finish, pending, query, to_params(search))
         timings = {"parse_ms": (pending.parsed - started) * 1000, **outcome.timings_ms}
         response = SearchResponse(collection=pending.collection, strategy=outcome.strategy,
