@@ -18,8 +18,8 @@ import numpy as np
 
 from jobs import cli
 from jobs.progress import Progress
-from retrieval.generations import new_generation_name, publish
-from retrieval.store.base import ITEM_ID_FIELD, Hit, Point, SparseVector, VectorStore, item_ids
+from retrieval.generations import finish_generation, new_generation_name
+from retrieval.store.base import ITEM_ID_FIELD, Hit, Point, SparseVector, VectorStore
 from retrieval.store.factory import open_store
 from schemas.jobs import STORE_BACKENDS, IndexConfig, StoreConfig
 
@@ -32,14 +32,15 @@ def as_point(hit: Hit) -> Point:
     return Point(item_id=hit.item_id, vectors=hit.vectors or {}, payload=payload)
 
 
-def copy_points(source: VectorStore, name: str, target: VectorStore, into: str) -> int:
-    """Every point of `name` into `into`, page by page (the target's client retries transient failures)."""
-    copied, offset = 0, None
+def copy_points(source: VectorStore, name: str, target: VectorStore, into: str) -> list[str]:
+    """Every point of `name` into `into`, page by page (the target's client retries transient failures); the item
+    ids copied."""
+    copied, offset = [], None
     with Progress(f"copy {name}", source.count(name), unit="points") as progress:
         while True:
             hits, offset = source.scroll(name, PAGE, offset, with_vectors=True)
             target.upsert(into, [as_point(h) for h in hits])
-            copied += len(hits)
+            copied += [h.item_id for h in hits]
             progress.advance(len(hits))
             if offset is None:
                 return copied
@@ -58,10 +59,10 @@ def same_vectors(a: Hit, b: Hit) -> bool:
     return True
 
 
-def verify(source: VectorStore, name: str, target: VectorStore, into: str, seed: int = 0) -> dict:
-    """Counts equal, and a seeded sample of points equal in payload and every vector."""
+def verify(source: VectorStore, name: str, target: VectorStore, into: str, copied: list[str], seed: int = 0) -> dict:
+    """Counts equal, and a seeded sample of the copied points equal in payload and every vector."""
     counts = (source.count(name), target.count(into))
-    ids = sorted(item_ids(source, name))
+    ids = sorted(copied)
     sample = random.Random(seed).sample(ids, min(SAMPLE, len(ids)))
     theirs = {h.item_id: h for h in target.retrieve(into, sample, with_vectors=True)}
     mismatched = [h.item_id for h in source.retrieve(name, sample, with_vectors=True)
@@ -72,9 +73,9 @@ def verify(source: VectorStore, name: str, target: VectorStore, into: str, seed:
     return {"points": counts[1], "sampled": len(sample)}
 
 
-def copy_collection(source: VectorStore, alias: str, target: VectorStore, keep: int = 2) -> dict:
+def copy_collection(source: VectorStore, alias: str, to: StoreConfig, keep: int, optimize_above: int) -> dict:
     """Copy the collection behind `alias` (or the collection of that name) into a new generation of the target
-    store, verify, and publish it under the same name."""
+    store, verify, and publish it under the same name as the index job publishes one."""
     name = source.resolve_alias(alias) or alias
     spec = source.collection_spec(name)
     if spec is None:
@@ -83,13 +84,15 @@ def copy_collection(source: VectorStore, alias: str, target: VectorStore, keep: 
         raise cli.UsageError(f"{name} is a partial generation (its index run did not finish): rerun that run, or "
                              "copy a complete one")
     into = new_generation_name(alias)
-    target.create_collection(spec.model_copy(update={"name": into, "complete": False}))
-    copied = copy_points(source, name, target, into)
-    checked = verify(source, name, target, into)
-    if checked["points"] > IndexConfig.model_fields["optimize_above"].default:
-        target.optimize(into)
-    published = publish(target, alias, into, keep)
-    return {"source": name, "target": into, "alias": alias, "copied": copied, **checked,
+    target = open_store(to)
+    try:
+        target.create_collection(spec.model_copy(update={"name": into, "complete": False}))
+        copied = copy_points(source, name, target, into)
+        checked = verify(source, name, target, into, copied)
+    finally:
+        target.close()
+    _, published = finish_generation(to, alias, into, switch=True, keep=keep, optimize_above=optimize_above)
+    return {"source": name, "target": into, "alias": alias, "copied": len(copied), **checked,
             "dropped_generations": published.dropped}
 
 
@@ -112,13 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     # The target is only what the --to-* flags say: never the source's server, key or settings.
     to = StoreConfig(url=args.to_qdrant_url, api_key=args.to_qdrant_api_key, backend=args.to_store_backend,
                      path=args.to_store_path.expanduser().resolve() if args.to_store_path else None)
+    defaults = IndexConfig.model_fields  # retention and indexing as an index run with its defaults
     source = open_store(cli.store_config(args))
     try:
-        target = open_store(to)
-        try:
-            summary = copy_collection(source, cli.collection_of(args), target)
-        finally:
-            target.close()
+        summary = copy_collection(source, cli.collection_of(args), to, defaults["keep_generations"].default,
+                                  defaults["optimize_above"].default)
     finally:
         source.close()
     print(f"copied {summary['copied']} points of {summary['source']} into {summary['target']}; counts agree and "

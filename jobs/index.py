@@ -18,7 +18,7 @@ from pathlib import Path
 from jobs import cli
 from jobs.qdrant_sink import QdrantDatasink
 from retrieval.catalogs import open_catalog
-from retrieval.generations import Published, Target, publish, target_collection
+from retrieval.generations import Target, finish_generation, target_collection
 from jobs.index_progress import IndexProgress, ProgressLogger
 from jobs.pipeline import build_pipeline
 from retrieval import lexical
@@ -106,21 +106,11 @@ def still_to_index(cfg: IndexConfig, target: Target, items: list) -> tuple[list,
 
 def finish(cfg: IndexConfig, target: Target, tally, n_items: int) -> dict:
     """Count what landed, then publish the generation if the run is acceptable, and return the summary's part."""
-    store = open_store(cfg.store)
-    try:
-        points = store.count(target.name)
-        if points > cfg.optimize_above:  # brute force is ~1.5 ms at 10k points; an index pays off past ~20k
-            store.optimize(target.name)
-    finally:
-        store.close()  # release the new generation before the alias sends searches to it
     skipped = sum(tally.skipped.values())
     acceptable = n_items > 0 and skipped <= cfg.max_skip_fraction * n_items
     switch = target.is_new and acceptable
-    store = open_store(cfg.store)
-    try:
-        published = publish(store, cfg.collection, target.name, cfg.keep_generations) if switch else Published()
-    finally:
-        store.close()
+    points, published = finish_generation(cfg.store, cfg.collection, target.name, switch=switch,
+                                          keep=cfg.keep_generations, optimize_above=cfg.optimize_above)
     return {"collection": target.name, "alias": cfg.collection, "alias_switched": switch,
             "points_in_collection": points, "dropped_generations": published.dropped,
             "removed_partial_generations": published.removed_partial, "acceptable": acceptable}

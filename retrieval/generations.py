@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from retrieval.store.base import REBUILD, CollectionMismatch, StoreError, VectorStore, check_fits
 from schemas.collection import CollectionSpec
+from schemas.jobs import StoreConfig
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,29 @@ def publish(store: VectorStore, alias: str, collection: str, keep: int) -> Publi
             _drop(store, name, outcome.dropped if s.complete else outcome.removed_partial)
     return outcome
 
+
+
+def finish_generation(config: StoreConfig, alias: str, name: str, *, switch: bool, keep: int,
+                      optimize_above: int) -> tuple[int, Published]:
+    """Count a written generation's points and build its kNN index past `optimize_above`, then publish it if
+    `switch`. The store is opened for each step and closed after it: an embedded store must let go of the new
+    shard before the alias sends searches to it."""
+    from retrieval.store.factory import open_store
+
+    store = open_store(config)
+    try:
+        points = store.count(name)
+        if points > optimize_above:  # brute force is ~1.5 ms at 10k points; an index pays off past ~20k
+            store.optimize(name)
+    finally:
+        store.close()
+    if not switch:
+        return points, Published()
+    store = open_store(config)
+    try:
+        return points, publish(store, alias, name, keep)
+    finally:
+        store.close()
 
 def _drop(store: VectorStore, name: str, into: list[str]) -> None:
     try:
