@@ -11,6 +11,7 @@ switch the alias. Prints the figures docs/performance.md#resume cites.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -34,29 +35,42 @@ def index_command(store: Path, *flags: str) -> list[str]:
 
 
 def run_killed(command: list[str], fraction: float) -> int:
-    """Start the run in its own process group and kill all of it once its progress passes `fraction`."""
-    run = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                           start_new_session=True)
-    reached = 0
-    for line in run.stderr:
-        if (match := PROGRESS.search(line)) and (reached := int(match[1])) >= fraction * int(match[3]):
-            break
+    """Run an index command in its own process group (and its own Ray) and kill -9 all of it once its progress
+    passes `fraction` of the catalog; the last count of indexed items it reported."""
+    env = {**os.environ, "RAY_ADDRESS": ""}  # its own Ray, as a fresh `python -m jobs.index` would have
+    run = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, start_new_session=True)
+    reached = -1
     try:
-        os.killpg(run.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        raise SystemExit("the run ended before it could be killed; use a smaller --kill-at") from None
-    run.wait()
+        for line in run.stderr:
+            if (match := PROGRESS.search(line)) and (reached := int(match[1])) >= fraction * int(match[3]):
+                break
+        else:
+            raise RuntimeError(f"the run ended at {reached} items before it could be killed; kill it earlier")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+        run.wait(timeout=60)
     return reached
 
 
 def kill_shard_holders(store: Path) -> None:
-    """A Ray worker can outlive its killed driver and keep a shard open; the rerun would say so, with its pid."""
+    """kill -9 every process that still holds a shard of the store: a Ray worker can outlive its killed driver
+    (it runs in a session of its own) and keep the shard open; waits, bounded, until each is gone."""
     for lock in store.glob("*/shard.lock"):
+        pid = int(lock.read_text() or 0)
+        if not pid or pid == os.getpid():
+            continue
         try:
-            os.kill(int(lock.read_text() or 0), signal.SIGKILL)
-        except (ValueError, ProcessLookupError, PermissionError):
-            pass
-    time.sleep(2)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        for _ in range(100):  # the kernel releases the flock when the process is gone
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
 
 
 def generations(store: Path) -> dict:

@@ -6,6 +6,7 @@ import csv
 
 import pytest
 
+from bench.resume import kill_shard_holders, run_killed
 from jobs import index
 from retrieval.store.factory import open_store
 from retrieval.store.base import point_id
@@ -87,16 +88,15 @@ def test_a_killed_rebuild_is_resumed_and_the_alias_never_sees_it(ray_cluster, of
     generation throughout; the rerun continues the unfinished one, re-encodes only what was not written, and ends
     with exactly the catalog slice; the previous generation is kept as the rollback target."""
     import sys
-    from pathlib import Path
 
     store, n = tmp_path / "store", 2000
     first_cfg, first = run_index(offline_catalog, model_spec, store, limit=300)
     argv = [sys.executable, "-m", "jobs.index", "--catalog", str(offline_catalog), "--model", model_spec,
             "--store-path", str(store), "--rebuild", "--limit", str(n), "--encode-cpus", "0.5",
             "--batch-size", "16", "--progress-every-s", "0.5"]
-    killed_at = run_until(argv, lambda line: indexed_in(line) >= n // 4, cwd=Path(__file__).resolve().parents[1])
+    killed_at = run_killed(argv, 0.25)
     assert n // 4 <= killed_at < n, killed_at
-    kill_lock_holders(store)  # its Ray workers run in sessions of their own: the crash takes them too
+    kill_shard_holders(store)  # its Ray workers run in sessions of their own: the crash takes them too
     opened = open_store(first_cfg.store)
     try:  # the alias stayed on the last complete generation; the dead run's is marked partial
         assert opened.resolve_alias(first_cfg.collection) == first["collection"]
@@ -114,52 +114,3 @@ def test_a_killed_rebuild_is_resumed_and_the_alias_never_sees_it(ray_cluster, of
         assert opened.collection_spec(second["collection"]).complete
     finally:
         opened.close()
-
-
-def kill_lock_holders(store) -> None:
-    """kill -9 every process that still holds a shard of the store (the killed job's writer actor)."""
-    import os
-    import signal
-    import time
-
-    for lock in store.glob("*/shard.lock"):
-        pid = int(lock.read_text() or 0)
-        try:
-            os.kill(pid, signal.SIGKILL) if pid and pid != os.getpid() else None
-        except ProcessLookupError:
-            continue
-        for _ in range(100):  # bounded: the kernel releases the flock when the process is gone
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
-
-
-def indexed_in(line: str) -> int:
-    import re
-
-    found = re.search(r"indexed (\d+), skipped", line)
-    return int(found[1]) if found else -1
-
-
-def run_until(argv: list[str], stop, cwd) -> int:
-    """Run the job, watch its progress lines, and kill -9 its whole process group (driver, Ray, workers) once
-    `stop(line)` holds; returns the last count of indexed items it reported."""
-    import os
-    import signal
-    import subprocess
-
-    env = {**os.environ, "RAY_ADDRESS": ""}  # its own Ray, as a fresh `python -m jobs.index` would have
-    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
-    last = -1
-    try:
-        for line in process.stderr:
-            last = max(last, indexed_in(line))
-            if stop(line):
-                break
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=60)
-    return last
