@@ -4,14 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 MAX_K = 100
 MAX_K1 = 1000
 MAX_FILTER_FIELDS = 32
 MAX_FILTER_VALUES = 100  # values of one field (matched as any of them)
+
+
+def _whole(value: Any) -> Any:
+    """JSON Schema's integer includes 1.0: a whole float is that integer (strict JSON still refuses true, "5", 1.5)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Bounds first, then the validator: so the bounds check the whole number, and the schema still shows them.
+Integer = Annotated[int, BeforeValidator(_whole)]
+Results = Annotated[int, Field(ge=1, le=MAX_K), BeforeValidator(_whole)]
+Candidates = Annotated[int, Field(ge=1, le=MAX_K1), BeforeValidator(_whole)]
 FilterWord = Annotated[str, Field(min_length=1, max_length=200)]
-FilterValue = Union[FilterWord, Annotated[list[FilterWord], Field(min_length=1, max_length=MAX_FILTER_VALUES)], int]
+FilterValue = Union[FilterWord, Annotated[list[FilterWord], Field(min_length=1, max_length=MAX_FILTER_VALUES)],
+                    Integer]
 STRATEGIES = ("hybrid_dbsf", "hybrid_rrf", "hybrid_rescore", "bm25",
               "vector_fusion", "two_stage", "two_stage_image", "rrf", "image_knn", "text_knn")
 
@@ -33,9 +45,9 @@ class SearchRequest(BaseModel):
                                             "stand for the photo and, without `text`, for the words (the item "
                                             "itself is left out)")
     image_base64: str | None = Field(None, min_length=1, description="A photo, base64-encoded (JPEG, PNG, WebP, ...)")
-    k: int = Field(10, ge=1, le=MAX_K, description="Results to return")
-    k1: int | None = Field(None, ge=1, le=MAX_K1, description="Candidates per leg (hybrid strategies) or stage-1 "
-                                                              "depth; default: the strategy's evaluated one")
+    k: Results = Field(10, description="Results to return")
+    k1: Candidates | None = Field(None, description="Candidates per leg (hybrid strategies) or stage-1 depth; "
+                                                   "default: the strategy's evaluated one")
     text_weight: float | None = Field(None, ge=0.0, le=1.0, description="Weight of the words against the photo "
                                       "(fusion strategies); default: the strategy's evaluated one")
     strategy: Literal[STRATEGIES] | None = Field(  # type: ignore[valid-type]
