@@ -1,8 +1,9 @@
 """Shared fixtures: offline environment, the offline kit, the real small model, a Ray cluster, a salted catalog, the
 full offline index and the HTTP app over it.
 
-Markers (declared in pyproject.toml): a test using the full offline index is `slow` (it indexes 9,583 images once
-per session), so `pytest -m "not slow"` really skips that run; `gpu` tests are skipped where torch sees no CUDA.
+Markers (declared in pyproject.toml): a test using the full offline index is `slow` and `ray` (Ray Data indexes
+9,583 images once per session), so `pytest -m "not slow"` really skips that run; `gpu` tests are skipped where
+torch sees no CUDA.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ FULL_INDEX_FIXTURES = {"full_index", "search_service", "server"}
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests on the full offline index are slow; gpu tests run only where torch sees CUDA."""
+    """Tests on the full offline index are slow and run Ray; gpu tests run only where torch sees CUDA."""
     import torch
 
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
         if FULL_INDEX_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.ray)  # the index is built by the Ray Data job
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
 

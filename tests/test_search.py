@@ -274,6 +274,7 @@ def test_this_tshirt_but_red(search_service, catalog_rows, offline_catalog):
     colours = lambda o: _field(o, catalog_rows, "baseColour")  # noqa: E731
     assert colours(but_red).count("Red") >= 8 and colours(alone).count("Red") < 5
     assert all(r.matched_words == ["red"] for r in but_red.results)
+    assert all(None not in (r.image_score, r.text_score, r.document_score) for r in but_red.results)  # explained
     assert list(zip(colours(red_tee), _field(red_tee, catalog_rows))) == [("Red", "Tshirts")] * 10
 
 
