@@ -54,14 +54,15 @@ def generations(store: VectorStore, alias: str) -> list[tuple[str, CollectionSpe
     return found
 
 
-def unfinished(store: VectorStore, spec: CollectionSpec) -> str | None:
+def unfinished(store: VectorStore, spec: CollectionSpec) -> tuple[str, CollectionSpec] | None:
     """The newest partial generation of the alias that this run could continue (fits it, and reads the same
-    catalog in the same way), or None."""
+    catalog in the same way), with its spec; or None."""
+    # The same catalog read the same way: its filter fields and BM25 mean length come from the items read.
+    wanted = {**spec.wanted_by_writer(), **{f: getattr(spec, f) for f in ("catalog_root", "filter_fields",
+                                                                          "bm25_avg_len")}}
     for name, found in reversed(generations(store, spec.name)):
-        # The same catalog read the same way: its filter fields and BM25 mean length come from the items read.
-        same_run = all(getattr(found, f) == getattr(spec, f) for f in ("catalog_root", "filter_fields", "bm25_avg_len"))
-        if not found.complete and same_run and found.problem(**spec.wanted_by_writer()) is None:
-            return name
+        if not found.complete and found.problem(**wanted) is None:
+            return name, found
     return None
 
 
@@ -77,8 +78,8 @@ def target_collection(store: VectorStore, spec: CollectionSpec, rebuild: bool, r
         return Target(current, found, is_new=False)
     partial = unfinished(store, spec) if resume else None
     if partial is not None:
-        log.info("resuming unfinished generation %s", partial)
-        return Target(partial, store.collection_spec(partial), is_new=True, resumed=True)
+        log.info("resuming unfinished generation %s", partial[0])
+        return Target(*partial, is_new=True, resumed=True)
     created = spec.model_copy(update={"name": new_generation_name(spec.name), "complete": False})
     store.create_collection(created)
     return Target(created.name, created, is_new=True)

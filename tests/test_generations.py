@@ -11,7 +11,7 @@ from schemas.collection import IMAGE_VECTOR, CollectionSpec
 
 
 def spec(**fields) -> CollectionSpec:
-    return CollectionSpec(name="shop", model="m", dim=4, **fields)
+    return CollectionSpec(**{"name": "shop", "model": "m", "dim": 4, **fields})
 
 
 def test_a_fitting_generation_is_reused_with_its_own_spec(store):
@@ -47,6 +47,18 @@ def test_a_rebuild_resumes_the_generation_a_crashed_run_left(store):
     assert not other.resumed and other.name not in ("shop-2-c", "shop-1-a")  # another catalog: a new generation
     fresh = target_collection(store, spec(catalog_root="/cat"), rebuild=True, resume=False)
     assert not fresh.resumed and not store.collection_spec(fresh.name).complete
+
+
+@pytest.mark.parametrize("changed", [{"bm25_avg_len": 9.0}, {"filter_fields": ("colour",)},
+                                     {"model": "other"}])
+def test_a_partial_generation_read_otherwise_is_not_resumed(store, changed):
+    """Its documents were weighed with another mean length, indexed for other filters, or encoded by another model:
+    continuing it would mix two runs in one generation."""
+    generation(store, "shop-2-c", False, catalog_root="/cat", bm25_avg_len=7.0)
+    same = target_collection(store, spec(catalog_root="/cat", bm25_avg_len=7.0), rebuild=True)
+    assert same.resumed and same.name == "shop-2-c"
+    other = target_collection(store, spec(**{"catalog_root": "/cat", "bm25_avg_len": 7.0, **changed}), rebuild=True)
+    assert not other.resumed and other.name != "shop-2-c"
 
 
 def test_publish_marks_complete_keeps_the_rollback_target_and_removes_dead_partials(store):
