@@ -35,7 +35,7 @@ IN_MODE = {"text": ("text_knn", "bm25", "hybrid_rrf", "hybrid_dbsf", "hybrid_res
            "image+text": tuple(KNOBS)}
 ALL_SIGNALS = {"text": ("hybrid_rrf", "hybrid_dbsf", "hybrid_rescore"), "image": ("image_knn",),
                "image+text": ("hybrid_rrf", "hybrid_dbsf", "hybrid_rescore")}
-SINGLE_WEIGHT = {"text": None}  # a text-only rescore has no photo to weigh the words against
+UNWEIGHTED = {"text"}  # modes without a photo to weigh the words against
 
 
 class QueryFileError(ValueError):
@@ -102,7 +102,7 @@ def grid(mode: str, strategies: list[str], weights: list[float], depths: list[in
     configs = []
     for strategy in (s for s in IN_MODE[mode] if s in strategies):
         k1s = depths if "k1" in KNOBS[strategy] else [None]
-        weighted = "text_weight" in KNOBS[strategy] and SINGLE_WEIGHT.get(mode, True) is not None
+        weighted = "text_weight" in KNOBS[strategy] and mode not in UNWEIGHTED
         configs += [Config(strategy, k1, w) for k1 in k1s for w in (weights if weighted else [None])]
     return configs
 
@@ -176,14 +176,18 @@ def paired_delta(a: list, b: list, metric: str = "ndcg@10", resamples: int = 200
     return float(diffs.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def of(scores: dict, mode: str, row: dict) -> list:
+    """A result row's per-query metrics, from the grid's scores."""
+    return scores[(mode, Config(row["strategy"], row["k1"], row["text_weight"]))]
+
+
 def settled(scores: dict, rows: list[dict], mode: str, strategy: str) -> dict:
     """A strategy's configuration to use: among those not significantly worse than its best (paired 95 % interval
     reaching 0), the smallest k1 (more candidates must earn their cost), then the middle of the weights left there
     (the centre of the plateau, not its noisiest point)."""
     mine = [r for r in rows if r["mode"] == mode and r["strategy"] == strategy]
     best = max(mine, key=lambda r: r["ndcg@10"])
-    per = lambda r: scores[(mode, Config(r["strategy"], r["k1"], r["text_weight"]))]  # noqa: E731
-    fine = [r for r in mine if r is best or paired_delta(per(r), per(best))[2] >= 0]
+    fine = [r for r in mine if r is best or paired_delta(of(scores, mode, r), of(scores, mode, best))[2] >= 0]
     k1 = min((r["k1"] for r in fine if r["k1"] is not None), default=None)
     at_k1 = sorted((r for r in fine if r["k1"] == k1), key=lambda r: (r["text_weight"] or 0.0))
     return at_k1[(len(at_k1) - 1) // 2]
@@ -195,10 +199,9 @@ def compare_strategies(scores: dict, rows: list[dict], mode: str) -> list[dict]:
     mine = [r for r in rows if r["mode"] == mode]
     eligible = [r for r in mine if r["strategy"] in ALL_SIGNALS[mode]]
     reference = best_rows(eligible or mine)[mode]
-    per = lambda r: scores[(mode, Config(r["strategy"], r["k1"], r["text_weight"]))]  # noqa: E731
     chosen = [settled(scores, rows, mode, s) for s in dict.fromkeys(r["strategy"] for r in mine)]
     return [{**row, "all_signals": row["strategy"] in ALL_SIGNALS[mode],
-             "delta_vs_best": paired_delta(per(row), per(reference))}
+             "delta_vs_best": paired_delta(of(scores, mode, row), of(scores, mode, reference))}
             for row in sorted(chosen, key=lambda r: -r["ndcg@10"])]
 
 

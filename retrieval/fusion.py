@@ -18,10 +18,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from retrieval.store.base import Hit, VectorStore
+from retrieval.store.base import RRF_K, Hit, VectorStore
 from schemas.collection import IMAGE_VECTOR
 
-RRF_K = 60
 Ranked = list[Hit]
 
 

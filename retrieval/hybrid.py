@@ -11,9 +11,9 @@ The two kinds of word evidence are fused first (the words group), then the words
   standard deviations, then summed), k1 candidates per leg;
 - hybrid_rrf: reciprocal-rank fusion at every level (k = 60);
 - hybrid_rescore: the words pick the candidates: the items whose documents have all of them (the `terms` vector:
-  the document's words at 1.0 times the item's tie factor, so n query words score n, within 0.1 %, on those), then, while fewer than k results came
-  back, those with any of them (BM25), then the words' CLIP neighbours (when the words are in no document, or a
-  filter leaves too few). The photo nudged by the words,
+  the document's words at 1.0 times the item's tie factor, so n query words score n, within 0.1 %, on those),
+  then, while fewer than k results came back, those with any of them (BM25), then the words' CLIP neighbours (when
+  the words are in no document, or a filter leaves too few). The photo nudged by the words,
   normalize((1 - w) * photo + w * words), ranks them by two views fused by DBSF: how each candidate looks (against
   its photo) and how it is described (against its document, CLIP's image-to-text side). "This, but red" looks
   among the red items for the one most like the photo; "this, but a red t-shirt" among the red t-shirts. Every
@@ -57,13 +57,6 @@ def fused(groups: list[list[Plan]], method: str, limit: int) -> Plan:
     return parts[0] if len(parts) == 1 else Fuse(tuple(parts), method, limit)
 
 
-def words_group(query, method: str, k1: int) -> list[Plan]:
-    """The words' evidence as one list: lexical and by meaning, fused (or whichever the query has)."""
-    parts = [fused([lexical_legs(query, k1)], method, k1)] if query.words else []
-    parts += [fused([meaning_legs(query, k1)], method, k1)] if query.text is not None else []
-    return parts
-
-
 def candidate_legs(query, k1: int, source: str) -> list[Plan]:
     """Where hybrid_rescore's candidates come from (CANDIDATES): the k1 best by BM25 among the lexical ones."""
     if source == "all_words" and query.words and len(query.words.indices) > 1:  # one word: all = any
@@ -103,7 +96,8 @@ def plans(strategy: str, query, k1: int, text_weight: float) -> list[Plan]:
 
 
 def plan(strategy: str, query, k1: int) -> Plan:
-    """hybrid_dbsf's or hybrid_rrf's plan: the photo, and the words' lexical and meaning evidence, fused."""
+    """hybrid_dbsf's or hybrid_rrf's plan: the photo, and the words' lexical and meaning evidence fused into one
+    list, fused."""
     method = strategy.removeprefix("hybrid_")
-    words = words_group(query, method, k1)
-    return fused([photo_legs(query, k1), [fused([words], method, k1)] if words else []], method, k1)
+    words = [lexical_legs(query, k1), meaning_legs(query, k1)]
+    return fused([photo_legs(query, k1), [fused(words, method, k1)] if any(words) else []], method, k1)

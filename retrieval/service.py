@@ -17,13 +17,13 @@ from retrieval.prepare import checked_query, encode_query, query_segmenter, with
 from retrieval.search import EncodedQuery, QueryError, SearchOutcome, SearchParams, search, validate_filters
 from retrieval.store.base import CollectionMissing, VectorStore, check_fits
 from retrieval.store.factory import open_store
-from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TERMS_VECTOR, TEXT_VECTOR, CollectionSpec
+from schemas.collection import BM25_VECTOR, DENSE_VECTORS, IMAGE_VECTOR, SPARSE_VECTORS, TEXT_VECTOR, CollectionSpec
 from schemas.jobs import StoreConfig
 from schemas.settings import get_settings
 
 SERVE_REMEDY = ("Reindex it with this service's model (python -m jobs.index --rebuild), or serve the model it was "
                 "built with.")
-SEARCHED_VECTORS = (IMAGE_VECTOR, TEXT_VECTOR, BM25_VECTOR, TERMS_VECTOR)
+SEARCHED_VECTORS = (*DENSE_VECTORS, *SPARSE_VECTORS)  # every strategy's
 
 
 class ItemNotFound(QueryError):
