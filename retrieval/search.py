@@ -99,9 +99,12 @@ class EncodedQuery:
         has_words = self.text is not None or bool(self.words)
         if self.image is None and not has_words:
             raise QueryError("a query needs an image, a text, or both")
-        if self.image is not None and has_words:
-            return "image+text"
-        return "image" if self.image is not None else "text"
+        return mode_of(self.image is not None, has_words)
+
+
+def mode_of(has_image: bool, has_words: bool) -> str:
+    """A query's mode by its signals (the metrics label a request with neither, which is refused, as text)."""
+    return "image+text" if has_image and has_words else "image" if has_image else "text"
 
 
 @dataclass

@@ -13,7 +13,7 @@ from fastapi import HTTPException, Request
 from fastapi.responses import FileResponse
 from ray import serve
 
-from retrieval.search import DEFAULT_STRATEGY, FilterError, QueryError, SearchParams, StrategyError
+from retrieval.search import DEFAULT_STRATEGY, FilterError, QueryError, SearchParams, StrategyError, mode_of
 from retrieval.service import ItemNotFound, Searcher
 from retrieval.store.base import StoreError
 from retrieval.store.factory import open_store
@@ -30,8 +30,7 @@ TEXT_LOGGED = 40  # characters of the query words in the log line: enough to deb
 
 def request_mode(search: SearchRequest, image: bytes | None) -> str:
     """The query's mode as the request states it (a catalog item stands for a photo)."""
-    has_image, has_text = image is not None or bool(search.item_id), bool((search.text or "").strip())
-    return "image+text" if has_image and has_text else "image" if has_image else "text"
+    return mode_of(image is not None or bool(search.item_id), bool((search.text or "").strip()))
 
 
 def request_id(request: Request) -> str:

@@ -37,12 +37,12 @@ class ContinuousBatcher:
                 batch.append(queue.get_nowait())
             batch = [(item, future) for item, future in batch if not future.done()]  # callers that gave up
             if batch:
-                await self._call(batch)
+                await self._call(batch, queue.qsize())
 
-    async def _call(self, batch: list[tuple[Any, asyncio.Future]]) -> None:
+    async def _call(self, batch: list[tuple[Any, asyncio.Future]], waiting: int) -> None:
         self.batch_sizes[len(batch)] += 1
         if self.on_batch is not None:
-            self.on_batch(len(batch), self._queue.qsize() if self._queue is not None else 0)
+            self.on_batch(len(batch), waiting)
         try:
             # A worker thread: torch releases the GIL, so the event loop keeps taking requests meanwhile.
             results = await asyncio.to_thread(self.fn, [item for item, _ in batch])

@@ -38,9 +38,9 @@ class QueryEncoderCore:
         self.max_pixels, self.budget = max_pixels, PixelBudget(decode_budget)
         metrics = service_metrics()
         self.images = ContinuousBatcher(lambda batch: list(self.encoder.encode_images(np.stack(batch))), 16,
-                                        lambda size, waiting: metrics.batched("image", size, waiting))
+                                        functools.partial(metrics.batched, "image"))
         self.texts = ContinuousBatcher(lambda batch: list(self.encoder.encode_texts(batch)), 32,
-                                       lambda size, waiting: metrics.batched("text", size, waiting))
+                                       functools.partial(metrics.batched, "text"))
 
     def model_spec(self) -> str:
         return self.encoder.spec

@@ -14,7 +14,7 @@ from schemas.api import SearchRequest
 
 JSON_TYPES = ("application/json",)
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-FORM_FIELDS = 16  # the form has 9 fields; more is not a search
+MAX_FORM_FIELDS = 16  # the form has 9 fields; more is not a search
 MESSAGE_CHARS = 300  # of a parser's own message, in ours
 
 
@@ -100,7 +100,7 @@ async def _parse_form(request: Request, max_bytes: int) -> tuple[SearchRequest, 
     """The body is read within the limit first (with or without a Content-Length), then parsed as a form."""
     body = await _read_limited(request, max_bytes)
     try:
-        form = await Request(request.scope, _replay(body)).form(max_files=1, max_fields=FORM_FIELDS,
+        form = await Request(request.scope, _replay(body)).form(max_files=1, max_fields=MAX_FORM_FIELDS,
                                                                  max_part_size=max_bytes)
     except Exception as err:  # noqa: BLE001 - starlette's multipart errors vary; all mean a malformed body
         raise Refused(400, "bad_body", f"malformed form body: {str(err)[:MESSAGE_CHARS]}") from err
