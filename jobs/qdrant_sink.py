@@ -114,10 +114,9 @@ class QdrantDatasink(Datasink[dict]):
     lock) is written by one EmbeddedWriter actor that the driver starts and stops around the run.
     """
 
-    def __init__(self, store: StoreConfig, collection: str, batch_size: int = 256, progress=None):
-        """`progress`: an IndexProgress actor each block is reported to (live metrics and progress lines)."""
+    def __init__(self, store: StoreConfig, collection: str, batch_size: int = 256):
         self.store_config, self.collection, self.batch_size = store, collection, batch_size
-        self.progress = progress
+        self.progress = None  # an IndexProgress actor the driver attaches once Ray runs: each block is reported to it
         self.tally = WriteTally()
         self._store = None
         self._writer = None
