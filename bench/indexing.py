@@ -39,15 +39,21 @@ class Row:
 
 
 class PeakMemory:
-    """Samples the RSS of this process and every Ray worker on the machine; keeps the peak."""
+    """Samples the RSS of this process and every Ray worker on the machine (or of this process only); keeps the
+    peak."""
 
-    def __init__(self, interval_s: float = 0.2):
-        self.peak, self._stop, self.interval_s = 0, threading.Event(), interval_s
+    def __init__(self, interval_s: float = 0.2, ray_workers: bool = True):
+        self.peak, self._stop, self.interval_s, self.ray_workers = 0, threading.Event(), interval_s, ray_workers
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> int:
+        if not self.ray_workers:
+            return psutil.Process().memory_info().rss
+        return sum(_rss(p) for p in psutil.process_iter(["cmdline"]) if _ours(p))
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, sum(_rss(p) for p in psutil.process_iter(["cmdline"]) if _ours(p)))
+            self.peak = max(self.peak, self._rss())
             time.sleep(self.interval_s)
 
     def __enter__(self) -> "PeakMemory":

@@ -18,11 +18,11 @@ import json
 import math
 import subprocess
 import sys
-import threading
 import time
 
 import psutil
 
+from bench.indexing import PeakMemory
 from jobs import cli
 from schemas.jobs import IndexConfig
 from schemas.settings import PROJECT_ROOT, get_settings
@@ -43,25 +43,6 @@ def largest_png(pixels: int) -> bytes:
     out = io.BytesIO()
     image.save(out, "PNG", compress_level=9)
     return out.getvalue()
-
-
-class PeakRss:
-    """The highest RSS of this process while the block runs, sampled every 2 ms."""
-
-    def __enter__(self) -> "PeakRss":
-        self.peak, self._stop = psutil.Process().memory_info().rss, threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        process = psutil.Process()
-        while not self._stop.wait(0.002):
-            self.peak = max(self.peak, process.memory_info().rss)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 async def measure(name: str, concurrency: int, store_path: str) -> dict:
@@ -85,7 +66,7 @@ async def measure(name: str, concurrency: int, store_path: str) -> dict:
         assert warm.status_code == 200, warm.text
         baseline = psutil.Process().memory_info().rss
         started = time.perf_counter()
-        with PeakRss() as rss:
+        with PeakMemory(interval_s=0.002, ray_workers=False) as rss:
             responses = await asyncio.gather(*(client.post("/search", files={"image": ("q.png", photo, "image/png")})
                                                for _ in range(concurrency)))
         seconds = time.perf_counter() - started
