@@ -46,8 +46,9 @@ def prepare_pixels(data: bytes, cfg: PreprocessConfig, *, max_pixels: int, segme
 
 def encode_query(encoder: ClipEncoder, image: bytes | None = None, text: str | None = None, *, letterbox: bool = False,
                  max_pixels: int = 80_000_000, segmenter=None) -> EncodedQuery:
-    """Bytes and/or words to unit vectors, unbatched (the CLI's path; the service batches the model calls)."""
-    image, text = checked_query(image, text)
+    """Bytes and/or words to unit vectors, unbatched (the CLI's path; the service batches the model calls); nothing
+    given, nothing encoded (whether a query may be empty is `checked_query`'s to say, before)."""
+    text = (text or "").strip() or None
     cfg = encoder.preprocess_cfg.with_letterbox(letterbox)
     pixels = prepare_pixels(image, cfg, max_pixels=max_pixels, segmenter=segmenter) if image else None
     return EncodedQuery(image=encoder.encode_images(pixels[None])[0] if pixels is not None else None,

@@ -138,10 +138,8 @@ class SearchService:
     def search(self, *, image: bytes | None = None, text: str | None = None, item_id: str | None = None,
                params: SearchParams = SearchParams()) -> SearchOutcome:
         pending = self.searcher.begin(image, text, item_id)
-        query = EncodedQuery()
-        if pending.image or pending.text:
-            query = encode_query(self.encoder, pending.image, pending.text, letterbox=pending.spec.letterbox,
-                                 max_pixels=self.max_pixels, segmenter=self.segmenter)
+        query = encode_query(self.encoder, pending.image, pending.text, letterbox=pending.spec.letterbox,
+                             max_pixels=self.max_pixels, segmenter=self.segmenter)
         return self.searcher.finish(pending, query, params)
 
     def close(self) -> None:

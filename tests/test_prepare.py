@@ -28,6 +28,13 @@ def test_letterbox_is_chosen_in_one_place(encoder):
     assert cfg.with_letterbox(True).resize_mode == "longest" and cfg.with_letterbox(True).image_size == cfg.image_size
 
 
+def test_nothing_given_is_nothing_encoded(encoder):
+    """A search by a catalog item alone encodes nothing: its stored vectors stand for the photo and the words."""
+    for empty in ({}, {"text": "   "}, {"image": b"", "text": None}):
+        query = encode_query(encoder, **empty)
+        assert query.image is None and query.text is None and not query.words
+
+
 def test_query_vectors_equal_the_batched_path(encoder, offline_catalog):
     photo = (offline_catalog / "images" / "10003.jpg").read_bytes()
     for letterbox in (False, True):
