@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 
-from jobs.progress import eta_text
+from jobs.progress import eta_text, seconds_left, share_text
 
 log = logging.getLogger("jobs.index")
 
@@ -56,14 +56,15 @@ class IndexProgress:
         return self.indexed / elapsed if elapsed > 0 else 0.0
 
     def eta_s(self) -> float:
-        rate = self.done() / max(time.time() - self.started, 1e-9)
-        return (self.expected - self.done()) / rate if rate > 0 else -1.0
+        """Seconds left; -1 while unknown (a gauge has no None)."""
+        left = seconds_left(self.done(), self.expected, time.time() - self.started)
+        return -1.0 if left is None else left
 
     def line(self) -> str:
-        share = f" ({100 * self.done() / self.expected:.0f} %)" if self.expected else ""
-        eta = eta_text(self.eta_s()) if self.eta_s() >= 0 else "?"
-        return (f"indexed {self.indexed}, skipped {sum(self.skipped.values())} of {self.expected}{share}, "
-                f"{self.rate():.1f} images/s, ETA {eta}")
+        left = self.eta_s()
+        return (f"indexed {self.indexed}, skipped {sum(self.skipped.values())} of {self.expected}"
+                f"{share_text(self.done(), self.expected)}, {self.rate():.1f} images/s, "
+                f"ETA {eta_text(left) if left >= 0 else '?'}")
 
 
 class ProgressLogger:

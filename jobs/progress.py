@@ -19,6 +19,16 @@ def eta_text(seconds: float) -> str:
         else f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def seconds_left(done: int, total: int, elapsed: float) -> float | None:
+    """At the rate so far, the seconds until `total`; None before anything is done."""
+    rate = done / elapsed if elapsed > 0 else 0.0
+    return (total - done) / rate if rate > 0 else None
+
+
+def share_text(done: int, total: int) -> str:
+    return f" ({100 * done / total:.0f} %)" if total else ""
+
+
 class Progress:
     """`with Progress("encode", total) as p: ... p.advance(n)`; `line()` is the current state in words."""
 
@@ -46,11 +56,10 @@ class Progress:
         return self.done / elapsed if elapsed > 0 else 0.0
 
     def line(self) -> str:
-        rate = self.rate()
-        left = (self.total - self.done) / rate if rate > 0 else float("inf")
-        eta = eta_text(left) if left != float("inf") else "?"
-        share = f" ({100 * self.done / self.total:.0f} %)" if self.total else ""
-        return f"{self.name}: {self.done}/{self.total} {self.unit}{share}, {rate:.1f} {self.unit}/s, ETA {eta}"
+        left = seconds_left(self.done, self.total, time.monotonic() - self.started)
+        eta = eta_text(left) if left is not None else "?"
+        return (f"{self.name}: {self.done}/{self.total} {self.unit}{share_text(self.done, self.total)}, "
+                f"{self.rate():.1f} {self.unit}/s, ETA {eta}")
 
     def __enter__(self) -> "Progress":
         return self
