@@ -21,6 +21,17 @@ from jobs import cli
 from serve.runtime import use_fast_path
 
 
+HANDLED = {"proxy_location", "http_options", "applications"}
+APP_HANDLED = {"name", "route_prefix", "import_path", "args"}
+
+
+def unhandled(config: dict) -> list[str]:
+    """The config's settings this runner would not apply (it refuses them rather than serve something else)."""
+    keys = [key for key in config if key not in HANDLED]
+    return keys + [f"applications[{i}].{key}" for i, app in enumerate(config.get("applications", []))
+                   for key in app if key not in APP_HANDLED]
+
+
 def deploy(config: dict) -> list[str]:
     """Each application of a Serve config, built by its import path with its args; their route prefixes."""
     from ray import serve
@@ -47,11 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     config = yaml.safe_load(args.config.read_text())
-    http = config.get("http_options", {})
+    if unhandled(config):
+        raise cli.UsageError(f"{args.config}: {', '.join(unhandled(config))} not applied by python -m serve.run; "
+                             "use `serve run` or `serve deploy` for such a config")
+    http = {"host": "127.0.0.1", "port": 8000, **config.get("http_options", {})}
     ray.init(_metrics_export_port=args.metrics_port, include_dashboard=False)
-    serve.start(http_options={"host": http.get("host", "127.0.0.1"), "port": http.get("port", 8000)})
+    serve.start(proxy_location=config.get("proxy_location"), http_options=http)
     routes = deploy(config)
-    base = f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
+    base = f"http://{http['host']}:{http['port']}"
     print(f"search page {base}{routes[0]}  API docs {base}/docs  metrics http://127.0.0.1:{args.metrics_port}/metrics"
           f"  (Prometheus file_sd: /tmp/ray/prom_metrics_service_discovery.json; Ctrl-C stops)", flush=True)
     try:

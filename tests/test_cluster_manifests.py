@@ -505,6 +505,17 @@ def test_serve_config_matches_serve_build(tmp_path):
     assert ingress["num_cpus"] == defaults.ingress_cpus + defaults.encoder_cpus
 
 
+def test_make_serve_applies_every_setting_of_its_config():
+    """python -m serve.run (make serve) applies the config's proxy, HTTP options and applications, and refuses a
+    config with settings it would otherwise drop."""
+    from serve.run import unhandled
+
+    (_, config), = [c for c in serve_configs() if c[0] == "serve-config.yaml"]
+    assert unhandled(config) == []
+    extended = {**config, "grpc_options": {}, "applications": [{**config["applications"][0], "runtime_env": {}}]}
+    assert unhandled(extended) == ["grpc_options", "applications[0].runtime_env"]
+
+
 def test_encoder_deployment_placement_builds_both_deployments():
     from ray.serve._private.build_app import build_app as flatten
 
