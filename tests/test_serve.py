@@ -61,13 +61,15 @@ def test_base64_image_and_item_id_search(server, offline_catalog):
     assert by_photo[0]["id"] == SHOE and by_photo[0]["image_score"] > 0.99  # the photo finds its own item first
     assert SHOE not in [r["id"] for r in by_item]  # searching by an item leaves it out
     assert {r["payload"]["masterCategory"] for r in by_item} == {"Footwear"}
+    by_its_photo = server.post("/search", json={"item_id": SHOE, "k": 5, "strategy": "image_knn"}).json()["results"]
+    assert [r["id"] for r in by_its_photo] == [r["id"] for r in by_photo[1:]]  # its stored photo vector, as the photo
     unknown = server.post("/search", json={"item_id": "no-such-item"})
     assert unknown.status_code == 404 and "no-such-item" in unknown.json()["detail"]
 
 
 @pytest.mark.parametrize("kwargs, status, words", [
     ({"json": {}}, 400, "needs an image"),
-    ({"json": {"text": "   "}}, 422, "text"),
+    ({"json": {"text": "   "}}, 422, "text: String should match pattern"),
     ({"files": {"image": ("x.jpg", b"not a photo", "image/jpeg")}}, 400, "cannot be used"),
     ({"json": {"image_base64": "@@@"}}, 400, "base64"),
     ({"content": b"shoes", "headers": {"content-type": "text/plain"}}, 415, "content type"),
