@@ -15,8 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
-from schemas.api import MAX_FILTER_FIELDS, MAX_K, MAX_K1, STRATEGIES, ErrorResponse, ReadyResponse, SearchRequest, \
-    SearchResponse
+from schemas.api import MAX_FILTER_FIELDS, ErrorResponse, ReadyResponse, SearchRequest, SearchResponse
 
 STATIC = Path(__file__).parent / "static"
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # a caller's id is echoed only if it is a plain token
@@ -27,17 +26,23 @@ def errors(*codes: int) -> dict[int, dict]:
 
 
 SEARCH_ERRORS = errors(400, 404, 413, 415, 422, 503)
+
+
+def form_field(schema: dict) -> dict:
+    """A JSON body field as a form field: its non-null branch with the field's bounds and description (a form field
+    is either given or not)."""
+    branch = next((b for b in schema.get("anyOf", [schema]) if b.get("type") != "null"), schema)
+    return {**{k: v for k, v in schema.items() if k in ("description", "default")}, **branch}
+
+
+# The JSON body's fields with their bounds (the same validation runs on both), but the photo is a file and the
+# filters are JSON text.
 FORM_FIELDS = {
     "image": {"type": "string", "format": "binary", "description": "A photo (JPEG, PNG, WebP, ...)"},
-    "text": {"type": "string", "maxLength": 500, "pattern": r"\S"},
-    "item_id": {"type": "string", "minLength": 1, "maxLength": 500},
-    "k": {"type": "integer", "minimum": 1, "maximum": MAX_K},
-    "k1": {"type": "integer", "minimum": 1, "maximum": MAX_K1},
-    "text_weight": {"type": "number", "minimum": 0, "maximum": 1},
-    "strategy": {"type": "string", "enum": list(STRATEGIES)},
+    **{name: form_field(schema) for name, schema in SearchRequest.model_json_schema()["properties"].items()
+       if name not in ("image_base64", "filters")},
     "filters": {"type": "string", "description": f"JSON object of payload filters (at most {MAX_FILTER_FIELDS} "
                                                  "fields), as in the JSON body"},
-    "segment": {"type": "boolean"},
 }
 SEARCH_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": SearchRequest.model_json_schema(ref_template="#/components/schemas/{model}")},
