@@ -14,10 +14,8 @@ from retrieval.fusion import fuse, rrf_scores, zscore
 from retrieval.search import (DEFAULT_STRATEGY, EncodedQuery, FilterError, QueryError, SearchParams, search,
                               validate_filters)
 from retrieval.store.base import Hit, Point
-from retrieval.store.factory import open_store
 from schemas.api import STRATEGIES
 from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TERMS_VECTOR, TEXT_VECTOR, CollectionSpec
-from schemas.jobs import StoreConfig
 from tests.toys import BOTH, TOY, unit
 
 
@@ -108,8 +106,7 @@ def clip_text(words: str) -> np.ndarray:
 
 
 @pytest.fixture
-def shop(tmp_path):
-    store = open_store(StoreConfig(backend="edge", path=tmp_path / "shop"))
+def shop(store):
     avg = lexical.mean_length(doc for doc, _ in SHOP.values())
     store.create_collection(CollectionSpec(name="shop", model="toy", dim=3, filter_fields=("kind",),
                                            bm25_avg_len=avg))
@@ -117,8 +114,7 @@ def shop(tmp_path):
                                        BM25_VECTOR: lexical.document_vector(doc, avg),
                                        TERMS_VECTOR: lexical.document_vector(doc, avg).as_query()},
                                 {"text": doc, "kind": doc.split()[-1]}) for item, (doc, photo) in SHOP.items()])
-    yield store
-    store.close()
+    return store
 
 
 def composed(words: str) -> EncodedQuery:
