@@ -25,10 +25,10 @@ import psutil
 from bench.indexing import PeakMemory
 from jobs import cli
 from schemas.jobs import IndexConfig
-from schemas.settings import PROJECT_ROOT, get_settings
+from schemas.settings import PROJECT_ROOT
 
-CONFIGS = {"unbounded": {"max_pixels": 80_000_000, "budget": 10**12},
-           "bounded": {"max_pixels": None, "budget": None}}  # None: the settings' defaults
+CONFIGS = {"unbounded": {"query_max_pixels": 80_000_000, "query_decode_budget": 10**12},
+           "bounded": {}}  # the service's defaults
 
 
 def largest_png(pixels: int) -> bytes:
@@ -48,17 +48,15 @@ def largest_png(pixels: int) -> bytes:
 async def measure(name: str, concurrency: int, store_path: str) -> dict:
     import httpx
 
-    from retrieval.model import canonical_spec
     from serve.api import SearchHandlers
+    from serve.app import ServeArgs
     from serve.encoder import EncoderSpec
     from serve.routes import create_app
 
-    s = get_settings()
-    max_pixels = CONFIGS[name]["max_pixels"] or s.query_max_pixels
-    budget = CONFIGS[name]["budget"] or s.query_decode_budget
-    cfg = IndexConfig.from_settings(store_path=store_path)
-    handlers = SearchHandlers(EncoderSpec(args=(s.model, "cpu", "fp32", max_pixels, 1, "none", budget)), cfg.store,
-                              cfg.collection, canonical_spec(s.model), 10 * 1024 * 1024)
+    served = ServeArgs(device="cpu", precision="fp32", encoder_threads=1, query_segmenter="none",
+                       store_path=store_path, **CONFIGS[name])
+    max_pixels, budget = served.query_max_pixels, served.query_decode_budget
+    handlers = SearchHandlers(EncoderSpec(args=served.encoder_args()), *served.ingress_args())
     photo = largest_png(max_pixels - 1)
     transport = httpx.ASGITransport(app=create_app(handlers))
     async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=600) as client:

@@ -61,6 +61,16 @@ class ServeArgs(BaseModel):
     def store(self) -> StoreConfig:
         return StoreConfig.from_settings(**self.model_dump(include=set(STORE_SETTINGS)))
 
+    def encoder_args(self) -> tuple:
+        """What the query encoder is built from (serve/encoder.py's EncoderTarget)."""
+        return (self.model, self.device, self.precision, self.query_max_pixels,
+                self.encoder_threads or max(1, int(self.encoder_cpus)), self.query_segmenter,
+                self.query_decode_budget)
+
+    def ingress_args(self) -> tuple:
+        """The ingress's arguments after the encoder (serve/api.py's SearchHandlers)."""
+        return self.store(), self.collection, canonical_spec(self.model), self.max_upload_bytes
+
 
 def build_app(args: ServeArgs) -> Application:
     """Bind the encoder and the ingress; `args` may be a dict (serve run key=value, config files)."""
@@ -70,10 +80,7 @@ def build_app(args: ServeArgs) -> Application:
     if args.encoder_replicas > 1 and args.encoder_placement == "ingress":
         raise ValueError("encoder_replicas needs encoder_placement: deployment (in the ingress, each ingress "
                          "replica has one encoder: scale ingress_replicas)")
-    encoder_args = (args.model, args.device, args.precision, args.query_max_pixels,
-                    args.encoder_threads or max(1, int(args.encoder_cpus)), args.query_segmenter,
-                    args.query_decode_budget)
-    ingress_args = (args.store(), args.collection, canonical_spec(args.model), args.max_upload_bytes)
+    encoder_args, ingress_args = args.encoder_args(), args.ingress_args()
     if args.encoder_placement == "ingress":
         ingress = SearchAPI.options(num_replicas=args.ingress_replicas, ray_actor_options={
             "num_cpus": args.ingress_cpus + args.encoder_cpus, "num_gpus": args.encoder_gpus})
