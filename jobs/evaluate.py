@@ -24,8 +24,8 @@ from jobs import cli, index
 from jobs.eval_report import summary_line, write_outputs
 from jobs.progress import Progress
 from retrieval.catalogs import Catalog, open_catalog
-from retrieval.evaluation import (Config, MemoKnn, Query, best_rows, by_mode, compare_strategies, grid, load_queries,
-                                  recommend, rows_of, run_grid)
+from retrieval.evaluation import (IN_MODE, Config, MemoKnn, Query, best_rows, by_mode, compare_strategies, grid,
+                                  load_queries, recommend, rows_of, run_grid)
 from retrieval.model import ClipEncoder, load_model
 from retrieval.prepare import prepare_pixels, with_words
 from retrieval.search import MODES, EncodedQuery, search
@@ -155,9 +155,8 @@ def choose(store: VectorStore, collection: str, scores: dict, rows: list[dict], 
            encoded: list[EncodedQuery], n_timed: int) -> dict[str, dict]:
     """Per mode with a choice to make: each strategy settled, against the best, timed, and the default."""
     out = {}
-    for mode in ("text", "image+text"):
-        if not any(r["mode"] == mode for r in rows):
-            continue
+    present = {r["mode"] for r in rows}
+    for mode in (m for m, strategies in IN_MODE.items() if len(strategies) > 1 and m in present):
         comparison = compare_strategies(scores, rows, mode)
         sample = [(q, e) for q, e in zip(queries, encoded) if q.mode == mode][:n_timed]
         latency = time_strategies(store, collection, sample, comparison)
