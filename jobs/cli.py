@@ -128,3 +128,13 @@ def model_choice(args: argparse.Namespace) -> dict[str, str]:
 
 def collection_of(args: argparse.Namespace) -> str:
     return getattr(args, "collection", None) or get_settings().collection
+
+
+def existing_collection(store, name: str, hint: str) -> tuple[str, Any]:
+    """The collection `name` stands for (an alias, or the collection itself) and its spec; if there is none, a
+    one-line error: "no collection or alias NAME" and the hint."""
+    concrete = store.resolve_alias(name) or name
+    spec = store.collection_spec(concrete)
+    if spec is None:
+        raise UsageError(f"no collection or alias {name!r}{hint}")
+    return concrete, spec

@@ -76,10 +76,7 @@ def verify(source: VectorStore, name: str, target: VectorStore, into: str, copie
 def copy_collection(source: VectorStore, alias: str, to: StoreConfig, keep: int, optimize_above: int) -> dict:
     """Copy the collection behind `alias` (or the collection of that name) into a new generation of the target
     store, verify, and publish it under the same name as the index job publishes one."""
-    name = source.resolve_alias(alias) or alias
-    spec = source.collection_spec(name)
-    if spec is None:
-        raise cli.UsageError(f"no collection or alias {alias!r} in the source store")
+    name, spec = cli.existing_collection(source, alias, " in the source store")
     if not spec.complete:
         raise cli.UsageError(f"{name} is a partial generation (its index run did not finish): rerun that run, or "
                              "copy a complete one")

@@ -41,10 +41,7 @@ def overview(store: VectorStore) -> dict[str, Any]:
 
 def collection_detail(store: VectorStore, name: str) -> dict[str, Any]:
     """A collection's spec and, for each filter field, its most common values with point counts."""
-    concrete = store.resolve_alias(name) or name
-    spec = store.collection_spec(concrete)
-    if spec is None:
-        raise cli.UsageError(f"no collection or alias {name!r}; python -m jobs.inspect lists them")
+    concrete, spec = cli.existing_collection(store, name, "; python -m jobs.inspect lists them")
     facets = {field: store.facet(concrete, field, FACET_VALUES) for field in spec.filter_fields}
     return {"collection": concrete, "points": store.count(concrete), "spec": spec.model_dump(mode="json",
             exclude={"filter_values"}), "filter_values": facets}
