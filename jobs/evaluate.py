@@ -23,15 +23,16 @@ import numpy as np
 from jobs import cli, index
 from jobs.eval_report import summary_line, write_outputs
 from jobs.progress import Progress
+from retrieval import strategies
 from retrieval.catalogs import Catalog, open_catalog
-from retrieval.evaluation import (IN_MODE, Config, MemoKnn, Query, best_rows, by_mode, compare_strategies, grid,
+from retrieval.evaluation import (Config, MemoKnn, Query, best_rows, by_mode, compare_strategies, grid,
                                   load_queries, recommend, rows_of, run_grid)
 from retrieval.model import ClipEncoder, load_model
 from retrieval.prepare import prepare_pixels, with_words
-from retrieval.search import MODES, EncodedQuery, search
+from retrieval.search import EncodedQuery, search
 from retrieval.store.base import VectorStore
 from retrieval.store.factory import open_store
-from schemas.api import STRATEGIES
+from retrieval.strategies import MODES
 from schemas.collection import CollectionSpec
 from schemas.jobs import CATALOG_FORMATS, IndexConfig
 from schemas.settings import get_settings
@@ -52,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--collection", help="alias to index into (default: eval-<catalog folder>[-<limit>])")
     cli.add_field(p, IndexConfig, "letterbox", action="store_true")
     cli.add_field(p, IndexConfig, "rebuild", action="store_true")
-    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    p.add_argument("--strategies", nargs="+", default=list(strategies.names()), choices=strategies.names())
     p.add_argument("--weights", type=float, nargs="+", default=WEIGHTS,
                    help="text weights (default: 0 to 1 by 0.1, by 0.05 near 0.5)")
     p.add_argument("--depths", type=int, nargs="+", default=[50, 200, 500, 1000], help="k1 values")
@@ -156,7 +157,7 @@ def choose(store: VectorStore, collection: str, scores: dict, rows: list[dict], 
     """Per mode with a choice to make: each strategy settled, against the best, timed, and the default."""
     out = {}
     present = {r["mode"] for r in rows}
-    for mode in (m for m, strategies in IN_MODE.items() if len(strategies) > 1 and m in present):
+    for mode in (m for m in MODES if len(strategies.in_mode(m)) > 1 and m in present):
         comparison = compare_strategies(scores, rows, mode)
         sample = [(q, e) for q, e in zip(queries, encoded) if q.mode == mode][:n_timed]
         latency = time_strategies(store, collection, sample, comparison)

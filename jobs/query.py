@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from jobs import cli
+from retrieval import strategies
 from retrieval.search import SearchParams
 from retrieval.service import SearchService
-from schemas.api import STRATEGIES
 from schemas.jobs import QUERY_SEGMENTERS
 
 
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=SearchParams.k, help="results to return")
     p.add_argument("--k1", type=int, help="candidates per leg (default: the strategy's evaluated one)")
     p.add_argument("--text-weight", type=float, help="weight of the words against the photo (default: evaluated)")
-    p.add_argument("--strategy", choices=STRATEGIES, help="default: the evaluated one for the query's mode "
+    p.add_argument("--strategy", choices=strategies.names(), help="default: the evaluated one for the query's mode "
                                                           "(docs/evaluation.md)")
     p.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE")
     p.add_argument("--exclude", action="append", default=[], metavar="ITEM_ID")

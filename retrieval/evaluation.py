@@ -20,22 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval import strategies
 from retrieval.metrics import DEPTH, aggregate, score_query
-from retrieval.search import MODES, EncodedQuery, SearchParams, search
+from retrieval.search import EncodedQuery, SearchParams, search
 from retrieval.store.base import Hit, VectorStore
-
-# The knobs each strategy reads in each mode; the others are not varied (and shown as "-").
-KNOBS = {"image_knn": (), "text_knn": (), "bm25": (), "hybrid_rrf": ("k1",), "hybrid_dbsf": ("k1",),
-         "hybrid_rescore": ("k1", "text_weight"), "vector_fusion": ("text_weight",), "rrf": ("k1", "text_weight"),
-         "two_stage_image": ("k1", "text_weight"), "two_stage": ("k1", "text_weight")}
-# Per mode, the strategies worth running (with one modality the client-side fusions are that modality's kNN, and
-# the hybrid ones of a photo alone are its kNN), and those that use every signal of the mode.
-IN_MODE = {"text": ("text_knn", "bm25", "hybrid_rrf", "hybrid_dbsf", "hybrid_rescore"),
-           "image": ("image_knn",),
-           "image+text": tuple(KNOBS)}
-ALL_SIGNALS = {"text": ("hybrid_rrf", "hybrid_dbsf", "hybrid_rescore"), "image": ("image_knn",),
-               "image+text": ("hybrid_rrf", "hybrid_dbsf", "hybrid_rescore")}
-UNWEIGHTED = {"text"}  # modes without a photo to weigh the words against
+from retrieval.strategies import MODES
 
 
 class QueryFileError(ValueError):
@@ -97,13 +86,15 @@ def by_mode(queries: list[Query], mode: str) -> list[Query]:
     return [q for q in queries if q.mode == mode]
 
 
-def grid(mode: str, strategies: list[str], weights: list[float], depths: list[int]) -> list[Config]:
-    """Every configuration worth running for a mode, cheaper strategies first (they win ties)."""
+def grid(mode: str, chosen: list[str], weights: list[float], depths: list[int]) -> list[Config]:
+    """Every configuration worth running for a mode, in the grid's order (earlier ones win ties); the text weight
+    only where the mode has a photo to weigh the words against."""
     configs = []
-    for strategy in (s for s in IN_MODE[mode] if s in strategies):
-        k1s = depths if "k1" in KNOBS[strategy] else [None]
-        weighted = "text_weight" in KNOBS[strategy] and mode not in UNWEIGHTED
-        configs += [Config(strategy, k1, w) for k1 in k1s for w in (weights if weighted else [None])]
+    for name in (s for s in strategies.in_mode(mode) if s in chosen):
+        knobs = strategies.REGISTRY[name].knobs
+        k1s = depths if "k1" in knobs else [None]
+        weighted = "text_weight" in knobs and "photo" in strategies.MODE_SIGNALS[mode]
+        configs += [Config(name, k1, w) for k1 in k1s for w in (weights if weighted else [None])]
     return configs
 
 
@@ -197,10 +188,10 @@ def compare_strategies(scores: dict, rows: list[dict], mode: str) -> list[dict]:
     """Each strategy of a mode at its settled configuration, against the best configuration of the strategies using
     every signal (paired on queries), best first."""
     mine = [r for r in rows if r["mode"] == mode]
-    eligible = [r for r in mine if r["strategy"] in ALL_SIGNALS[mode]]
+    eligible = [r for r in mine if r["strategy"] in strategies.all_signals(mode)]
     reference = best_rows(eligible or mine)[mode]
     chosen = [settled(scores, rows, mode, s) for s in dict.fromkeys(r["strategy"] for r in mine)]
-    return [{**row, "all_signals": row["strategy"] in ALL_SIGNALS[mode],
+    return [{**row, "all_signals": row["strategy"] in strategies.all_signals(mode),
              "delta_vs_best": paired_delta(of(scores, mode, row), of(scores, mode, reference))}
             for row in sorted(chosen, key=lambda r: -r["ndcg@10"])]
 

@@ -14,6 +14,7 @@ explains the results afterwards.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 import numpy as np
@@ -81,11 +82,31 @@ def single_knn(store, collection, query, search, vector: np.ndarray) -> Ranked:
     return _knn(store, collection, vector, search.k, search, search.explain)  # vectors: the explanation's
 
 
+def image_knn(store, collection, query, search) -> Ranked:
+    return single_knn(store, collection, query, search, query.image)
+
+
+def text_knn(store, collection, query, search) -> Ranked:
+    return single_knn(store, collection, query, search, query.text)
+
+
+def fusing(rank):
+    """A fusion of the photo's and the words' kNN; a query with one of them gets that one's kNN."""
+    @functools.wraps(rank)
+    def ranked(store, collection, query, search) -> Ranked:
+        if query.image is None or query.text is None:
+            return (image_knn if query.image is not None else text_knn)(store, collection, query, search)
+        return rank(store, collection, query, search)
+    return ranked
+
+
+@fusing
 def vector_fusion(store, collection, query, search) -> Ranked:
     vector = fused_vector(query.image, query.text, search.text_weight)
     return single_knn(store, collection, query, search, vector)
 
 
+@fusing
 def two_stage(store, collection, query, search) -> Ranked:
     """Both kNNs, k1 each, so that items matching the words but not the photo's colour ("this, but red") are
     candidates at all; reranked by the fusion of both similarities."""
@@ -94,6 +115,7 @@ def two_stage(store, collection, query, search) -> Ranked:
     return _rerank(hits, query, search)
 
 
+@fusing
 def two_stage_image(store, collection, query, search) -> Ranked:
     return _rerank(_knn(store, collection, query.image, search.k1, search, True), query, search)
 
@@ -105,19 +127,10 @@ def _rerank(hits: list[Hit], query, search) -> Ranked:
     return _ranked(hits, fuse(image_scores, text_scores, search.text_weight), search.k)
 
 
+@fusing
 def rrf(store, collection, query, search) -> Ranked:
     image = _knn(store, collection, query.image, search.k1, search, False)
     text = _knn(store, collection, query.text, search.k1, search, False)
     hits = _union(text, image)
     fused = rrf_scores([image, text], [1.0 - search.text_weight, search.text_weight])
     return _ranked(hits, np.array([fused[h.item_id] for h in hits]), search.k) if hits else []
-
-
-STRATEGIES = {
-    "image_knn": lambda store, collection, query, search: single_knn(store, collection, query, search, query.image),
-    "text_knn": lambda store, collection, query, search: single_knn(store, collection, query, search, query.text),
-    "vector_fusion": vector_fusion,
-    "two_stage": two_stage,
-    "two_stage_image": two_stage_image,
-    "rrf": rrf,
-}

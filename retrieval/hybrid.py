@@ -27,7 +27,6 @@ from retrieval.fusion import fused_vector
 from retrieval.store.base import Fuse, Nearest, Plan, Rescore
 from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TERMS_VECTOR, TEXT_VECTOR
 
-STRATEGIES = ("hybrid_rrf", "hybrid_dbsf", "hybrid_rescore", "bm25")
 CANDIDATES = ("all_words", "any_word", "meaning")  # hybrid_rescore's candidate sources, narrowest first
 # Items with all the words score alike on `terms` (n, times their tie factors), so a limit of k1 would keep k1 of
 # them chosen by id, not relevance: take up to ALL_WORDS_LIMIT and let BM25 keep the k1 best. The limit costs store
@@ -83,21 +82,18 @@ def rescored(query, k1: int, text_weight: float, source: str = "all_words") -> P
                 "dbsf", limit)
 
 
-def plans(strategy: str, query, k1: int, text_weight: float) -> list[Plan]:
-    """The query plans of a hybrid strategy for this query's signals, to run in order while fewer than k results
-    come back (only hybrid_rescore has more than one: its candidate sources, narrowest first; a photo alone is its
-    kNN)."""
-    if strategy == "bm25":
-        return [Nearest(BM25_VECTOR, query.words, k1)]
-    if strategy == "hybrid_rescore":
-        found = [p for p in (rescored(query, k1, text_weight, source) for source in CANDIDATES) if p is not None]
-        return found or photo_legs(query, k1)
-    return [plan(strategy, query, k1)]
+def bm25_plans(query, k1: int, text_weight: float) -> list[Plan]:
+    return [Nearest(BM25_VECTOR, query.words, k1)]
 
 
-def plan(strategy: str, query, k1: int) -> Plan:
+def rescore_plans(query, k1: int, text_weight: float) -> list[Plan]:
+    """hybrid_rescore's plans: one per candidate source, narrowest first (a photo alone is its kNN)."""
+    found = [p for p in (rescored(query, k1, text_weight, source) for source in CANDIDATES) if p is not None]
+    return found or photo_legs(query, k1)
+
+
+def fused_plans(method: str, query, k1: int, text_weight: float) -> list[Plan]:
     """hybrid_dbsf's or hybrid_rrf's plan: the photo, and the words' lexical and meaning evidence fused into one
     list, fused."""
-    method = strategy.removeprefix("hybrid_")
     words = [lexical_legs(query, k1), meaning_legs(query, k1)]
-    return fused([photo_legs(query, k1), [fused(words, method, k1)] if any(words) else []], method, k1)
+    return [fused([photo_legs(query, k1), [fused(words, method, k1)] if any(words) else []], method, k1)]

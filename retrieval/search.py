@@ -1,8 +1,8 @@
 """Search: a query's vectors in, ranked and explained catalog items out, by one of the strategies.
 
-Strategies: the store-side hybrid ones (retrieval/hybrid.py: every signal of the query as a leg, fused in one store
-call) and the client-side ones (retrieval/fusion.py). Unset knobs take the defaults the evaluation chose per
-query mode (docs/evaluation.md); every result is then explained by the same signals whatever ranked it: the photo's
+Strategies (retrieval/strategies.py): the store-side hybrid ones (retrieval/hybrid.py: every signal of the query as a
+leg, fused in one store call) and the client-side ones (retrieval/fusion.py). Unset knobs take the defaults the
+evaluation chose per query mode (docs/evaluation.md); every result is then explained by the same signals whatever ranked it: the photo's
 and the words' CLIP similarity to the item's photo, the words' to its document, the BM25 score and the words that
 matched.
 """
@@ -17,27 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from retrieval import fusion, hybrid, lexical
+from retrieval import fusion, lexical, strategies
 from retrieval.store.base import Filter, Hit, Nearest, SparseVector, VectorStore
-from schemas.api import STRATEGIES
 from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TEXT_VECTOR
-
-MODES = ("text", "image", "image+text")
-# The evaluation's choices (docs/evaluation.md, `make eval`; retrieval/evaluation.py says how a configuration is
-# settled): per query mode, the strategy and its depth k1 (candidates per leg) and text weight; and for a strategy
-# asked for by name in a mode it is not the default of, its settled knobs on the image+text queries (where every
-# knob matters). Knobs a strategy does not read are 0.5.
-DEFAULTS = {"text": ("hybrid_rescore", 50, 0.5), "image": ("image_knn", 100, 0.5),
-            "image+text": ("hybrid_rescore", 1000, 0.2)}
-DEFAULT_STRATEGY = {mode: strategy for mode, (strategy, _, _) in DEFAULTS.items()}
-DEFAULT_KNOBS = {
-    "hybrid_dbsf": {"k1": 1000, "text_weight": 0.5}, "hybrid_rrf": {"k1": 1000, "text_weight": 0.5},
-    "hybrid_rescore": {"k1": 1000, "text_weight": 0.2}, "bm25": {"k1": 100, "text_weight": 0.5},
-    "vector_fusion": {"k1": 1000, "text_weight": 0.55}, "two_stage": {"k1": 500, "text_weight": 0.55},
-    "two_stage_image": {"k1": 1000, "text_weight": 0.7}, "rrf": {"k1": 200, "text_weight": 0.55},
-    "image_knn": {"k1": 100, "text_weight": 0.5}, "text_knn": {"k1": 100, "text_weight": 0.5},
-}
-assert set(DEFAULT_KNOBS) == set(STRATEGIES)
 
 
 class QueryError(ValueError):
@@ -62,12 +44,12 @@ class SearchParams:
     text_weight: float | None = None  # 0: the photo only, 1: the words only (fusion strategies)
     filters: Filter | None = None
     exclude: tuple[str, ...] = ()
-    strategy: str | None = None  # one of STRATEGIES
+    strategy: str | None = None  # one of retrieval.strategies
     explain: bool = True  # score each result by every signal (the evaluation turns it off: it only ranks)
 
     def __post_init__(self) -> None:
-        if self.strategy is not None and self.strategy not in STRATEGIES:
-            raise QueryError(f"unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)}")
+        if self.strategy is not None and self.strategy not in strategies.REGISTRY:
+            raise QueryError(f"unknown strategy {self.strategy!r}; valid: {', '.join(strategies.names())}")
 
     def excluding(self, item_ids: tuple[str, ...]) -> "SearchParams":
         """The same search, also leaving these items out (the item a search by item started from)."""
@@ -75,13 +57,11 @@ class SearchParams:
 
     def resolved(self, mode: str) -> "SearchParams":
         """Every knob set: the strategy for this mode, its evaluated k1 and weight (k1 at least k)."""
-        strategy, k1, weight = DEFAULTS[mode]
-        if self.strategy is not None and self.strategy != strategy:
-            strategy, k1, weight = self.strategy, DEFAULT_KNOBS[self.strategy]["k1"], \
-                DEFAULT_KNOBS[self.strategy]["text_weight"]
-        k1 = self.k1 if self.k1 is not None else k1
-        weight = self.text_weight if self.text_weight is not None else weight
-        return replace(self, strategy=strategy, k1=max(k1, self.k), text_weight=weight)
+        strategy = strategies.REGISTRY[self.strategy] if self.strategy is not None else strategies.default(mode)
+        knobs = strategy.knobs_in(mode)
+        k1 = self.k1 if self.k1 is not None else knobs.k1
+        weight = self.text_weight if self.text_weight is not None else knobs.text_weight
+        return replace(self, strategy=strategy.name, k1=max(k1, self.k), text_weight=weight)
 
 
 @dataclass(frozen=True)
@@ -93,6 +73,12 @@ class EncodedQuery:
     text: np.ndarray | None = None
     words: SparseVector | None = None
     phrase: str | None = None
+
+    @property
+    def signals(self) -> set[str]:
+        """Which of retrieval.strategies.SIGNALS the query has."""
+        has = {"photo": self.image is not None, "words": self.text is not None, "lexical": bool(self.words)}
+        return {signal for signal, present in has.items() if present}
 
     @property
     def mode(self) -> str:
@@ -139,24 +125,20 @@ def validate_filters(filters: Filter | None, allowed: tuple[str, ...]) -> None:
         raise FilterError(f"filter field(s) {empty} list no value; give at least one")
 
 
-def check_strategy(query: EncodedQuery, strategy: str) -> None:
-    """A strategy that reads a signal the query lacks is an error, not a silent substitute."""
-    needs = {"image_knn": query.image is not None, "text_knn": query.text is not None, "bm25": bool(query.words)}
-    if not needs.get(strategy, True):
-        signal = {"image_knn": "photo", "text_knn": "words", "bm25": "words (other than stopwords)"}[strategy]
-        raise StrategyError(f"strategy {strategy} needs the query's {signal}")
+def check_strategy(query: EncodedQuery, strategy: strategies.Strategy) -> None:
+    """A strategy that needs a signal the query lacks is an error, not a silent substitute."""
+    missing = [signal for signal in strategy.needs if signal not in query.signals]
+    if missing:
+        raise StrategyError(f"strategy {strategy.name} needs the query's {strategies.SIGNALS[missing[0]]}")
 
 
 def rank(store: VectorStore, collection: str, query: EncodedQuery, params: SearchParams) -> fusion.Ranked:
     """The resolved strategy's ranking: hits with their final score, best first."""
-    check_strategy(query, params.strategy)
-    if params.strategy in hybrid.STRATEGIES:
-        return hybrid_hits(store, collection, query, params)
-    strategy = params.strategy
-    if query.image is None or query.text is None:  # one modality: every client-side fusion is that kNN
-        strategy = strategy if strategy in ("image_knn", "text_knn") else (
-            "image_knn" if query.image is not None else "text_knn")
-    return ties_by_id(fusion.STRATEGIES[strategy](store, collection, query, params))
+    strategy = strategies.REGISTRY[params.strategy]
+    check_strategy(query, strategy)
+    if strategy.plans is not None:
+        return hybrid_hits(store, collection, query, params, strategy.plans)
+    return ties_by_id(strategy.rank(store, collection, query, params))
 
 
 def ties_by_id(ranked: list[Hit]) -> list[Hit]:
@@ -167,11 +149,11 @@ def ties_by_id(ranked: list[Hit]) -> list[Hit]:
             for hit in sorted(tied, key=attrgetter("item_id"))]
 
 
-def hybrid_hits(store: VectorStore, collection: str, query: EncodedQuery, params: SearchParams) -> list:
+def hybrid_hits(store: VectorStore, collection: str, query: EncodedQuery, params: SearchParams, plans) -> list:
     """One store call per plan, the next plan only while fewer than k results came back, its results after the
     earlier ones (hybrid_rescore: items with all the words, then with any, then the words' meaning)."""
     hits: list = []
-    for plan in hybrid.plans(params.strategy, query, params.k1, params.text_weight):
+    for plan in plans(query, params.k1, params.text_weight):
         seen = (*params.exclude, *(h.item_id for h in hits))
         hits += ties_by_id(store.query(collection, plan, params.k - len(hits), params.filters, exclude=seen,
                                        with_vectors=params.explain))  # the explanation's, in the same call

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from retrieval import strategies
+
 MAX_K = 100
 MAX_K1 = 1000
 MAX_FILTER_FIELDS = 32
@@ -24,8 +26,7 @@ Candidates = Annotated[int, Field(ge=1, le=MAX_K1), BeforeValidator(_whole)]
 FilterWord = Annotated[str, Field(min_length=1, max_length=200)]
 FilterValue = Union[FilterWord, Annotated[list[FilterWord], Field(min_length=1, max_length=MAX_FILTER_VALUES)],
                     Integer]
-STRATEGIES = ("hybrid_dbsf", "hybrid_rrf", "hybrid_rescore", "bm25",
-              "vector_fusion", "two_stage", "two_stage_image", "rrf", "image_knn", "text_knn")
+STRATEGIES = strategies.names()  # retrieval/strategies.py's table, in its order
 
 
 # A search needs something to search by: words (not only blanks), a photo or a catalog item. Written into the

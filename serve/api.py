@@ -13,7 +13,8 @@ from fastapi import HTTPException, Request
 from fastapi.responses import FileResponse
 from ray import serve
 
-from retrieval.search import DEFAULT_STRATEGY, FilterError, QueryError, SearchParams, StrategyError, mode_of
+from retrieval import strategies
+from retrieval.search import FilterError, QueryError, SearchParams, StrategyError, mode_of
 from retrieval.service import ItemNotFound, Searcher
 from retrieval.store.base import StoreError
 from retrieval.store.factory import open_store
@@ -76,7 +77,7 @@ class SearchHandlers:
             raise HTTPException(503, f"encoder not ready: {type(err).__name__}: {err}") from err
         return ReadyResponse(status="ready", collection=collection, points=points, model=spec.model,
                              filter_fields=list(spec.filter_fields), filter_values=spec.filter_values,
-                             default_strategy=DEFAULT_STRATEGY, strategies=list(STRATEGIES))
+                             default_strategy=strategies.defaults(), strategies=list(STRATEGIES))
 
     async def search(self, request: Request) -> SearchResponse:
         """Parse, search, and account for it: metrics by outcome and one log line, whatever the outcome."""

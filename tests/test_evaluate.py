@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jobs import evaluate, make_queries
-from retrieval import evaluation
+from retrieval import evaluation, strategies
 from retrieval.catalogs import open_catalog
 from retrieval.prepare import with_words
 from retrieval.search import EncodedQuery, Result, SearchOutcome, search
@@ -22,7 +22,7 @@ from tests.toys import BOTH, TOY, unit
 
 def test_the_memo_changes_no_ranking():
     memo = evaluation.MemoKnn(TOY, {i: {IMAGE_VECTOR: v} for i, v in TOY.vectors.items()})
-    client_side = [s for s in evaluation.KNOBS if not s.startswith("hybrid") and s != "bm25"]
+    client_side = [s.name for s in strategies.REGISTRY.values() if s.rank is not None]
     for config in evaluation.grid("image+text", client_side, [0.0, 0.35, 1.0], [4, 2]):
         params = replace(config.params(("near_img",)), k=3)
         ranked = [[(r.item_id, r.score) for r in search(store, "c", BOTH, params).results] for store in (TOY, memo)]
@@ -81,7 +81,7 @@ def test_a_query_line_without_mode_gets_it_from_its_image_and_text(tmp_path):
 
 def test_the_default_must_use_every_signal_and_earn_its_cost():
     row = lambda strategy, ndcg, delta: {"strategy": strategy, "label": strategy, "ndcg@10": ndcg,  # noqa: E731
-                                         "all_signals": strategy in evaluation.ALL_SIGNALS["image+text"],
+                                         "all_signals": strategy in strategies.all_signals("image+text"),
                                          "delta_vs_best": delta}
     comparison = [row("two_stage", 0.60, (0.05, 0.03, 0.07)), row("hybrid_dbsf", 0.55, (0, 0, 0)),
                   row("hybrid_rrf", 0.54, (-0.01, -0.02, 0.001)), row("hybrid_rescore", 0.40, (-0.15, -0.2, -0.1))]
@@ -126,11 +126,11 @@ def test_evaluate_job_on_a_slice(ray_cluster, tmp_path, offline_catalog, model_s
     assert report["run"]["points"] == 300 and report["run"]["judged_items_not_in_collection"] == 0
     assert set(report["run"]["phases_s"]) == {"index_s", "encode_s", "grid_s", "latency_s"}
     assert set(report["best"]) == {"text", "image", "image+text"}
-    strategies = {r["strategy"] for r in report["rows"] if r["mode"] == "image+text"}
-    assert strategies == set(evaluation.KNOBS)
+    ran = {r["strategy"] for r in report["rows"] if r["mode"] == "image+text"}
+    assert ran == set(strategies.names())
     for mode in ("text", "image+text"):
         default = report["choices"][mode]["recommended"]
-        assert default["strategy"] in evaluation.ALL_SIGNALS[mode], default
+        assert default["strategy"] in strategies.all_signals(mode), default
     for row in report["rows"]:
         assert 0.0 <= row["ndcg@10"] <= 1.0 and row["n_queries"] + row["n_no_relevant"] == 7
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("best | text:")

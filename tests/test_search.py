@@ -9,9 +9,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from retrieval import lexical
+from retrieval import lexical, strategies
 from retrieval.fusion import fuse, rrf_scores, zscore
-from retrieval.search import (DEFAULT_STRATEGY, EncodedQuery, FilterError, QueryError, SearchParams, search,
+from retrieval.search import (EncodedQuery, FilterError, QueryError, SearchParams, search,
                               validate_filters)
 from retrieval.store.base import Hit, Point
 from schemas.api import STRATEGIES
@@ -35,8 +35,8 @@ def test_filters_must_name_indexed_fields_and_list_values():
 
 
 def test_unset_knobs_take_the_evaluated_defaults_of_the_mode():
-    assert set(DEFAULT_STRATEGY) == {"text", "image", "image+text"}
-    for mode, strategy in DEFAULT_STRATEGY.items():
+    assert set(strategies.defaults()) == {"text", "image", "image+text"}
+    for mode, strategy in strategies.defaults().items():
         resolved = SearchParams(k=30).resolved(mode)
         assert resolved.strategy == strategy and resolved.k1 >= 30 and 0 <= resolved.text_weight <= 1
     mine = SearchParams(strategy="two_stage", k1=7, text_weight=0.2).resolved("text")
@@ -157,7 +157,7 @@ def test_words_in_no_document_fall_back_to_their_meaning(shop):
 def test_words_alone_rank_by_every_word_signal(shop):
     outcome = search(shop, "shop", EncodedQuery(text=clip_text("blue jeans"), words=lexical.query_vector("jeans"),
                                                 phrase="jeans"), SearchParams(k=2))
-    assert outcome.strategy == DEFAULT_STRATEGY["text"] and outcome.results[0].item_id == "blue-jeans"
+    assert outcome.strategy == strategies.defaults()["text"] and outcome.results[0].item_id == "blue-jeans"
     assert outcome.results[0].image_score is None and outcome.results[0].matched_words == ["jeans"]
 
 
