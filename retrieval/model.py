@@ -9,11 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.images import PreprocessConfig
-from schemas.jobs import PRECISIONS
 
 log = logging.getLogger(__name__)
 
 _PREFIXES = ("hf-hub:", "local-dir:")
+# The precisions the encoder runs in: torch's dtype for each, and open_clip's name for it when building the model
+# (pure_*: the weights themselves in that dtype, not autocast). `auto` picks one by device (resolve_precision).
+PRECISIONS = {"fp32": ("float32", "fp32"), "bf16": ("bfloat16", "pure_bf16"), "fp16": ("float16", "pure_fp16")}
+PRECISION_CHOICES = (*PRECISIONS, "auto")
 
 
 class ModelLoadError(RuntimeError):
@@ -63,8 +66,8 @@ def resolve_device(device: str = "auto") -> str:
 
 def resolve_precision(precision: str, device: str) -> str:
     """auto: bf16 on a GPU (halves memory traffic, keeps fp32's range), fp32 on a CPU."""
-    if precision not in PRECISIONS:
-        raise ModelLoadError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision not in PRECISION_CHOICES:
+        raise ModelLoadError(f"unknown precision {precision!r}; valid: {', '.join(PRECISION_CHOICES)}")
     if precision == "auto":
         return "bf16" if device.startswith("cuda") else "fp32"
     return precision
@@ -113,7 +116,7 @@ def load_model(spec: str, device: str = "auto", precision: str = "fp32", *, allo
     _check_spec(parsed, allow_random)
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
-    model, tokenizer = _create(parsed, device, "fp32" if precision == "fp32" else f"pure_{precision}")
+    model, tokenizer = _create(parsed, device, PRECISIONS[precision][1])
     log.info("loaded %s on %s in %s", parsed, device, precision)
     return ClipEncoder(model, tokenizer, spec=str(parsed), device=device, precision=precision)
 
@@ -143,7 +146,7 @@ class ClipEncoder:
         self.preprocess_cfg = preprocess_config_of(model)
         self.dim = int(model.text_projection.shape[1] if hasattr(model, "text_projection") and model.text_projection is not None
                        else self._probe_dim())
-        self._dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        self._dtype = getattr(torch, PRECISIONS[precision][0])
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(self.preprocess_cfg.mean, device=device).view(shape)
         self._std = torch.tensor(self.preprocess_cfg.std, device=device).view(shape)

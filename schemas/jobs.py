@@ -11,12 +11,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from retrieval import model, segmentation
+from retrieval.catalogs import formats
 from schemas.settings import Settings, get_settings
 
-CATALOG_FORMATS = ("auto", "csv", "folder", "deepfashion-mm", "inshop")
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
-SEGMENTERS = ("none", "u2netp", "annotations", "maskrcnn")
-QUERY_SEGMENTERS = ("none", "u2netp")  # the ones that work on a shopper's photo (no annotations, no GPU model)
+# The choices, from their tables next to the implementations.
+CATALOG_FORMATS = formats.CHOICES
+PRECISIONS = model.PRECISION_CHOICES
+SEGMENTERS = segmentation.SEGMENTER_NAMES
+QUERY_SEGMENTERS = segmentation.QUERY_SEGMENTER_NAMES  # the ones that work on a shopper's photo
 STORE_BACKENDS = ("edge", "local")
 # Settings (and command-line flags) that make up a StoreConfig, and the StoreConfig field each one sets.
 STORE_SETTINGS = {"qdrant_url": "url", "qdrant_api_key": "api_key", "qdrant_grpc": "prefer_grpc",

@@ -117,8 +117,11 @@ def test_open_catalog_csv_file_and_override(tmp_path):
 def test_open_catalog_errors(tmp_path):
     with pytest.raises(CatalogError, match="does not exist"):
         open_catalog(tmp_path / "missing")
-    with pytest.raises(CatalogError, match="unknown catalog format"):
+    with pytest.raises(CatalogError, match="unknown catalog format 'parquet'; valid: auto, csv, folder, "
+                                           "deepfashion-mm, inshop"):
         open_catalog(tmp_path, "parquet")
+    with pytest.raises(CatalogError, match="a folder catalog builds its documents itself"):
+        open_catalog(tmp_path, "folder", text_fields=["title"])
 
 
 # ---------------------------------------------------------------- DeepFashion-MultiModal

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.model import ModelLoadError, ModelSpec, load_model, resolve_precision
+from retrieval.model import PRECISIONS, ModelLoadError, ModelSpec, load_model, resolve_precision
 
 
 def test_spec_parsing():
@@ -40,6 +40,10 @@ def test_precision_choices():
     assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("auto", "cuda") == "bf16"
     with pytest.raises(ModelLoadError, match="valid: fp32"):
         resolve_precision("int3", "cpu")
+    import torch
+
+    assert {name: getattr(torch, dtype) for name, (dtype, _) in PRECISIONS.items()} == {
+        "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def test_embeddings_are_unit_float32(encoder, offline_catalog):

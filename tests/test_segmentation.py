@@ -13,6 +13,8 @@ from PIL import Image
 
 from retrieval.images import PreprocessConfig
 from retrieval.segmentation import (
+    QUERY_SEGMENTER_NAMES,
+    SEGMENTERS,
     U2NETP_PATH,
     U2NETP_URL,
     AnnotationSegmenter,
@@ -27,6 +29,7 @@ from retrieval.segmentation import (
     make_segmenter,
     mask_box,
     pad_square,
+    query_options,
     segment_query,
     segmenter_options,
     with_dynamic_batch,
@@ -80,6 +83,13 @@ def test_segmenter_options_give_each_segmenter_only_its_own(tmp_path):
         options = segmenter_options(name, threads=1, catalog_root=tmp_path, weights="x.pth")
         assert make_segmenter(name, **options).name == name
     assert segmenter_options("maskrcnn", weights="x.pth")["weights"] == "x.pth"
+
+
+def test_only_the_query_segmenters_run_on_a_shoppers_photo():
+    assert QUERY_SEGMENTER_NAMES == ("none", "u2netp") and set(QUERY_SEGMENTER_NAMES) < set(SEGMENTERS)
+    assert query_options("u2netp", 2) == {"threads": 2, "skip_plain": True} and query_options("none", 2) == {}
+    with pytest.raises(SegmenterError, match="does not run on a shopper's photo; valid: none, u2netp"):
+        query_options("annotations", 1)
 
 
 def test_none_is_the_identity(products):

@@ -1,4 +1,4 @@
-"""The Catalog type and the one entry point that picks a reader by format (or detects it)."""
+"""The Catalog type and the one entry point that picks a reader by format (formats.py) or detects it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from schemas.catalog import CatalogItem
-from schemas.jobs import CATALOG_FORMATS
 
 
 class CatalogError(ValueError):
@@ -40,19 +39,6 @@ def safe_image_path(root: str | Path | None, image: str | None) -> Path | None:
     return path if path.is_relative_to(base) and path.is_file() else None
 
 
-def _readers() -> dict[str, Callable[[Path], Iterator[CatalogItem]]]:
-    from retrieval.catalogs import csv_catalog, deepfashion, folder
-
-    return {
-        "csv": csv_catalog.read_csv_catalog,
-        "folder": folder.read_image_folder,
-        "deepfashion-mm": deepfashion.read_deepfashion_multimodal,
-        "inshop": deepfashion.read_inshop,
-    }
-
-
-
-
 def detect_format(root: Path) -> str:
     """Guess the layout from the index files present."""
     if (root / "catalog.csv").is_file() or root.suffix == ".csv":
@@ -70,14 +56,14 @@ def open_catalog(root: str | Path, fmt: str = "auto", text_fields: Sequence[str]
     root = Path(root).expanduser().resolve()
     if not root.exists():
         raise CatalogError(f"catalog {root} does not exist")
-    if fmt not in CATALOG_FORMATS:
-        raise CatalogError(f"unknown catalog format {fmt!r}; valid: {', '.join(CATALOG_FORMATS)}")
-    fmt = detect_format(root) if fmt == "auto" else fmt
-    reader = _readers()[fmt]
+    from retrieval.catalogs.formats import format_of  # the readers import this module
+
+    layout = format_of(fmt, root)
+    reader = layout.read
     if text_fields is not None:
-        if fmt != "csv":
-            raise CatalogError(f"--text-fields picks CSV columns; a {fmt} catalog builds its documents itself")
+        if not layout.text_fields:
+            raise CatalogError(f"--text-fields picks CSV columns; a {layout.name} catalog builds its documents itself")
         reader = functools.partial(reader, text_fields=tuple(text_fields))
     if root.is_file():  # a CSV file given directly: its folder is the image root
-        return Catalog(root.parent, fmt, lambda _root, f=root: reader(f))
-    return Catalog(root, fmt, reader)
+        return Catalog(root.parent, layout.name, lambda _root, f=root: reader(f))
+    return Catalog(root, layout.name, reader)

@@ -10,12 +10,10 @@ import numpy as np
 from PIL import Image
 
 from retrieval.images import WHITE
-from schemas.jobs import SEGMENTERS
 
 log = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]  # x1, y1, x2, y2 (x2, y2 exclusive), pixels
-SEGMENTER_NAMES = SEGMENTERS
 
 
 class SegmenterError(ValueError):

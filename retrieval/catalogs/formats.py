@@ -1,0 +1,36 @@
+"""The catalog formats as one table: each layout's reader, and whether `--text-fields` picks its document's columns;
+`auto` (detect the layout from its index files, base.detect_format) is the one choice beside them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from retrieval.catalogs import csv_catalog, deepfashion, folder
+from schemas.catalog import CatalogItem
+
+
+@dataclass(frozen=True)
+class CatalogFormat:
+    name: str
+    read: Callable[..., Iterator[CatalogItem]]  # (root[, text_fields]) -> the catalog's items
+    text_fields: bool = False  # its documents are made of columns that --text-fields may pick
+
+
+FORMATS: dict[str, CatalogFormat] = {f.name: f for f in (
+    CatalogFormat("csv", csv_catalog.read_csv_catalog, text_fields=True),
+    CatalogFormat("folder", folder.read_image_folder),
+    CatalogFormat("deepfashion-mm", deepfashion.read_deepfashion_multimodal),
+    CatalogFormat("inshop", deepfashion.read_inshop),
+)}
+CHOICES = ("auto", *FORMATS)
+
+
+def format_of(name: str, root: Path) -> CatalogFormat:
+    """The named format (`auto`: the one the root's files show)."""
+    from retrieval.catalogs.base import CatalogError, detect_format
+
+    if name not in CHOICES:
+        raise CatalogError(f"unknown catalog format {name!r}; valid: {', '.join(CHOICES)}")
+    return FORMATS[detect_format(root) if name == "auto" else name]
