@@ -33,7 +33,7 @@ CARDINALITIES = {"gender": 5, "masterCategory": 7, "subCategory": 45, "articleTy
 
 
 @dataclass
-class Result:
+class StoreBenchResult:
     backend: str
     points: int
     upsert_s: float
@@ -99,7 +99,7 @@ def time_queries(store: Any, queries: np.ndarray, filters: list | None, limit: i
     return (float(np.percentile(latencies, 50)), float(np.percentile(latencies, 95))), float(np.mean(hits))
 
 
-def bench_one(variant: str, points: list[Point], dim: int, queries: int, limit: int) -> Result:
+def bench_one(variant: str, points: list[Point], dim: int, queries: int, limit: int) -> StoreBenchResult:
     """One backend at one size; a "+hnsw" variant also runs the store's optimize() (the HNSW build) after upserting."""
     backend, _, extra = variant.partition("+")
     folder = Path(tempfile.mkdtemp(prefix=f"bench-store-{backend}-", dir=_scratch()))
@@ -115,7 +115,7 @@ def bench_one(variant: str, points: list[Point], dim: int, queries: int, limit: 
         reopen_s = time.perf_counter() - started
         result = _bench_queries(store, backend, len(points), dim, queries, limit)
         store.close()
-        return Result(variant, len(points), upsert_s, optimize_s, reopen_s, *result)
+        return StoreBenchResult(variant, len(points), upsert_s, optimize_s, reopen_s, *result)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -134,7 +134,7 @@ def _scratch() -> Path:
     return folder
 
 
-def markdown(results: list[Result], dim: int, queries: int, limit: int) -> str:
+def markdown(results: list[StoreBenchResult], dim: int, queries: int, limit: int) -> str:
     lines = [
         f"dim {dim}, {queries} queries, top {limit}, {os.cpu_count()} CPUs; filter = gender + articleType "
         "(zipf-distributed, so selectivity varies per query)",
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(skipped))
 
 
-def predicted_build_s(results: list[Result], backend: str, n: int) -> float | None:
+def predicted_build_s(results: list[StoreBenchResult], backend: str, n: int) -> float | None:
     """Upsert + optimize time at n points, scaled linearly from this backend's largest measured size."""
     done = [r for r in results if r.backend == backend]
     if not done:

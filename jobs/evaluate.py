@@ -25,7 +25,7 @@ from jobs.eval_report import summary_line, write_outputs
 from jobs.progress import Progress
 from retrieval import strategies
 from retrieval.catalogs import Catalog, open_catalog
-from retrieval.evaluation import (Config, MemoKnn, Query, best_rows, by_mode, compare_strategies, grid,
+from retrieval.evaluation import (Config, DevQuery, MemoKnn, best_rows, by_mode, compare_strategies, grid,
                                   load_queries, recommend, rows_of, run_grid)
 from retrieval.model import ClipEncoder, load_model
 from retrieval.prepare import prepare_pixels, with_words
@@ -77,7 +77,7 @@ def load_vectors(store: VectorStore, collection: str, ids: list[str], batch: int
     return {h.item_id: h.vectors for h in hits}
 
 
-def restrict_to_collection(queries: list[Query], store: VectorStore, collection: str) -> int:
+def restrict_to_collection(queries: list[DevQuery], store: VectorStore, collection: str) -> int:
     """Judge against what the collection holds: relevant items that are not in it are dropped (returns how many)."""
     judged = sorted({i for q in queries for i in q.relevant})
     present = {h.item_id for h in store.retrieve(collection, judged, with_vectors=False)}
@@ -109,19 +109,19 @@ def encode_images(encoder: ClipEncoder, paths: list[Path], letterbox: bool, max_
     return out
 
 
-def encode_queries(encoder: ClipEncoder, queries: list[Query], root: Path, spec: CollectionSpec,
+def encode_queries(encoder: ClipEncoder, queries: list[DevQuery], root: Path, spec: CollectionSpec,
                    max_pixels: int) -> list[EncodedQuery]:
     """Every query once, each distinct image and text once, in batches; the words' BM25 vector as the service
     makes it."""
-    texts = encode_texts(encoder, sorted({q.text for q in queries if q.text}))
+    texts = encode_texts(encoder, sorted({q.phrase for q in queries if q.phrase}))
     paths = sorted({root / q.image for q in queries if q.image})
     images = encode_images(encoder, paths, spec.letterbox, max_pixels)
-    return [with_words(EncodedQuery(image=images[root / q.image] if q.image else None,
-                                    text=texts.get(q.text) if q.text else None), q.text, spec.bm25_language)
-            for q in queries]
+    return [with_words(EncodedQuery(photo_vector=images[root / q.image] if q.image else None,
+                                    words_vector=texts.get(q.phrase) if q.phrase else None), q.phrase,
+                       spec.bm25_language) for q in queries]
 
 
-def time_strategies(store: VectorStore, collection: str, sample: list[tuple[Query, EncodedQuery]],
+def time_strategies(store: VectorStore, collection: str, sample: list[tuple[DevQuery, EncodedQuery]],
                     comparison: list[dict]) -> dict[str, float]:
     """Median search() latency in ms (no memo, results explained as the service does) of each strategy's best
     configuration over the sample."""
@@ -152,7 +152,7 @@ class Phases:
         return time.perf_counter() - self.started
 
 
-def choose(store: VectorStore, collection: str, scores: dict, rows: list[dict], queries: list[Query],
+def choose(store: VectorStore, collection: str, scores: dict, rows: list[dict], queries: list[DevQuery],
            encoded: list[EncodedQuery], n_timed: int) -> dict[str, dict]:
     """Per mode with a choice to make: each strategy settled, against the best, timed, and the default."""
     out = {}
@@ -165,7 +165,7 @@ def choose(store: VectorStore, collection: str, scores: dict, rows: list[dict], 
     return out
 
 
-def measure(store: VectorStore, args: argparse.Namespace, catalog: Catalog, queries: list[Query],
+def measure(store: VectorStore, args: argparse.Namespace, catalog: Catalog, queries: list[DevQuery],
             encoder: ClipEncoder, phases: Phases) -> dict:
     """Encode, run the grid, compare and time the strategies; the report without the run's provenance."""
     collection = store.resolve_alias(args.collection) or args.collection

@@ -61,7 +61,7 @@ def open_service(args: argparse.Namespace, segment: str = "none") -> SearchServi
                               device=model["device"], precision=model["precision"], segment=segment)
 
 
-SIGNALS = (("image_score", "photo"), ("text_score", "words~photo"), ("document_score", "words~doc"),
+SIGNALS = (("photo_score", "photo"), ("words_photo_score", "words~photo"), ("words_document_score", "words~doc"),
            ("lexical_score", "bm25"))
 
 

@@ -47,26 +47,28 @@ class Config:
 
 
 @dataclass
-class Query:
+class DevQuery:
+    """A query of the dev set: its words as typed, its photo (a path in the catalog), and the items it should find."""
+
     qid: str
     mode: str
-    text: str | None
+    phrase: str | None
     image: str | None
     relevant: dict[str, float]
     exclude: tuple[str, ...]
 
 
-def query_of(line: dict, where: str) -> Query:
+def query_of(line: dict, where: str) -> DevQuery:
     """One query file line; without `mode`, the mode follows from which of image and text it sets."""
-    image, text = line.get("image"), (line.get("text") or "").strip() or None
-    mode = line.get("mode") or ("image+text" if image and text else "image" if image else "text" if text else None)
+    image, phrase = line.get("image"), (line.get("text") or "").strip() or None
+    mode = line.get("mode") or ("image+text" if image and phrase else "image" if image else "text" if phrase else None)
     if mode not in MODES:
         raise QueryFileError(f"{where}: mode {mode!r} (a query needs image and/or text; modes: {', '.join(MODES)})")
-    return Query(str(line.get("qid", where)), mode, text, image, dict(line.get("relevant") or {}),
+    return DevQuery(str(line.get("qid", where)), mode, phrase, image, dict(line.get("relevant") or {}),
                  tuple(line.get("exclude") or ()))
 
 
-def load_queries(files: list[Path], max_per_mode: int | None) -> list[Query]:
+def load_queries(files: list[Path], max_per_mode: int | None) -> list[DevQuery]:
     """Every line of the JSONL files; with max_per_mode, a seeded sample of each mode."""
     queries = []
     for path in files:
@@ -82,7 +84,7 @@ def load_queries(files: list[Path], max_per_mode: int | None) -> list[Query]:
     return [q for m in MODES for q in rng.sample(by_mode(queries, m), min(max_per_mode, len(by_mode(queries, m))))]
 
 
-def by_mode(queries: list[Query], mode: str) -> list[Query]:
+def by_mode(queries: list[DevQuery], mode: str) -> list[DevQuery]:
     return [q for q in queries if q.mode == mode]
 
 
@@ -124,7 +126,7 @@ class MemoKnn:
         self._hits.clear()
 
 
-def run_grid(memo: MemoKnn, collection: str, queries: list[Query], encoded: list[EncodedQuery],
+def run_grid(memo: MemoKnn, collection: str, queries: list[DevQuery], encoded: list[EncodedQuery],
              configs: dict[str, list[Config]], search_fn=search, progress=None) -> dict[tuple[str, Config], list]:
     """Per (mode, config): each query's metrics (None for a query without relevant items), in query order.
     The deepest configurations run first, so that each kNN is fetched once and sliced for the others."""

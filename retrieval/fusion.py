@@ -31,16 +31,16 @@ def zscore(values: np.ndarray) -> np.ndarray:
     return (values - values.mean()) / spread if spread > 1e-9 else np.zeros_like(values)
 
 
-def fuse(stage1: np.ndarray, text: np.ndarray, text_weight: float) -> np.ndarray:
-    """Weighted sum of standardised image and text similarities."""
-    return (1.0 - text_weight) * zscore(stage1) + text_weight * zscore(text)
+def fuse(photo: np.ndarray, words: np.ndarray, text_weight: float) -> np.ndarray:
+    """Weighted sum of the standardised similarities of the candidates' photos to the query's photo and words."""
+    return (1.0 - text_weight) * zscore(photo) + text_weight * zscore(words)
 
 
-def fused_vector(image: np.ndarray, text: np.ndarray, text_weight: float) -> np.ndarray:
-    """normalize((1 - w) * image + w * text): one query vector for both modalities (w = 0.5: their plain sum)."""
-    vector = (1.0 - text_weight) * image + text_weight * text
+def fused_vector(photo: np.ndarray, words: np.ndarray, text_weight: float) -> np.ndarray:
+    """normalize((1 - w) * photo + w * words): one query vector for both modalities (w = 0.5: their plain sum)."""
+    vector = (1.0 - text_weight) * photo + text_weight * words
     norm = float(np.linalg.norm(vector))
-    return vector / norm if norm > 1e-9 else image
+    return vector / norm if norm > 1e-9 else photo
 
 
 def rrf_scores(lists: list[list[Hit]], weights: list[float], k: int = RRF_K) -> dict[str, float]:
@@ -67,7 +67,7 @@ def _ranked(hits: list[Hit], scores: np.ndarray, k: int) -> Ranked:
 
 def _similarities(hits: list[Hit], query) -> tuple[np.ndarray, np.ndarray]:
     vectors = np.array([h.vectors[IMAGE_VECTOR] for h in hits], dtype=np.float32)  # 3x faster than np.stack
-    return vectors @ query.image, vectors @ query.text
+    return vectors @ query.photo_vector, vectors @ query.words_vector
 
 
 def _union(*lists: list[Hit]) -> list[Hit]:
@@ -83,26 +83,26 @@ def single_knn(store, collection, query, search, vector: np.ndarray) -> Ranked:
 
 
 def image_knn(store, collection, query, search) -> Ranked:
-    return single_knn(store, collection, query, search, query.image)
+    return single_knn(store, collection, query, search, query.photo_vector)
 
 
 def text_knn(store, collection, query, search) -> Ranked:
-    return single_knn(store, collection, query, search, query.text)
+    return single_knn(store, collection, query, search, query.words_vector)
 
 
 def fusing(rank):
     """A fusion of the photo's and the words' kNN; a query with one of them gets that one's kNN."""
     @functools.wraps(rank)
     def ranked(store, collection, query, search) -> Ranked:
-        if query.image is None or query.text is None:
-            return (image_knn if query.image is not None else text_knn)(store, collection, query, search)
+        if query.photo_vector is None or query.words_vector is None:
+            return (image_knn if query.photo_vector is not None else text_knn)(store, collection, query, search)
         return rank(store, collection, query, search)
     return ranked
 
 
 @fusing
 def vector_fusion(store, collection, query, search) -> Ranked:
-    vector = fused_vector(query.image, query.text, search.text_weight)
+    vector = fused_vector(query.photo_vector, query.words_vector, search.text_weight)
     return single_knn(store, collection, query, search, vector)
 
 
@@ -110,27 +110,27 @@ def vector_fusion(store, collection, query, search) -> Ranked:
 def two_stage(store, collection, query, search) -> Ranked:
     """Both kNNs, k1 each, so that items matching the words but not the photo's colour ("this, but red") are
     candidates at all; reranked by the fusion of both similarities."""
-    hits = _union(_knn(store, collection, query.text, search.k1, search, True),
-                  _knn(store, collection, query.image, search.k1, search, True))
+    hits = _union(_knn(store, collection, query.words_vector, search.k1, search, True),
+                  _knn(store, collection, query.photo_vector, search.k1, search, True))
     return _rerank(hits, query, search)
 
 
 @fusing
 def two_stage_image(store, collection, query, search) -> Ranked:
-    return _rerank(_knn(store, collection, query.image, search.k1, search, True), query, search)
+    return _rerank(_knn(store, collection, query.photo_vector, search.k1, search, True), query, search)
 
 
 def _rerank(hits: list[Hit], query, search) -> Ranked:
     if not hits:
         return []
-    image_scores, text_scores = _similarities(hits, query)
-    return _ranked(hits, fuse(image_scores, text_scores, search.text_weight), search.k)
+    photo_scores, words_scores = _similarities(hits, query)
+    return _ranked(hits, fuse(photo_scores, words_scores, search.text_weight), search.k)
 
 
 @fusing
 def rrf(store, collection, query, search) -> Ranked:
-    image = _knn(store, collection, query.image, search.k1, search, False)
-    text = _knn(store, collection, query.text, search.k1, search, False)
-    hits = _union(text, image)
-    fused = rrf_scores([image, text], [1.0 - search.text_weight, search.text_weight])
+    by_photo = _knn(store, collection, query.photo_vector, search.k1, search, False)
+    by_words = _knn(store, collection, query.words_vector, search.k1, search, False)
+    hits = _union(by_words, by_photo)
+    fused = rrf_scores([by_photo, by_words], [1.0 - search.text_weight, search.text_weight])
     return _ranked(hits, np.array([fused[h.item_id] for h in hits]), search.k) if hits else []

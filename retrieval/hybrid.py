@@ -37,17 +37,17 @@ ALL_WORDS_LIMIT = 1000
 
 
 def photo_legs(query, k1: int) -> list[Plan]:
-    return [Nearest(IMAGE_VECTOR, query.image, k1)] if query.image is not None else []
+    return [Nearest(IMAGE_VECTOR, query.photo_vector, k1)] if query.photo_vector is not None else []
 
 
 def lexical_legs(query, k1: int) -> list[Plan]:
-    return [Nearest(BM25_VECTOR, query.words, k1)] if query.words else []
+    return [Nearest(BM25_VECTOR, query.words_bm25, k1)] if query.words_bm25 else []
 
 
 def meaning_legs(query, k1: int) -> list[Plan]:
-    if query.text is None:
+    if query.words_vector is None:
         return []
-    return [Nearest(IMAGE_VECTOR, query.text, k1), Nearest(TEXT_VECTOR, query.text, k1)]
+    return [Nearest(IMAGE_VECTOR, query.words_vector, k1), Nearest(TEXT_VECTOR, query.words_vector, k1)]
 
 
 def fused(groups: list[list[Plan]], method: str, limit: int) -> Plan:
@@ -58,10 +58,10 @@ def fused(groups: list[list[Plan]], method: str, limit: int) -> Plan:
 
 def candidate_legs(query, k1: int, source: str) -> list[Plan]:
     """Where hybrid_rescore's candidates come from (CANDIDATES): the k1 best by BM25 among the lexical ones."""
-    if source == "all_words" and query.words and len(query.words.indices) > 1:  # one word: all = any
-        every = len(query.words.indices) - 0.5  # scores are whole numbers of words: n - 0.5 keeps exactly n
-        having_all = Nearest(TERMS_VECTOR, query.words.as_query(), max(k1, ALL_WORDS_LIMIT), every)
-        return [Rescore((having_all,), BM25_VECTOR, query.words, k1)]
+    if source == "all_words" and query.words_bm25 and len(query.words_bm25.indices) > 1:  # one word: all = any
+        every = len(query.words_bm25.indices) - 0.5  # scores are whole numbers of words: n - 0.5 keeps exactly n
+        having_all = Nearest(TERMS_VECTOR, query.words_bm25.as_query(), max(k1, ALL_WORDS_LIMIT), every)
+        return [Rescore((having_all,), BM25_VECTOR, query.words_bm25, k1)]
     if source == "any_word":
         return lexical_legs(query, k1)
     return meaning_legs(query, k1) if source == "meaning" else []
@@ -73,17 +73,17 @@ def rescored(query, k1: int, text_weight: float, source: str = "all_words") -> P
     candidates = tuple(candidate_legs(query, k1, source))
     if not candidates:
         return None
-    if query.image is not None and query.text is not None:
-        probe = fused_vector(query.image, query.text, text_weight)
+    if query.photo_vector is not None and query.words_vector is not None:
+        probe = fused_vector(query.photo_vector, query.words_vector, text_weight)
     else:
-        probe = query.image if query.image is not None else query.text
+        probe = query.photo_vector if query.photo_vector is not None else query.words_vector
     limit = len(candidates) * k1
     return Fuse((Rescore(candidates, IMAGE_VECTOR, probe, limit), Rescore(candidates, TEXT_VECTOR, probe, limit)),
                 "dbsf", limit)
 
 
 def bm25_plans(query, k1: int, text_weight: float) -> list[Plan]:
-    return [Nearest(BM25_VECTOR, query.words, k1)]
+    return [Nearest(BM25_VECTOR, query.words_bm25, k1)]
 
 
 def rescore_plans(query, k1: int, text_weight: float) -> list[Plan]:

@@ -19,19 +19,19 @@ from retrieval.search import EncodedQuery, QueryError
 
 
 def checked_query(image: bytes | None, text: str | None, item: bool = False) -> tuple[bytes | None, str | None]:
-    """The query's photo and words, stripped; a query with neither (nor a catalog item to start from) is refused
-    here and nowhere else."""
-    text = (text or "").strip() or None
-    if not image and text is None and not item:
+    """The query's photo and words as typed, stripped; a query with neither (nor a catalog item to start from) is
+    refused here and nowhere else."""
+    phrase = (text or "").strip() or None
+    if not image and phrase is None and not item:
         raise QueryError("a query needs an image, a text, or both")
-    return image or None, text
+    return image or None, phrase
 
 
-def with_words(query: EncodedQuery, text: str | None, language: str) -> EncodedQuery:
+def with_words(query: EncodedQuery, phrase: str | None, language: str) -> EncodedQuery:
     """The query with its words' BM25 vector (in the collection's language) and the words as typed."""
-    if not text:
+    if not phrase:
         return query
-    return replace(query, words=lexical.query_vector(text, language), phrase=text)
+    return replace(query, words_bm25=lexical.query_vector(phrase, language), phrase=phrase)
 
 
 def prepare_pixels(data: bytes, cfg: PreprocessConfig, *, max_pixels: int, segmenter=None) -> np.ndarray:
@@ -48,11 +48,11 @@ def encode_query(encoder: ClipEncoder, image: bytes | None = None, text: str | N
                  max_pixels: int = 80_000_000, segmenter=None) -> EncodedQuery:
     """Bytes and/or words to unit vectors, unbatched (the CLI's path; the service batches the model calls); nothing
     given, nothing encoded (whether a query may be empty is `checked_query`'s to say, before)."""
-    text = (text or "").strip() or None
+    phrase = (text or "").strip() or None
     cfg = encoder.preprocess_cfg.with_letterbox(letterbox)
     pixels = prepare_pixels(image, cfg, max_pixels=max_pixels, segmenter=segmenter) if image else None
-    return EncodedQuery(image=encoder.encode_images(pixels[None])[0] if pixels is not None else None,
-                        text=encoder.encode_texts([text])[0] if text else None)
+    return EncodedQuery(photo_vector=encoder.encode_images(pixels[None])[0] if pixels is not None else None,
+                        words_vector=encoder.encode_texts([phrase])[0] if phrase else None)
 
 
 def query_segmenter(name: str, threads: int = 2):

@@ -2,9 +2,9 @@
 
 Strategies (retrieval/strategies.py): the store-side hybrid ones (retrieval/hybrid.py: every signal of the query as a
 leg, fused in one store call) and the client-side ones (retrieval/fusion.py). Unset knobs take the defaults the
-evaluation chose per query mode (docs/evaluation.md); every result is then explained by the same signals whatever ranked it: the photo's
-and the words' CLIP similarity to the item's photo, the words' to its document, the BM25 score and the words that
-matched.
+evaluation chose per query mode (docs/evaluation.md); every result is then explained by the same signals whatever
+ranked it: the photo's and the words' CLIP similarity to the item's photo, the words' to its document, the BM25
+score and the words that matched.
 """
 
 from __future__ import annotations
@@ -69,23 +69,24 @@ class EncodedQuery:
     """What a query gives: unit CLIP vectors of the photo and of the words, the words' BM25 vector, and the words
     as typed (to show which matched). At least one is set."""
 
-    image: np.ndarray | None = None
-    text: np.ndarray | None = None
-    words: SparseVector | None = None
+    photo_vector: np.ndarray | None = None
+    words_vector: np.ndarray | None = None  # the words' CLIP vector (an item's document vector when searching by it)
+    words_bm25: SparseVector | None = None
     phrase: str | None = None
 
     @property
     def signals(self) -> set[str]:
         """Which of retrieval.strategies.SIGNALS the query has."""
-        has = {"photo": self.image is not None, "words": self.text is not None, "lexical": bool(self.words)}
+        has = {"photo": self.photo_vector is not None, "words": self.words_vector is not None,
+               "lexical": bool(self.words_bm25)}
         return {signal for signal, present in has.items() if present}
 
     @property
     def mode(self) -> str:
-        has_words = self.text is not None or bool(self.words)
-        if self.image is None and not has_words:
+        has_words = self.words_vector is not None or bool(self.words_bm25)
+        if self.photo_vector is None and not has_words:
             raise QueryError("a query needs an image, a text, or both")
-        return mode_of(self.image is not None, has_words)
+        return mode_of(self.photo_vector is not None, has_words)
 
 
 def mode_of(has_image: bool, has_words: bool) -> str:
@@ -94,22 +95,22 @@ def mode_of(has_image: bool, has_words: bool) -> str:
 
 
 @dataclass
-class Result:
+class ScoredItem:
     """One ranked item, its final score and what each signal says of it (None where the query lacks the signal)."""
 
     item_id: str
     score: float
     payload: dict[str, Any]
-    image_score: float | None = None  # the photo against the item's photo (CLIP cosine)
-    text_score: float | None = None  # the words against the item's photo (CLIP cosine)
-    document_score: float | None = None  # the words against the item's document (CLIP cosine)
+    photo_score: float | None = None  # the photo against the item's photo (CLIP cosine)
+    words_photo_score: float | None = None  # the words against the item's photo (CLIP cosine)
+    words_document_score: float | None = None  # the words against the item's document (CLIP cosine)
     lexical_score: float | None = None  # BM25 of the words in the item's document, IDF from the collection
     matched_words: list[str] = field(default_factory=list)
 
 
 @dataclass
 class SearchOutcome:
-    results: list[Result]
+    results: list[ScoredItem]
     strategy: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
     mode: str = ""  # the query's mode, as searched
@@ -169,12 +170,12 @@ def search(store: VectorStore, collection: str, query: EncodedQuery, params: Sea
     ranked = rank(store, collection, query, params)
     timings = {"search_ms": (time.perf_counter() - started) * 1000}
     results = explain(store, collection, query, ranked) if params.explain else [
-        Result(h.item_id, h.score, h.payload) for h in ranked]
+        ScoredItem(h.item_id, h.score, h.payload) for h in ranked]
     timings["explain_ms"] = (time.perf_counter() - started) * 1000 - timings["search_ms"]
     return SearchOutcome(results, params.strategy, timings, query.mode)
 
 
-def explain(store: VectorStore, collection: str, query: EncodedQuery, ranked: fusion.Ranked) -> list[Result]:
+def explain(store: VectorStore, collection: str, query: EncodedQuery, ranked: fusion.Ranked) -> list[ScoredItem]:
     """Each result scored by every signal of the query: the results' vectors (read again only where the strategy
     did not bring them), and one BM25 query restricted to them (the score needs the collection's IDF)."""
     ids = [hit.item_id for hit in ranked]
@@ -185,16 +186,16 @@ def explain(store: VectorStore, collection: str, query: EncodedQuery, ranked: fu
     if unread:
         vectors.update({h.item_id: h.vectors or {} for h in store.retrieve(collection, unread, with_vectors=True)})
     lexical_scores = {}
-    if query.words:
-        hits = store.query(collection, Nearest(BM25_VECTOR, query.words, len(ids)), len(ids), only=ids)
+    if query.words_bm25:
+        hits = store.query(collection, Nearest(BM25_VECTOR, query.words_bm25, len(ids)), len(ids), only=ids)
         lexical_scores = {h.item_id: h.score for h in hits}
-    return [Result(hit.item_id, hit.score, hit.payload, *_dense_scores(vectors.get(hit.item_id, {}), query),
-                   lexical_scores.get(hit.item_id, 0.0) if query.words else None,
+    return [ScoredItem(hit.item_id, hit.score, hit.payload, *_dense_scores(vectors.get(hit.item_id, {}), query),
+                   lexical_scores.get(hit.item_id, 0.0) if query.words_bm25 else None,
                    lexical.matched_words(query.phrase, hit.payload.get("text", "")))
             for hit in ranked]
 
 
 def _dense_scores(vectors: dict, query: EncodedQuery) -> tuple[float | None, float | None, float | None]:
-    image, document = vectors.get(IMAGE_VECTOR), vectors.get(TEXT_VECTOR)
+    photo, document = vectors.get(IMAGE_VECTOR), vectors.get(TEXT_VECTOR)
     cos = lambda a, b: None if a is None or b is None else float(np.dot(a, b))  # noqa: E731
-    return cos(image, query.image), cos(image, query.text), cos(document, query.text)
+    return cos(photo, query.photo_vector), cos(photo, query.words_vector), cos(document, query.words_vector)

@@ -38,7 +38,7 @@ class Pending:
     collection: str
     spec: CollectionSpec
     image: bytes | None
-    text: str | None
+    phrase: str | None  # the words as typed
     item: EncodedQuery | None = None
     exclude: tuple[str, ...] = ()
     started: float = field(default_factory=time.perf_counter)  # when the request began
@@ -74,16 +74,16 @@ class Searcher:
         `started`: when the request began (default: now)."""
         started = time.perf_counter() if started is None else started
         collection, spec = self.current()
-        image, text = checked_query(image, text, item=bool(item_id))
+        image, phrase = checked_query(image, text, item=bool(item_id))
         item = self.item_vectors(item_id, collection) if item_id else None
-        return Pending(collection, spec, image, text, item, (item_id,) if item_id else (), started)
+        return Pending(collection, spec, image, phrase, item, (item_id,) if item_id else (), started)
 
     def finish(self, pending: Pending, query: EncodedQuery, params: SearchParams) -> SearchOutcome:
         """Search the generation `begin` chose with what was encoded (a photo or words given with an item replace
         the item's own); timings: encode (since begin), the search's stages, total."""
         encoded = time.perf_counter()
         validate_filters(params.filters, pending.spec.filter_fields)
-        query = with_words(query, pending.text, pending.spec.bm25_language)
+        query = with_words(query, pending.phrase, pending.spec.bm25_language)
         if pending.item is not None:
             query = merged(pending.item, query)
         if pending.exclude:
@@ -101,8 +101,8 @@ class Searcher:
             raise ItemNotFound(f"no catalog item {item_id!r} in collection {collection}")
         vectors = hits[0].vectors or {}
         words = vectors.get(BM25_VECTOR)
-        return EncodedQuery(image=vectors.get(IMAGE_VECTOR), text=vectors.get(TEXT_VECTOR),
-                            words=words.as_query() if words else None)
+        return EncodedQuery(photo_vector=vectors.get(IMAGE_VECTOR), words_vector=vectors.get(TEXT_VECTOR),
+                            words_bm25=words.as_query() if words else None)
 
     def item_image_path(self, item_id: str, collection: str, spec: CollectionSpec):
         """The item's image inside the catalog root, or None (unknown item, or a path leaving the root)."""
@@ -114,10 +114,10 @@ class Searcher:
 
 def merged(item: EncodedQuery, given: EncodedQuery) -> EncodedQuery:
     """An item's vectors with what the request gave on top: its own photo, or its own words (CLIP and BM25 as one)."""
-    words = given.text is not None or bool(given.words)
-    return EncodedQuery(image=given.image if given.image is not None else item.image,
-                        text=given.text if words else item.text, words=given.words if words else item.words,
-                        phrase=given.phrase)
+    words = given.words_vector is not None or bool(given.words_bm25)
+    return EncodedQuery(photo_vector=given.photo_vector if given.photo_vector is not None else item.photo_vector,
+                        words_vector=given.words_vector if words else item.words_vector,
+                        words_bm25=given.words_bm25 if words else item.words_bm25, phrase=given.phrase)
 
 
 class SearchService:
@@ -138,7 +138,7 @@ class SearchService:
     def search(self, *, image: bytes | None = None, text: str | None = None, item_id: str | None = None,
                params: SearchParams = SearchParams()) -> SearchOutcome:
         pending = self.searcher.begin(image, text, item_id)
-        query = encode_query(self.encoder, pending.image, pending.text, letterbox=pending.spec.letterbox,
+        query = encode_query(self.encoder, pending.image, pending.phrase, letterbox=pending.spec.letterbox,
                              max_pixels=self.max_pixels, segmenter=self.segmenter)
         return self.searcher.finish(pending, query, params)
 

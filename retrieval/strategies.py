@@ -103,7 +103,7 @@ def all_signals(mode: str) -> tuple[str, ...]:
 
 def markdown() -> str:
     """The table docs/evaluation.md shows (`python -m retrieval.strategies` prints it)."""
-    rows = ["| strategy | runs | needs | reads | knobs | settled k1 / w | default for |", "|---|---|---|---|---|---|---|"]
+    rows = ["| strategy | runs | needs | reads | knobs | settled k1 / w | default for |", "|---" * 7 + "|"]
     for s in REGISTRY.values():
         default_for = ", ".join(f"{mode} ({k.k1} / {k.text_weight:g})" for mode, k in s.default.items())
         rows.append(f"| `{s.name}` | {'store' if s.plans else 'client'} | {', '.join(s.needs) or '-'} | "

@@ -50,9 +50,9 @@ def to_params(request: SearchRequest) -> SearchParams:
 
 
 def to_item(result) -> ResultItem:
-    """The one converter from a search result to the API's item."""
-    return ResultItem(id=result.item_id, score=result.score, image_score=result.image_score,
-                      text_score=result.text_score, document_score=result.document_score,
+    """The one converter from a search result to the API's item (its field names are the HTTP contract's)."""
+    return ResultItem(id=result.item_id, score=result.score, image_score=result.photo_score,
+                      text_score=result.words_photo_score, document_score=result.words_document_score,
                       lexical_score=result.lexical_score, matched_words=result.matched_words, payload=result.payload,
                       image_url=f"/items/{quote(result.item_id, safe='')}/image")
 
@@ -120,7 +120,7 @@ class SearchHandlers:
         # Store calls (the alias, an item's vectors) off the event loop, as in finish: a slow Qdrant must not stall
         # the other requests this replica is parsing.
         pending = await asyncio.to_thread(self.searcher.begin, image, search.text, search.item_id, started)
-        query, rejected = await self.encoder.encode(pending.image, pending.text, pending.spec.letterbox,
+        query, rejected = await self.encoder.encode(pending.image, pending.phrase, pending.spec.letterbox,
                                                     search.segment and pending.image is not None)
         if rejected:
             raise Refused(400, *rejected)

@@ -59,7 +59,7 @@ class QueryEncoderCore:
         except ImageRejected as err:
             reason = "image_too_large" if err.reason == "decompression bomb" else "undecodable_image"
             return None, (reason, f"the image cannot be used: {err}")
-        return EncodedQuery(image=image_vector, text=text_vector), None
+        return EncodedQuery(photo_vector=image_vector, words_vector=text_vector), None
 
     async def _image(self, data: bytes, letterbox: bool, segment: bool) -> np.ndarray:
         """Decoding is per request (each has its own options), off the event loop and within the pixel budget; the

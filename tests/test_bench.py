@@ -13,7 +13,7 @@ def test_store_benchmark_runs_edge_and_reports_every_point(capsys):
 
 
 def test_a_backend_past_its_budget_is_not_run(capsys):
-    small = bench_store.Result("local", 1000, upsert_s=10.0, optimize_s=None, reopen_s=0.1, knn_ms=(1, 2),
+    small = bench_store.StoreBenchResult("local", 1000, upsert_s=10.0, optimize_s=None, reopen_s=0.1, knn_ms=(1, 2),
                                filtered_ms=(1, 2), filtered_hits=10)
     assert bench_store.predicted_build_s([small], "local", 100_000) == 1000.0
     assert bench_store.predicted_build_s([small], "edge", 100_000) is None

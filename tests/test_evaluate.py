@@ -14,7 +14,7 @@ from jobs import evaluate, make_queries
 from retrieval import evaluation, strategies
 from retrieval.catalogs import open_catalog
 from retrieval.prepare import with_words
-from retrieval.search import EncodedQuery, Result, SearchOutcome, search
+from retrieval.search import EncodedQuery, ScoredItem, SearchOutcome, search
 from schemas.collection import IMAGE_VECTOR, CollectionSpec
 from schemas.settings import SHARED_ROOT
 from tests.toys import BOTH, TOY, unit
@@ -32,29 +32,31 @@ def test_the_memo_changes_no_ranking():
 def test_batched_encoding_matches_the_service_path(encoder, offline_catalog):
     from retrieval.prepare import encode_query
 
-    queries = [evaluation.Query("a", "image+text", "in red", "images/10003.jpg", {}, ()),
-               evaluation.Query("b", "text", "blue jeans", None, {}, ())]
+    queries = [evaluation.DevQuery("a", "image+text", "in red", "images/10003.jpg", {}, ()),
+               evaluation.DevQuery("b", "text", "blue jeans", None, {}, ())]
     for letterbox in (False, True):
         spec = CollectionSpec(name="c", model="m", dim=encoder.dim, letterbox=letterbox)
         batched = evaluate.encode_queries(encoder, queries, offline_catalog, spec, 80_000_000)
         for q, got in zip(queries, batched):
             image = (offline_catalog / q.image).read_bytes() if q.image else None
-            want = with_words(encode_query(encoder, image, q.text, letterbox=letterbox), q.text, "english")
-            assert np.allclose(got.text, want.text, atol=1e-5) and got.words == want.words and got.words
-            assert (got.image is None) == (want.image is None)
-            assert want.image is None or np.allclose(got.image, want.image, atol=1e-5)
+            want = with_words(encode_query(encoder, image, q.phrase, letterbox=letterbox), q.phrase, "english")
+            assert np.allclose(got.words_vector, want.words_vector, atol=1e-5)
+            assert got.words_bm25 == want.words_bm25 and got.words_bm25
+            assert (got.photo_vector is None) == (want.photo_vector is None)
+            assert want.photo_vector is None or np.allclose(got.photo_vector, want.photo_vector, atol=1e-5)
 
 
 def test_an_oracle_ranking_scores_one():
-    queries = [evaluation.Query("q1", "text", "red", None, {"a": 2, "b": 1}, ()),
-               evaluation.Query("q2", "image+text", "in red", "x.jpg", {"c": 1}, ("z",)),
-               evaluation.Query("q3", "image+text", "in blue", "y.jpg", {}, ())]
-    encoded = [EncodedQuery(text=unit(1, 0)), EncodedQuery(unit(1, 0), unit(0, 1)), EncodedQuery(unit(1, 0), unit(0, 1))]
+    queries = [evaluation.DevQuery("q1", "text", "red", None, {"a": 2, "b": 1}, ()),
+               evaluation.DevQuery("q2", "image+text", "in red", "x.jpg", {"c": 1}, ("z",)),
+               evaluation.DevQuery("q3", "image+text", "in blue", "y.jpg", {}, ())]
+    encoded = [EncodedQuery(words_vector=unit(1, 0)), EncodedQuery(unit(1, 0), unit(0, 1)),
+               EncodedQuery(unit(1, 0), unit(0, 1))]
     truth = {id(e): q.relevant for q, e in zip(queries, encoded)}
 
     def oracle(store, collection, query, params):
         best = sorted(truth[id(query)], key=lambda i: -truth[id(query)][i])
-        return SearchOutcome([Result(i, 1.0, {}) for i in best])
+        return SearchOutcome([ScoredItem(i, 1.0, {}) for i in best])
 
     configs = {m: evaluation.grid(m, ["text_knn", "two_stage", "rrf"], [0.5], [50]) for m in ("text", "image+text")}
     memo = evaluation.MemoKnn(None, {})
@@ -73,7 +75,7 @@ def test_a_query_line_without_mode_gets_it_from_its_image_and_text(tmp_path):
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
     queries = evaluation.load_queries([path], None)
     assert [q.mode for q in queries] == ["text", "image", "image+text", "text"]
-    assert queries[2].text == "in red" and queries[1].qid.endswith(":2") and queries[3].relevant == {"1": 1}
+    assert queries[2].phrase == "in red" and queries[1].qid.endswith(":2") and queries[3].relevant == {"1": 1}
     path.write_text(json.dumps({"qid": "empty"}) + "\n")
     with pytest.raises(evaluation.QueryFileError, match=":1: mode None"):
         evaluation.load_queries([path], None)

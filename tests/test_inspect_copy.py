@@ -54,7 +54,7 @@ def test_a_copy_answers_searches_like_the_original(small_index, encoder, tmp_pat
         assert copied.count("fashion") == original.count("fashion") == 80
         assert copied.collection_spec(copied.resolve_alias("fashion")).complete
         like_this = Searcher(original, "fashion", "m").item_vectors("10003", original.resolve_alias("fashion"))
-        words = with_words(EncodedQuery(text=encoder.encode_texts(["red tshirt"])[0]), "red tshirt", "english")
+        words = with_words(EncodedQuery(words_vector=encoder.encode_texts(["red tshirt"])[0]), "red tshirt", "english")
         for query, strategy in ((like_this, "hybrid_rescore"), (like_this, "hybrid_dbsf"), (words, "hybrid_dbsf")):
             answers = [[(r.item_id, round(r.score, 4)) for r in
                         search(s, "fashion", query, SearchParams(k=10, strategy=strategy)).results]

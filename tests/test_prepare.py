@@ -32,7 +32,7 @@ def test_nothing_given_is_nothing_encoded(encoder):
     """A search by a catalog item alone encodes nothing: its stored vectors stand for the photo and the words."""
     for empty in ({}, {"text": "   "}, {"image": b"", "text": None}):
         query = encode_query(encoder, **empty)
-        assert query.image is None and query.text is None and not query.words
+        assert query.photo_vector is None and query.words_vector is None and not query.words_bm25
 
 
 def test_query_vectors_equal_the_batched_path(encoder, offline_catalog):
@@ -41,11 +41,11 @@ def test_query_vectors_equal_the_batched_path(encoder, offline_catalog):
         single = encode_query(encoder, photo, " red tshirt ", letterbox=letterbox)
         pixels = prepare_pixels(photo, encoder.preprocess_cfg.with_letterbox(letterbox), max_pixels=80_000_000)
         batched = encoder.encode_images(np.stack([pixels, pixels]))[0]
-        assert np.allclose(single.image, batched, atol=1e-5)
-        assert np.allclose(single.text, encoder.encode_texts(["red tshirt"])[0], atol=1e-5)
+        assert np.allclose(single.photo_vector, batched, atol=1e-5)
+        assert np.allclose(single.words_vector, encoder.encode_texts(["red tshirt"])[0], atol=1e-5)
     tall = tall_photo(photo)
-    cropped = encode_query(encoder, tall, letterbox=False).image
-    padded = encode_query(encoder, tall, letterbox=True).image
+    cropped = encode_query(encoder, tall, letterbox=False).photo_vector
+    padded = encode_query(encoder, tall, letterbox=True).photo_vector
     assert float(cropped @ padded) < 0.999  # the flag reaches the pixels
 
 

@@ -45,11 +45,11 @@ def test_unset_knobs_take_the_evaluated_defaults_of_the_mode():
 
 def test_query_mode_follows_its_signals():
     words = lexical.query_vector("red")
-    assert EncodedQuery(image=unit(1, 0)).mode == "image"
-    assert EncodedQuery(text=unit(1, 0)).mode == EncodedQuery(words=words).mode == "text"
-    assert EncodedQuery(image=unit(1, 0), words=words).mode == "image+text"
+    assert EncodedQuery(photo_vector=unit(1, 0)).mode == "image"
+    assert EncodedQuery(words_vector=unit(1, 0)).mode == EncodedQuery(words_bm25=words).mode == "text"
+    assert EncodedQuery(photo_vector=unit(1, 0), words_bm25=words).mode == "image+text"
     with pytest.raises(QueryError, match="needs an image, a text"):
-        _ = EncodedQuery(words=lexical.query_vector("the of")).mode  # stopwords only: nothing to search by
+        _ = EncodedQuery(words_bm25=lexical.query_vector("the of")).mode  # stopwords only: nothing to search by
 
 
 def ranking(strategy: str, **kw) -> list[str]:
@@ -85,8 +85,9 @@ def test_strategy_errors():
     with pytest.raises(QueryError, match="unknown strategy"):
         SearchParams(strategy="magic")
     with pytest.raises(QueryError, match="photo"):
-        search(TOY, "c", EncodedQuery(text=unit(0, 1)), SearchParams(strategy="image_knn", explain=False))
-    only_text = search(TOY, "c", EncodedQuery(text=unit(0, 1)), SearchParams(k=1, strategy="rrf", explain=False))
+        search(TOY, "c", EncodedQuery(words_vector=unit(0, 1)), SearchParams(strategy="image_knn", explain=False))
+    only_text = search(TOY, "c", EncodedQuery(words_vector=unit(0, 1)),
+                       SearchParams(k=1, strategy="rrf", explain=False))
     assert [r.item_id for r in only_text.results] == ["txt"]  # one modality: every client-side fusion is its kNN
 
 
@@ -119,8 +120,8 @@ def shop(store):
 
 def composed(words: str) -> EncodedQuery:
     """The white tee's photo, and words."""
-    return EncodedQuery(image=SHOP["white-tee"][1], text=clip_text(words), words=lexical.query_vector(words),
-                        phrase=words)
+    return EncodedQuery(photo_vector=SHOP["white-tee"][1], words_vector=clip_text(words),
+                        words_bm25=lexical.query_vector(words), phrase=words)
 
 
 @pytest.mark.parametrize("strategy", ["hybrid_rrf", "hybrid_dbsf", "hybrid_rescore"])
@@ -131,8 +132,8 @@ def test_this_but_red_matches_the_photo_and_the_words(shop, strategy):
     first = outcome.results[0]
     assert first.item_id == "red-tee", [r.item_id for r in outcome.results]
     assert first.matched_words == ["red"] and first.lexical_score > 0
-    assert first.image_score == pytest.approx(float(SHOP["red-tee"][1] @ SHOP["white-tee"][1]), abs=1e-4)
-    assert first.text_score is not None and first.document_score is not None
+    assert first.photo_score == pytest.approx(float(SHOP["red-tee"][1] @ SHOP["white-tee"][1]), abs=1e-4)
+    assert first.words_photo_score is not None and first.words_document_score is not None
     assert "white-tee" not in {r.item_id for r in outcome.results}
 
 
@@ -148,17 +149,18 @@ def test_several_words_pick_the_items_that_have_them_all(shop):
 
 def test_words_in_no_document_fall_back_to_their_meaning(shop):
     """hybrid_rescore takes its candidates from the words' lexical matches; with none, from their CLIP neighbours."""
-    query = EncodedQuery(image=SHOP["white-tee"][1], text=clip_text("red"), words=lexical.query_vector("crimson"),
-                         phrase="crimson")
+    query = EncodedQuery(photo_vector=SHOP["white-tee"][1], words_vector=clip_text("red"),
+                         words_bm25=lexical.query_vector("crimson"), phrase="crimson")
     outcome = search(shop, "shop", query, SearchParams(k=2, k1=2, strategy="hybrid_rescore", exclude=("white-tee",)))
     assert outcome.results[0].item_id == "red-tee" and outcome.results[0].matched_words == []
 
 
 def test_words_alone_rank_by_every_word_signal(shop):
-    outcome = search(shop, "shop", EncodedQuery(text=clip_text("blue jeans"), words=lexical.query_vector("jeans"),
-                                                phrase="jeans"), SearchParams(k=2))
+    outcome = search(shop, "shop", EncodedQuery(words_vector=clip_text("blue jeans"),
+                                                words_bm25=lexical.query_vector("jeans"), phrase="jeans"),
+                     SearchParams(k=2))
     assert outcome.strategy == strategies.defaults()["text"] and outcome.results[0].item_id == "blue-jeans"
-    assert outcome.results[0].image_score is None and outcome.results[0].matched_words == ["jeans"]
+    assert outcome.results[0].photo_score is None and outcome.results[0].matched_words == ["jeans"]
 
 
 def test_bm25_alone_and_filters_on_every_leg(shop):
@@ -198,8 +200,8 @@ def test_results_are_explained_from_the_vectors_the_search_read(shop, strategy):
     assert counting.calls["retrieve"] == 0, counting.calls
     first = outcome.results[0]
     doc, photo = SHOP[first.item_id]
-    assert first.image_score == pytest.approx(float(photo @ SHOP["white-tee"][1]), abs=1e-4)
-    assert first.document_score == pytest.approx(float(clip_text(doc) @ clip_text("red")), abs=1e-4)
+    assert first.photo_score == pytest.approx(float(photo @ SHOP["white-tee"][1]), abs=1e-4)
+    assert first.words_document_score == pytest.approx(float(clip_text(doc) @ clip_text("red")), abs=1e-4)
 
 
 @pytest.mark.parametrize("written", ["in id order", "reversed"])
@@ -270,7 +272,8 @@ def test_this_tshirt_but_red(search_service, catalog_rows, offline_catalog):
     colours = lambda o: _field(o, catalog_rows, "baseColour")  # noqa: E731
     assert colours(but_red).count("Red") >= 8 and colours(alone).count("Red") < 5
     assert all(r.matched_words == ["red"] for r in but_red.results)
-    assert all(None not in (r.image_score, r.text_score, r.document_score) for r in but_red.results)  # explained
+    assert all(None not in (r.photo_score, r.words_photo_score, r.words_document_score)
+               for r in but_red.results)  # explained
     assert list(zip(colours(red_tee), _field(red_tee, catalog_rows))) == [("Red", "Tshirts")] * 10
 
 
@@ -279,7 +282,7 @@ def test_more_like_this_uses_the_items_stored_vectors(search_service, catalog_ro
     outcome = search_service.search(item_id=shoe, params=SearchParams(k=5))
     assert shoe not in [r.item_id for r in outcome.results]
     assert set(_field(outcome, catalog_rows, "masterCategory")) == {"Footwear"}
-    assert outcome.results[0].image_score > 0.5 and outcome.results[0].document_score is not None
+    assert outcome.results[0].photo_score > 0.5 and outcome.results[0].words_document_score is not None
     with pytest.raises(QueryError, match="no catalog item"):
         search_service.search(item_id="no-such-item")
 

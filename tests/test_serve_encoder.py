@@ -62,14 +62,14 @@ def test_concurrent_texts_are_batched_and_match_single_encodes(core):
     results = asyncio.run(scenario())
     assert all(rejected is None for _, rejected in results)
     for (query, _), word in zip(results, words):
-        np.testing.assert_allclose(query.text, core.encoder.encode_texts([word])[0], atol=1e-5)
+        np.testing.assert_allclose(query.words_vector, core.encoder.encode_texts([word])[0], atol=1e-5)
     assert sum(core.texts.batch_sizes.values()) < len(words)  # fewer model calls than requests
 
 
 def test_image_query_and_rejection(core, offline_catalog):
     photo = (offline_catalog / "images" / "10003.jpg").read_bytes()
     query, rejected = asyncio.run(core.encode(photo, "in red"))
-    assert rejected is None and query.image.shape == query.text.shape == (core.encoder.dim,)
+    assert rejected is None and query.photo_vector.shape == query.words_vector.shape == (core.encoder.dim,)
     query, rejected = asyncio.run(core.encode(b"not an image", None))
     assert query is None and rejected[0] == "undecodable_image" and rejected[1].startswith("the image cannot be used")
 

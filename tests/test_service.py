@@ -42,8 +42,8 @@ def test_more_like_this_searches_by_the_items_stored_vectors(store):
     fill(store)
     searcher = Searcher(store, "shop", "m")
     pending = searcher.begin(item_id="a")
-    assert pending.exclude == ("a",) and pending.image is None and pending.text is None
-    assert np.allclose(pending.item.image, DOCS["a"][1]) and pending.item.words.values == (1.0, 1.0)
+    assert pending.exclude == ("a",) and pending.image is None and pending.phrase is None
+    assert np.allclose(pending.item.photo_vector, DOCS["a"][1]) and pending.item.words_bm25.values == (1.0, 1.0)
     outcome = searcher.finish(pending, EncodedQuery(), SearchParams(k=2))
     # a is "red tshirt": nothing else has both words; of those with one, the white tshirt looks more like it
     assert [r.item_id for r in outcome.results] == ["c", "b"] and outcome.mode == "image+text"
@@ -52,9 +52,10 @@ def test_more_like_this_searches_by_the_items_stored_vectors(store):
 
 
 def test_words_given_with_an_item_replace_its_own():
-    item = EncodedQuery(image=unit(1, 0), text=unit(0, 1), words=lexical.query_vector("red tshirt"))
-    given = EncodedQuery(text=unit(1, 1), words=lexical.query_vector("dress"), phrase="dress")
+    item = EncodedQuery(photo_vector=unit(1, 0), words_vector=unit(0, 1),
+                        words_bm25=lexical.query_vector("red tshirt"))
+    given = EncodedQuery(words_vector=unit(1, 1), words_bm25=lexical.query_vector("dress"), phrase="dress")
     both = merged(item, given)
-    assert np.allclose(both.image, item.image) and np.allclose(both.text, given.text)
-    assert both.words == given.words and both.phrase == "dress"
-    assert merged(item, EncodedQuery()).words == item.words
+    assert np.allclose(both.photo_vector, item.photo_vector) and np.allclose(both.words_vector, given.words_vector)
+    assert both.words_bm25 == given.words_bm25 and both.phrase == "dress"
+    assert merged(item, EncodedQuery()).words_bm25 == item.words_bm25

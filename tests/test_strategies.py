@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def words_on_photos(store, collection, query, search):
     """The throwaway's implementation: the items whose photos are nearest the words' CLIP vector."""
-    return fusion.single_knn(store, collection, query, search, query.text)
+    return fusion.single_knn(store, collection, query, search, query.words_vector)
 
 
 THROWAWAY = strategies.Strategy("words_on_photos", rank=words_on_photos, needs=("words",), uses=("words",),
@@ -57,7 +57,7 @@ def test_a_strategy_added_as_one_entry_is_selectable_everywhere(monkeypatch, tmp
     outcome = search(TOY, "c", BOTH, SearchParams(k=2, strategy="words_on_photos", explain=False))
     assert outcome.strategy == "words_on_photos" and [r.item_id for r in outcome.results] == ["txt", "near_txt"]
     with pytest.raises(StrategyError, match="needs the query's words"):
-        search(TOY, "c", EncodedQuery(image=unit(1, 0)), SearchParams(strategy="words_on_photos"))
+        search(TOY, "c", EncodedQuery(photo_vector=unit(1, 0)), SearchParams(strategy="words_on_photos"))
     grid = evaluation.grid("image+text", ["words_on_photos"], [0.5], [50])
     assert [c.label() for c in grid] == ["words_on_photos"] and "words_on_photos" in strategies.in_mode("text")
     assert "words_on_photos" not in strategies.all_signals("text")  # it ignores the words' lexical match

@@ -28,4 +28,4 @@ class ToyStore:
 # Items along a quarter circle: "img" is the photo's own look, "txt" what the words ask for.
 TOY = ToyStore({"img": unit(1, 0), "near_img": unit(0.95, 0.3), "mid": unit(1, 1), "near_txt": unit(0.3, 0.95),
                 "txt": unit(0, 1)})
-BOTH = EncodedQuery(image=unit(1, 0), text=unit(0, 1))
+BOTH = EncodedQuery(photo_vector=unit(1, 0), words_vector=unit(0, 1))
