@@ -30,9 +30,11 @@ from retrieval.evaluation import (Config, DevQuery, MemoKnn, best_rows, by_mode,
 from retrieval.model import ClipEncoder, load_model
 from retrieval.prepare import prepare_pixels, with_words
 from retrieval.search import EncodedQuery, search
+from retrieval.service import catalog_words
 from retrieval.store.base import VectorStore
 from retrieval.store.factory import open_store
 from retrieval.strategies import MODES
+from retrieval.understanding import CatalogWords
 from schemas.collection import CollectionSpec
 from schemas.jobs import CATALOG_FORMATS, IndexConfig
 from schemas.settings import get_settings
@@ -110,15 +112,15 @@ def encode_images(encoder: ClipEncoder, paths: list[Path], letterbox: bool, max_
 
 
 def encode_queries(encoder: ClipEncoder, queries: list[DevQuery], root: Path, spec: CollectionSpec,
-                   max_pixels: int) -> list[EncodedQuery]:
-    """Every query once, each distinct image and text once, in batches; the words' BM25 vector as the service
-    makes it."""
+                   max_pixels: int, words: CatalogWords | None = None) -> list[EncodedQuery]:
+    """Every query once, each distinct image and text once, in batches; the words' BM25 vector, and what they name
+    in the catalog, as the service makes them."""
     texts = encode_texts(encoder, sorted({q.phrase for q in queries if q.phrase}))
     paths = sorted({root / q.image for q in queries if q.image})
     images = encode_images(encoder, paths, spec.letterbox, max_pixels)
     return [with_words(EncodedQuery(photo_vector=images[root / q.image] if q.image else None,
                                     words_vector=texts.get(q.phrase) if q.phrase else None), q.phrase,
-                       spec.bm25_language) for q in queries]
+                       spec.bm25_language, words) for q in queries]
 
 
 def time_strategies(store: VectorStore, collection: str, sample: list[tuple[DevQuery, EncodedQuery]],
@@ -172,7 +174,8 @@ def measure(store: VectorStore, args: argparse.Namespace, catalog: Catalog, quer
     spec = store.collection_spec(collection)
     dropped = restrict_to_collection(queries, store, collection)
     memo = MemoKnn(store, load_vectors(store, collection, [item.id for item in catalog.items()]))
-    encoded = encode_queries(encoder, queries, catalog.root, spec, get_settings().max_image_pixels)
+    encoded = encode_queries(encoder, queries, catalog.root, spec, get_settings().max_image_pixels,
+                             catalog_words(store, collection, spec))
     phases.done("encode_s")
     configs = {m: grid(m, args.strategies, args.weights, args.depths) for m in MODES if by_mode(queries, m)}
     with Progress("search grid", len(queries), unit="queries") as progress:

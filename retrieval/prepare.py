@@ -16,6 +16,7 @@ from retrieval import lexical
 from retrieval.images import PreprocessConfig, load_and_preprocess
 from retrieval.model import ClipEncoder
 from retrieval.search import EncodedQuery, QueryError
+from retrieval.understanding import CatalogWords
 
 
 def checked_query(image: bytes | None, text: str | None, item: bool = False) -> tuple[bytes | None, str | None]:
@@ -27,11 +28,16 @@ def checked_query(image: bytes | None, text: str | None, item: bool = False) -> 
     return image or None, phrase
 
 
-def with_words(query: EncodedQuery, phrase: str | None, language: str) -> EncodedQuery:
-    """The query with its words' BM25 vector (in the collection's language) and the words as typed."""
+def with_words(query: EncodedQuery, phrase: str | None, language: str,
+               catalog: CatalogWords | None = None) -> EncodedQuery:
+    """The query with the words as typed, their BM25 vector (in the collection's language) and, given the
+    catalog's words, what they name in it (the BM25 vector is then of the words as searched: typed, corrected and
+    with their synonyms)."""
     if not phrase:
         return query
-    return replace(query, words_bm25=lexical.query_vector(phrase, language), phrase=phrase)
+    understood = catalog.understand(phrase) if catalog is not None else None
+    searched = understood.searched if understood is not None else phrase
+    return replace(query, words_bm25=lexical.query_vector(searched, language), phrase=phrase, understood=understood)
 
 
 def prepare_pixels(data: bytes, cfg: PreprocessConfig, *, max_pixels: int, segmenter=None) -> np.ndarray:

@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 
 from retrieval import fusion, lexical, strategies
+from retrieval.evidence import Tier, within
 from retrieval.store.base import Filter, Hit, Nearest, SparseVector, VectorStore
+from retrieval.understanding import Understood
 from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TEXT_VECTOR
 
 
@@ -73,6 +75,7 @@ class EncodedQuery:
     words_vector: np.ndarray | None = None  # the words' CLIP vector (an item's document vector when searching by it)
     words_bm25: SparseVector | None = None
     phrase: str | None = None
+    understood: Understood | None = None  # what the words name in the catalog (retrieval/understanding.py)
 
     @property
     def signals(self) -> set[str]:
@@ -152,11 +155,16 @@ def ties_by_id(ranked: list[Hit]) -> list[Hit]:
 
 def hybrid_hits(store: VectorStore, collection: str, query: EncodedQuery, params: SearchParams, plans) -> list:
     """One store call per plan, the next plan only while fewer than k results came back, its results after the
-    earlier ones (hybrid_rescore: items with all the words, then with any, then the words' meaning)."""
+    earlier ones (hybrid_rescore: items with all the words, then with any, then the words' meaning; a Tier's plan
+    on the items of its tier only)."""
     hits: list = []
     for plan in plans(query, params.k1, params.text_weight):
+        tier = plan if isinstance(plan, Tier) else Tier(plan)
+        filters = within(params.filters, tier.narrowed)
+        if filters is False:
+            continue
         seen = (*params.exclude, *(h.item_id for h in hits))
-        hits += ties_by_id(store.query(collection, plan, params.k - len(hits), params.filters, exclude=seen,
+        hits += ties_by_id(store.query(collection, tier.plan, params.k - len(hits), filters, exclude=seen,
                                        with_vectors=params.explain))  # the explanation's, in the same call
         if len(hits) >= params.k:
             break

@@ -12,10 +12,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from retrieval import lexical
 from retrieval.model import ClipEncoder, load_model
 from retrieval.prepare import checked_query, encode_query, query_segmenter, with_words
 from retrieval.search import EncodedQuery, QueryError, SearchOutcome, SearchParams, search, validate_filters
-from retrieval.store.base import CollectionMissing, VectorStore, check_fits
+from retrieval.store.base import CollectionMissing, Nearest, VectorStore, check_fits
+from retrieval.understanding import CatalogWords
 from retrieval.store.factory import open_store
 from schemas.collection import BM25_VECTOR, DENSE_VECTORS, IMAGE_VECTOR, SPARSE_VECTORS, TEXT_VECTOR, CollectionSpec
 from schemas.jobs import StoreConfig
@@ -83,7 +85,8 @@ class Searcher:
         the item's own); timings: encode (since begin), the search's stages, total."""
         encoded = time.perf_counter()
         validate_filters(params.filters, pending.spec.filter_fields)
-        query = with_words(query, pending.phrase, pending.spec.bm25_language)
+        query = with_words(query, pending.phrase, pending.spec.bm25_language,
+                           catalog_words(self.store, pending.collection, pending.spec))
         if pending.item is not None:
             query = merged(pending.item, query)
         if pending.exclude:
@@ -110,6 +113,15 @@ class Searcher:
 
         hits = self.store.retrieve(collection, [item_id], with_vectors=False)
         return safe_image_path(spec.catalog_root, hits[0].payload.get("image")) if hits else None
+
+
+def catalog_words(store: VectorStore, collection: str, spec: CollectionSpec) -> CatalogWords:
+    """What queries' words are read against in this collection: its values, its synonyms, its documents' words."""
+    def known(word: str) -> bool:
+        words = lexical.query_vector(word, spec.bm25_language)
+        return bool(words) and bool(store.query(collection, Nearest(BM25_VECTOR, words, 1), 1))
+
+    return CatalogWords.of(spec.filter_values, spec.synonyms, known)
 
 
 def merged(item: EncodedQuery, given: EncodedQuery) -> EncodedQuery:

@@ -12,7 +12,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from retrieval import fusion, hybrid
+from retrieval import evidence, fusion, hybrid
 
 MODES = ("text", "image", "image+text")
 # A query's signals, named as a refusal names them: the photo's CLIP vector, the words' CLIP vector, the words'
@@ -61,6 +61,8 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
     Strategy("hybrid_rescore", plans=hybrid.rescore_plans, uses=ALL, knobs=("k1", "text_weight"),
              settled=Knobs(1000, 0.2), default={"text": Knobs(50, 0.5), "image+text": Knobs(1000, 0.2)},
              modes=("text", "image+text"), grid_rank=5),
+    Strategy("hybrid_understood", plans=evidence.plans, uses=ALL, knobs=("k1",), settled=Knobs(200, 0.5),
+             modes=("text", "image+text"), grid_rank=10),
     Strategy("bm25", plans=hybrid.bm25_plans, needs=("lexical",), uses=("lexical",), settled=Knobs(100, 0.5),
              modes=("text", "image+text"), grid_rank=2),
     Strategy("vector_fusion", rank=fusion.vector_fusion, uses=("photo", "words"), knobs=("text_weight",),

@@ -35,6 +35,7 @@ class CollectionSpec(BaseModel):
     filter_values: dict[str, dict[str, int]] = {}  # the most common values of each, with their item counts
     bm25_avg_len: float = Field(1.0, gt=0, description="the catalog's mean document length in BM25 tokens")
     bm25_language: str = "english"  # stopwords and stemmer of the documents, and so of the queries
+    synonyms: str | None = None  # the catalog's synonyms file (retrieval/understanding.py), None: the default one
     complete: bool = True  # a generation is created False and marked True when its run succeeded
 
     @property

@@ -41,11 +41,14 @@ def test_every_entry_is_whole_and_every_mode_has_one_default():
 
 def test_the_evaluation_grid_comes_from_the_table():
     assert strategies.in_mode("image") == strategies.all_signals("image") == ("image_knn",)
-    assert strategies.in_mode("text") == ("text_knn", "bm25", "hybrid_rrf", "hybrid_dbsf", "hybrid_rescore")
+    assert strategies.in_mode("text") == ("text_knn", "bm25", "hybrid_rrf", "hybrid_dbsf", "hybrid_rescore",
+                                          "hybrid_understood")
     assert set(strategies.in_mode("image+text")) == set(strategies.names())
-    assert strategies.all_signals("image+text") == ("hybrid_rrf", "hybrid_dbsf", "hybrid_rescore")
+    assert strategies.all_signals("image+text") == ("hybrid_rrf", "hybrid_dbsf", "hybrid_rescore",
+                                                    "hybrid_understood")
     labels = [c.label() for c in evaluation.grid("text", list(strategies.names()), [0.2, 0.5], [50])]
-    assert labels == ["text_knn", "bm25", "hybrid_rrf k1=50", "hybrid_dbsf k1=50", "hybrid_rescore k1=50"]
+    assert labels == ["text_knn", "bm25", "hybrid_rrf k1=50", "hybrid_dbsf k1=50", "hybrid_rescore k1=50",
+                      "hybrid_understood k1=50"]
 
 
 def test_the_docs_show_the_table():

@@ -1,0 +1,99 @@
+"""hybrid_understood: the catalog values the words name rank first, then the photo's and the words' evidence, each
+counted once, every candidate scored by every signal.
+
+Two principles, so that the ranking is never below its best single signal:
+- **The shopper meant the values they typed.** Words that name a value of the catalog's own fields ("light pink",
+  "shirt": retrieval/understanding.py) are the most specific evidence a query has: the items with every named value
+  come first (a tier, not a filter: when fewer than k have them, the other items follow, ranked the same way).
+  A span naming values of several fields ("dresses": subCategory Dress, articleType Dresses) keeps its most
+  specific field, the one whose values the fewest items have.
+- **Within a tier, each kind of evidence counts once and keeps its say to the end.** The candidates (the photo's
+  neighbours, the words' BM25 matches and their CLIP neighbours, all within the tier) are each rescored by every
+  signal, so no candidate is rewarded for being in one list only, and fused by DBSF in two groups: the photo (its
+  CLIP vector against the items' photos and documents) and the words (BM25 against the documents; their CLIP vector
+  against the items' photos and documents). Words that were all understood as values have had their say in the
+  tier: with a photo, the photo then orders the tier; without one, the words do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from retrieval.store.base import Filter, Fuse, Nearest, Plan, Rescore
+from retrieval.understanding import Understood
+from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TEXT_VECTOR
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A plan run on the items that also meet `narrowed` (besides the search's own filters)."""
+
+    plan: Plan
+    narrowed: Filter | None = None
+
+
+def within(filters: Filter | None, narrowed: Filter | None) -> Filter | None | bool:
+    """The search's filters and a tier's together; False when they contradict (no item can meet both)."""
+    out = dict(filters or {})
+    for field, values in (narrowed or {}).items():
+        values = values if isinstance(values, list) else [values]
+        if field in out:
+            asked = out[field] if isinstance(out[field], list) else [out[field]]
+            values = [v for v in values if v in asked]
+            if not values:
+                return False
+        out[field] = values[0] if len(values) == 1 else values
+    return out or None
+
+
+def named_values(understood: Understood | None) -> Filter | None:
+    """The tier of items with every value the words name; values named in one field are alternatives ("black or
+    white shirts", or a span whose words name two values there)."""
+    narrowed: dict[str, list[str]] = {}
+    for span in (understood.spans if understood else ()):
+        narrowed[span.field] = list(dict.fromkeys([*narrowed.get(span.field, []), *span.names]))
+    return {field: names[0] if len(names) == 1 else names for field, names in narrowed.items()} or None
+
+
+def candidate_legs(query, k1: int) -> tuple[Plan, ...]:
+    """Where candidates come from: the photo's neighbours, the words' BM25 matches and their CLIP neighbours."""
+    legs: list[Plan] = []
+    if query.photo_vector is not None:
+        legs.append(Nearest(IMAGE_VECTOR, query.photo_vector, k1))
+    if query.words_bm25:
+        legs.append(Nearest(BM25_VECTOR, query.words_bm25, k1))
+    if query.words_vector is not None:
+        legs += [Nearest(IMAGE_VECTOR, query.words_vector, k1), Nearest(TEXT_VECTOR, query.words_vector, k1)]
+    return tuple(legs)
+
+
+def dbsf(parts: list[Plan], limit: int) -> Plan:
+    return parts[0] if len(parts) == 1 else Fuse(tuple(parts), "dbsf", limit)
+
+
+def rescored(candidates: tuple[Plan, ...], vector, limit: int) -> Plan:
+    """The candidates by one vector's similarity to the items' photos and documents, fused."""
+    return dbsf([Rescore(candidates, name, vector, limit) for name in (IMAGE_VECTOR, TEXT_VECTOR)], limit)
+
+
+def evidence_plan(query, candidates: tuple[Plan, ...], limit: int, words_speak: bool) -> Plan:
+    """Every candidate rescored by each signal, fused by DBSF within the photo's and the words' groups, then the
+    groups together."""
+    groups = [rescored(candidates, query.photo_vector, limit)] if query.photo_vector is not None else []
+    if words_speak or not groups:
+        words = [Rescore(candidates, BM25_VECTOR, query.words_bm25, limit)] if query.words_bm25 else []
+        words += [rescored(candidates, query.words_vector, limit)] if query.words_vector is not None else []
+        groups += [dbsf(words, limit)] if words else []
+    return dbsf(groups, limit)
+
+
+def plans(query, k1: int, text_weight: float) -> list[Tier]:
+    """The tiers, narrowest first (the next runs only while fewer than k results came back): the items with every
+    value the words name, then every item; each ranked by the evidence of the photo and of the words not named."""
+    candidates = candidate_legs(query, k1)
+    if not candidates:
+        return []
+    understood = query.understood
+    plan = evidence_plan(query, candidates, len(candidates) * k1, not understood or bool(understood.rest))
+    narrowed = named_values(understood)
+    return [Tier(plan, narrowed), Tier(plan)] if narrowed else [Tier(plan)]
