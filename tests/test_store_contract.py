@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import os
-
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from retrieval.store.base import (CollectionMismatch, CollectionMissing, Fuse, Nearest, Point, Rescore, StoreError,
-                                  item_ids)
+from retrieval.store.base import (
+    CollectionMismatch,
+    CollectionMissing,
+    Fuse,
+    Nearest,
+    Point,
+    Rescore,
+    StoreError,
+    item_ids,
+)
 from retrieval.store.factory import open_store
 from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TERMS_VECTOR, TEXT_VECTOR, CollectionSpec
 from schemas.jobs import StoreConfig
@@ -129,7 +136,8 @@ def test_filters_restrict_results(filled):
     assert len(one) == N // 5 and {h.payload["gender"] for h in one} == {"Women"}
     many = store.search("items", IMAGE_VECTOR, query, limit=N,
                         query_filter={"gender": ["Men", "Girls"], "baseColour": "Red"})
-    expected = {p.item_id for p in points if p.payload["gender"] in ("Men", "Girls") and p.payload["baseColour"] == "Red"}
+    expected = {p.item_id for p in points
+                if p.payload["gender"] in ("Men", "Girls") and p.payload["baseColour"] == "Red"}
     assert {h.item_id for h in many} == expected
 
 

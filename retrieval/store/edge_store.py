@@ -42,8 +42,18 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from retrieval.store.base import (
-    REBUILD, check_fits, hit_from_record,
-    ITEM_ID_FIELD, CollectionMissing, Filter, Hit, Plan, Point, StoreError, VectorStore, point_id,
+    ITEM_ID_FIELD,
+    REBUILD,
+    CollectionMissing,
+    Filter,
+    Hit,
+    Plan,
+    Point,
+    StoreError,
+    VectorStore,
+    check_fits,
+    hit_from_record,
+    point_id,
 )
 from retrieval.store.edge_query import edge_point, edge_prefetches, edge_query, to_edge_filter
 from schemas.collection import DISTANCES, IDF_VECTORS, CollectionSpec
@@ -383,5 +393,5 @@ def _edge_errors() -> Iterator[None]:
         yield
     except StoreError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise StoreError(f"edge store failed: {exc}") from exc
