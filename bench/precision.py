@@ -10,9 +10,9 @@ import time
 
 import numpy as np
 
-from jobs import cli
 from retrieval.images import load_and_preprocess
 from retrieval.model import load_model
+from jobs import cli
 from schemas.settings import OFFLINE_CATALOG, OFFLINE_MODEL
 
 QUERIES = ["blue jeans", "red dress", "white sports shoes", "black handbag", "pink top for women", "brown watch",

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jobs import cli, index
 from retrieval.segmentation import (
     Box,
     Segmenter,
@@ -34,6 +33,7 @@ from retrieval.segmentation import (
     png_bytes,
     segment_query,
 )
+from jobs import cli, index
 from schemas.jobs import IndexConfig
 from schemas.settings import OFFLINE_CATALOG, OFFLINE_MODEL, PROJECT_ROOT, SHARED_ROOT
 

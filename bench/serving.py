@@ -20,7 +20,6 @@ from jobs import cli, index
 from schemas.jobs import IndexConfig, StoreConfig
 from schemas.settings import get_settings
 
-
 def queries(kind: str) -> list[dict]:
     """JSON bodies of one kind: the shared query kinds with their photos base64-encoded."""
     return [{**({"text": q["text"]} if "text" in q else {}),

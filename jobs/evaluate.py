@@ -24,20 +24,8 @@ from jobs import cli, index
 from jobs.eval_report import summary_line, write_outputs
 from jobs.progress import Progress
 from retrieval.catalogs import Catalog, open_catalog
-from retrieval.evaluation import (
-    IN_MODE,
-    Config,
-    MemoKnn,
-    Query,
-    best_rows,
-    by_mode,
-    compare_strategies,
-    grid,
-    load_queries,
-    recommend,
-    rows_of,
-    run_grid,
-)
+from retrieval.evaluation import (IN_MODE, Config, MemoKnn, Query, best_rows, by_mode, compare_strategies, grid,
+                                  load_queries, recommend, rows_of, run_grid)
 from retrieval.model import ClipEncoder, load_model
 from retrieval.prepare import prepare_pixels, with_words
 from retrieval.search import MODES, EncodedQuery, search

@@ -16,13 +16,13 @@ from itertools import islice
 from pathlib import Path
 
 from jobs import cli
+from jobs.qdrant_sink import QdrantDatasink
+from retrieval.catalogs import open_catalog
+from retrieval.generations import Target, finish_generation, target_collection
 from jobs.index_progress import IndexProgress, ProgressLogger
 from jobs.pipeline import build_pipeline
-from jobs.qdrant_sink import QdrantDatasink
 from retrieval import lexical
-from retrieval.catalogs import open_catalog
 from retrieval.catalogs.fields import filter_fields, top_values
-from retrieval.generations import Target, finish_generation, target_collection
 from retrieval.indexing import catalog_rows
 from retrieval.store.base import StoreError, item_ids
 from retrieval.store.factory import open_store

@@ -20,6 +20,7 @@ import yaml
 from jobs import cli
 from serve.runtime import use_fast_path
 
+
 HANDLED = {"proxy_location", "http_options", "applications"}
 APP_HANDLED = {"name", "route_prefix", "import_path", "args"}
 

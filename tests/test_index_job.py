@@ -8,8 +8,8 @@ import pytest
 
 from bench.resume import kill_shard_holders, run_killed
 from jobs import index
-from retrieval.store.base import point_id
 from retrieval.store.factory import open_store
+from retrieval.store.base import point_id
 from tests.conftest import index_config
 from tests.salted import EXPECTED, GOOD_IDS
 

@@ -11,15 +11,8 @@ import pytest
 
 from retrieval import lexical
 from retrieval.fusion import fuse, rrf_scores, zscore
-from retrieval.search import (
-    DEFAULT_STRATEGY,
-    EncodedQuery,
-    FilterError,
-    QueryError,
-    SearchParams,
-    search,
-    validate_filters,
-)
+from retrieval.search import (DEFAULT_STRATEGY, EncodedQuery, FilterError, QueryError, SearchParams, search,
+                              validate_filters)
 from retrieval.store.base import Hit, Point
 from schemas.api import STRATEGIES
 from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TERMS_VECTOR, TEXT_VECTOR, CollectionSpec

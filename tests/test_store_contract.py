@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import os
+
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from retrieval.store.base import (
-    CollectionMismatch,
-    CollectionMissing,
-    Fuse,
-    Nearest,
-    Point,
-    Rescore,
-    StoreError,
-    item_ids,
-)
+from retrieval.store.base import (CollectionMismatch, CollectionMissing, Fuse, Nearest, Point, Rescore, StoreError,
+                                  item_ids)
 from retrieval.store.factory import open_store
 from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TERMS_VECTOR, TEXT_VECTOR, CollectionSpec
 from schemas.jobs import StoreConfig

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.segmentation.annotations import AnnotationSegmenter
-from retrieval.segmentation.base import SEGMENTER_NAMES, NoSegmenter, Segmenter, SegmenterError
+from retrieval.segmentation.base import NoSegmenter, SEGMENTER_NAMES, Segmenter, SegmenterError
 from retrieval.segmentation.maskrcnn import MaskRCNNSegmenter
 from retrieval.segmentation.u2netp import U2NetP
+
 
 _CLASSES = {"none": NoSegmenter, "u2netp": U2NetP, "annotations": AnnotationSegmenter,
             "maskrcnn": MaskRCNNSegmenter}

@@ -12,7 +12,7 @@ from PIL import Image
 
 from retrieval.images import ImageRejected, PreprocessConfig, decode_image, preprocess
 from retrieval.indexing import Batch, column, timed
-from retrieval.segmentation.base import Segmenter, SegmentResult
+from retrieval.segmentation.base import SegmentResult, Segmenter
 from retrieval.segmentation.factory import make_segmenter
 
 

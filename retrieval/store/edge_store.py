@@ -42,18 +42,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from retrieval.store.base import (
-    ITEM_ID_FIELD,
-    REBUILD,
-    CollectionMissing,
-    Filter,
-    Hit,
-    Plan,
-    Point,
-    StoreError,
-    VectorStore,
-    check_fits,
-    hit_from_record,
-    point_id,
+    REBUILD, check_fits, hit_from_record,
+    ITEM_ID_FIELD, CollectionMissing, Filter, Hit, Plan, Point, StoreError, VectorStore, point_id,
 )
 from retrieval.store.edge_query import edge_point, edge_prefetches, edge_query, to_edge_filter
 from schemas.collection import DISTANCES, IDF_VECTORS, CollectionSpec

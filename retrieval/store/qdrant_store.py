@@ -9,19 +9,8 @@ import time
 from typing import Any, Callable, Sequence, TypeVar
 
 from retrieval.store.base import (
-    ITEM_ID_FIELD,
-    REBUILD,
-    CollectionMismatch,
-    CollectionMissing,
-    Filter,
-    Hit,
-    Plan,
-    Point,
-    StoreError,
-    VectorStore,
-    check_fits,
-    hit_from_record,
-    point_id,
+    REBUILD, check_fits, hit_from_record,
+    ITEM_ID_FIELD, CollectionMismatch, CollectionMissing, Filter, Hit, Plan, Point, StoreError, VectorStore, point_id,
 )
 from retrieval.store.qdrant_query import point_struct, query_args, to_qdrant_filter
 from schemas.collection import DISTANCES, IDF_VECTORS, CollectionSpec
