@@ -69,8 +69,9 @@ class QdrantStore(VectorStore):
     def upsert(self, collection: str, points: Sequence[Point]) -> None:
         for start in range(0, len(points), self.batch_size):
             structs = [point_struct(p) for p in points[start:start + self.batch_size]]
-            # Safe to repeat even if a timed-out attempt was applied: the point ids are deterministic.
-            self._retrying(lambda: self.client.upsert(collection, points=structs, wait=True), collection)  # noqa: B023 - called at once
+            # Safe to repeat even if a timed-out attempt was applied: the point ids are deterministic. (B023: the
+            # lambda runs within this iteration.)
+            self._retrying(lambda: self.client.upsert(collection, points=structs, wait=True), collection)  # noqa: B023
 
     def query(self, collection: str, plan: Plan, limit: int, query_filter: Filter | None = None, *,
               with_vectors: bool = False, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> list[Hit]:
