@@ -24,8 +24,8 @@ export RAY_SERVE_ENABLE_HA_PROXY ?= 1
 export RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S ?= 2
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help venv demo test test-fast index query submit serve inspect eval bench bench-serve bench-store bench-scale \
-	bench-memory bench-resume clean
+.PHONY: help venv demo test test-fast lint index query submit serve inspect eval bench bench-serve bench-store \
+	bench-scale bench-memory bench-resume clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ test: $(STAMP) ## run the whole test suite (unit, ray, e2e)
 
 test-fast: $(STAMP) ## unit tests only (no Ray, no HTTP)
 	$(BIN)/python -m pytest -m "not ray and not e2e and not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff with the rules in pyproject.toml (fix what it can: make lint ARGS=--fix)
+	$(BIN)/ruff check $(ARGS) .
 
 index: $(STAMP) ## index CATALOG with MODEL (add ARGS="--rebuild" for a new generation)
 	$(BIN)/python -m jobs.index --catalog $(CATALOG) --model $(MODEL) --encode-threads $(ENCODE_THREADS) $(ARGS)

@@ -19,7 +19,8 @@ QUERIES = ["blue jeans", "red dress", "white sports shoes", "black handbag", "pi
            "green kurta", "grey track pants", "yellow tshirt", "formal shirt for men", "sandals", "sunglasses"]
 
 
-def embed(model: str, device: str, precision: str, pixels: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray, float]:
+def embed(model: str, device: str, precision: str, pixels: np.ndarray,
+          batch: int) -> tuple[np.ndarray, np.ndarray, float]:
     encoder = load_model(model, device=device, precision=precision)
     started = time.perf_counter()
     images = np.concatenate([encoder.encode_images(pixels[i:i + batch]) for i in range(0, len(pixels), batch)])

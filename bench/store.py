@@ -145,8 +145,9 @@ def markdown(results: list[StoreBenchResult], dim: int, queries: int, limit: int
     ]
     for r in results:
         optimize = "-" if r.optimize_s is None else f"{r.optimize_s:.1f}"
-        lines.append(f"| {r.backend} | {r.points} | {r.upsert_s:.1f} | {optimize} | {r.reopen_s:.2f} | {r.knn_ms[0]:.1f} | "
-                     f"{r.knn_ms[1]:.1f} | {r.filtered_ms[0]:.1f} | {r.filtered_ms[1]:.1f} | {r.filtered_hits:.0f} |")
+        lines.append(f"| {r.backend} | {r.points} | {r.upsert_s:.1f} | {optimize} | {r.reopen_s:.2f} | "
+                     f"{r.knn_ms[0]:.1f} | {r.knn_ms[1]:.1f} | {r.filtered_ms[0]:.1f} | {r.filtered_ms[1]:.1f} | "
+                     f"{r.filtered_hits:.0f} |")
     return "\n".join(lines)
 
 
@@ -169,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
         for backend in args.backends:
             predicted = predicted_build_s(results, backend, n)
             if predicted is not None and predicted > args.budget_s:
-                skipped.append(f"{backend} at {n} points: not run, ~{predicted:.0f} s to build (budget {args.budget_s:.0f} s)")
+                skipped.append(f"{backend} at {n} points: not run, ~{predicted:.0f} s to build "
+                               f"(budget {args.budget_s:.0f} s)")
                 print(skipped[-1], flush=True)
                 continue
             results.append(bench_one(backend, points, args.dim, args.queries, args.limit))

@@ -1,4 +1,4 @@
-"""Ray Data Datasink writing encoded rows to the vector store: validated on the driver, client made lazily on the worker."""
+"""Ray Data Datasink writing encoded rows to the store: validated on the driver, client made lazily on the worker."""
 
 from __future__ import annotations
 

@@ -110,7 +110,8 @@ def _create(spec: ModelSpec, device: str, precision: str):
     return model, open_clip.get_tokenizer(spec.name)
 
 
-def load_model(spec: str, device: str = "auto", precision: str = "fp32", *, allow_random: bool = False) -> "ClipEncoder":
+def load_model(spec: str, device: str = "auto", precision: str = "fp32", *,
+               allow_random: bool = False) -> "ClipEncoder":
     """Build the encoder for a model spec; raises ModelLoadError with guidance when weights can't be had."""
     parsed = ModelSpec.parse(spec)
     _check_spec(parsed, allow_random)
@@ -136,7 +137,7 @@ def preprocess_config_of(model) -> PreprocessConfig:
 
 
 class ClipEncoder:
-    """Image and text encoders returning L2-normalised float32 numpy arrays; normalisation of pixels runs on the device."""
+    """Image and text encoders returning L2-normalised float32 numpy arrays; pixels are normalised on the device."""
 
     def __init__(self, model, tokenizer, *, spec: str, device: str, precision: str):
         import torch
@@ -144,8 +145,8 @@ class ClipEncoder:
         self.model, self.tokenizer = model, tokenizer
         self.spec, self.device, self.precision = spec, device, precision
         self.preprocess_cfg = preprocess_config_of(model)
-        self.dim = int(model.text_projection.shape[1] if hasattr(model, "text_projection") and model.text_projection is not None
-                       else self._probe_dim())
+        projection = getattr(model, "text_projection", None)
+        self.dim = int(projection.shape[1] if projection is not None else self._probe_dim())
         self._dtype = getattr(torch, PRECISIONS[precision][0])
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(self.preprocess_cfg.mean, device=device).view(shape)

@@ -1,1 +1,1 @@
-"""Ray Serve application: a FastAPI ingress running two-stage search, with the batched query encoder inside it or as its own deployment."""
+"""Ray Serve application: a FastAPI search ingress, with the batched query encoder in it or as its own deployment."""

@@ -73,7 +73,7 @@ class SearchHandlers:
             raise HTTPException(503, f"store not ready: {err}") from err
         try:
             await self.encoder.model_spec()
-        except Exception as err:  # noqa: BLE001 - an encoder replica that is down or starting: not ready
+        except Exception as err:  # an encoder replica that is down or starting: not ready
             raise HTTPException(503, f"encoder not ready: {type(err).__name__}: {err}") from err
         return ReadyResponse(status="ready", collection=collection, points=points, model=spec.model,
                              filter_fields=list(spec.filter_fields), filter_values=spec.filter_values,

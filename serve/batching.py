@@ -46,7 +46,7 @@ class ContinuousBatcher:
         try:
             # A worker thread: torch releases the GIL, so the event loop keeps taking requests meanwhile.
             results = await asyncio.to_thread(self.fn, [item for item, _ in batch])
-        except Exception as err:  # one model call failed: every caller in it hears why
+        except Exception as err:  # noqa: BLE001 - one model call failed: every caller in it hears why
             results = [err] * len(batch)
         for (_, future), result in zip(batch, results):
             if not future.done():

@@ -102,7 +102,7 @@ async def _parse_form(request: Request, max_bytes: int) -> tuple[SearchRequest, 
     try:
         form = await Request(request.scope, _replay(body)).form(max_files=1, max_fields=MAX_FORM_FIELDS,
                                                                  max_part_size=max_bytes)
-    except Exception as err:  # noqa: BLE001 - starlette's multipart errors vary; all mean a malformed body
+    except Exception as err:  # starlette's multipart errors vary; all mean a malformed body
         raise Refused(400, "bad_body", f"malformed form body: {str(err)[:MESSAGE_CHARS]}") from err
     try:
         upload = form.get("image")

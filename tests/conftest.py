@@ -16,7 +16,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from serve.runtime import use_fast_path  # noqa: E402
+from serve.runtime import use_fast_path
 
 use_fast_path()  # the serving path users get from the Makefile (HAProxy where installed)
 

@@ -1,15 +1,38 @@
-"""The benchmark scripts measure what they say: real stores, the budget rule."""
+"""The benchmark scripts measure what they say: real stores, every request counted, ratios of the measured figures,
+the peak memory seen, the budget rule."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+
+from bench import indexing as bench_indexing
+from bench import serving as bench_serving
 from bench import store as bench_store
 
 
-def test_store_benchmark_runs_edge_and_reports_every_point(capsys):
+def table_row(out: str, prefix: str) -> list[str]:
+    line = next(line for line in out.splitlines() if line.startswith(prefix))
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def test_store_benchmark_runs_edge_and_reports_what_the_store_answered(capsys):
     bench_store.main(["--points", "300", "--dim", "16", "--backends", "edge", "--queries", "20", "--limit", "10"])
-    table = capsys.readouterr().out
-    row = next(line for line in table.splitlines() if line.startswith("| edge | 300 |"))
-    assert float(row.split("|")[6]) > 0  # a kNN p50 in ms was measured
+    cells = table_row(capsys.readouterr().out, "| edge | 300 |")
+    upsert_s, optimize_s, reopen_s, knn50, knn95, filtered50, filtered95, hits = cells[2:]
+    assert float(upsert_s) >= 0 and optimize_s == "-" and float(reopen_s) > 0  # brute force: no HNSW build
+    assert 0 < float(knn50) <= float(knn95) and float(filtered50) <= float(filtered95)
+    # The mean hit count of the filtered queries is what the payloads allow: the filter really ran in the store.
+    points, filters = bench_store.make_points(300, 16), bench_store.make_filters(20)
+    matching = [sum(all(p.payload[k] == v for k, v in f.items()) for p in points) for f in filters]
+    assert min(matching) < 10, "a filter that matches fewer points than the limit makes this check count"
+    assert hits == f"{np.mean([min(10, m) for m in matching]):.0f}"
 
 
 def test_a_backend_past_its_budget_is_not_run(capsys):
@@ -23,3 +46,66 @@ def test_a_backend_past_its_budget_is_not_run(capsys):
     assert "| edge | 200 |" in out and "| edge | 4000 |" not in out
     assert "edge at 4000 points: not run" in out
 
+
+class _SlowSearch(BaseHTTPRequestHandler):
+    """Answers POST /search after DELAY_S: 200 for a body with "text", 400 otherwise; records every body."""
+
+    DELAY_S = 0.005
+    seen: list[dict] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.seen.append(body)
+        time.sleep(self.DELAY_S)
+        status = 200 if "text" in body else 400
+        self.send_response(status)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def slow_server():
+    _SlowSearch.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowSearch)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", _SlowSearch.seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_serving_load_counts_every_request_and_error_it_made():
+    bodies = [{"text": "a"}, {"text": "b"}, {"image": "x"}]  # one body in three is refused
+    with slow_server() as (url, seen):
+        one = asyncio.run(bench_serving.load(url, bodies, concurrency=1, seconds=60, max_requests=30))
+        assert one["requests"] == len(seen) == 30 and one["errors"] == 10
+        several = asyncio.run(bench_serving.load(url, bodies, concurrency=4, seconds=0.5, max_requests=10**6))
+        assert several["requests"] == len(seen) - 30 > 4
+    for result in (one, several):
+        assert _SlowSearch.DELAY_S * 1000 <= result["p50"] <= result["p95"] <= result["p99"]
+    # One client waits for each answer: 20 answered in at least 30 x 5 ms.
+    assert 0 < one["rps"] <= 20 / (30 * _SlowSearch.DELAY_S)
+
+
+def test_index_table_ratios_are_the_measured_rates_divided(capsys):
+    row = bench_indexing.Row("offline", "224", ceiling=200.0, pipeline=150.0, end_to_end=60.0, naive=50.0,
+                             peak_gb=3.25)
+    bench_indexing.print_table([row])
+    cells = table_row(capsys.readouterr().out, "| offline | 224 |")
+    assert [float(c) for c in cells[2:]] == [200.0, 150.0, 60.0, 50.0, 0.75, 3.0, 3.25]
+
+
+def test_peak_memory_sees_an_allocation():
+    with bench_indexing.PeakMemory(interval_s=0.01, ray_workers=False) as before:
+        time.sleep(0.05)
+    with bench_indexing.PeakMemory(interval_s=0.01, ray_workers=False) as during:
+        block = np.ones(256 * 2**20, dtype=np.uint8)  # written, so every page is resident
+        time.sleep(0.1)
+        del block
+    assert during.peak - before.peak >= 200 * 2**20

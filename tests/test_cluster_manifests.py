@@ -393,7 +393,7 @@ def test_the_same_real_model_on_every_side():
 
     models, offline = [], []
     for path, doc in kuberay():
-        for name, group in groups(doc):
+        for _, group in groups(doc):
             env = env_of(ray_container(group))
             models.append((path.name, env["FASHION_MODEL"]["value"]))
             offline.append((path.name, env["HF_HUB_OFFLINE"]["value"]))
@@ -482,9 +482,38 @@ def test_code_is_pinned_to_one_commit():
         assert found.returncode == 0, f"{obj} is not in this repository's history"
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently: a second `env:` or `resources:` would drop the first."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(key, deep=True) for key, _ in node.value]
+        repeated = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise yaml.constructor.ConstructorError(None, None, f"keys given twice: {repeated}", node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+KUBERAY_KINDS = {"ray-job": "RayJob", "ray-service": "RayService"}  # KubeRay's file names: <kind>.<purpose>.yaml
+
+
+def test_a_repeated_key_is_refused():
+    with pytest.raises(yaml.constructor.ConstructorError, match="given twice"):
+        yaml.load("env:\n  A: 1\nenv:\n  B: 2\n", Loader=UniqueKeyLoader)
+
+
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
-def test_every_yaml_parses(path):
-    assert list(yaml.safe_load_all(path.read_text()))
+def test_every_manifest_is_one_mapping_without_repeated_keys(path):
+    """One YAML document, a mapping, no key given twice, in the file and in the YAML embedded in its strings; a
+    KubeRay file holds the kind its name says."""
+    docs = list(yaml.load_all(path.read_text(), Loader=UniqueKeyLoader))
+    assert len(docs) == 1 and isinstance(docs[0], dict), f"{path.name}: one mapping expected"
+    for key, value in walk(docs[0]):
+        if key in EMBEDDED_YAML and isinstance(value, str):
+            assert isinstance(yaml.load(value, Loader=UniqueKeyLoader), dict), f"{path.name}: {key}"
+    kind = KUBERAY_KINDS.get(path.name.split(".")[0])
+    if kind:
+        assert docs[0]["apiVersion"] == "ray.io/v1" and docs[0]["kind"] == kind, path.name
+        assert docs[0]["metadata"]["name"] and docs[0]["metadata"]["namespace"], path.name
 
 
 def test_serve_config_matches_serve_build(tmp_path):

@@ -80,7 +80,8 @@ def test_full_offline_catalog_every_id_once_and_rerun_is_idempotent(full_index, 
         assert len({point_id(i) for i in ids}) == len(ids)
     finally:
         store.close()
-    print(f"\nfull offline catalog: {first['indexed']} images in {first['wall_s']} s = {first['images_per_s']} images/s")
+    print(f"\nfull offline catalog: {first['indexed']} images in {first['wall_s']} s "
+          f"= {first['images_per_s']} images/s")
 
 
 def test_a_killed_rebuild_is_resumed_and_the_alias_never_sees_it(ray_cluster, offline_catalog, model_spec, tmp_path):

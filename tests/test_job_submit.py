@@ -1,4 +1,4 @@
-"""The documented cluster path, once: `ray start --head`, then `ray job submit --working-dir . -- python -m jobs.index`."""
+"""Documented cluster path, once: `ray start --head`, then `ray job submit --working-dir . -- python -m jobs.index`."""
 
 from __future__ import annotations
 

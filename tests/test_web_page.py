@@ -54,8 +54,8 @@ def test_search_shows_result_images_and_refines(server, browser):
     browser.find_element(By.CSS_SELECTOR, "#search button[type=submit]").click()
     _wait_for(browser, lambda: len(_cards(browser)) > 0)
     images = browser.find_elements(By.CSS_SELECTOR, "#results .card img")
-    _wait_for(browser, lambda: all(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i)
-                                   for i in images[:8]))
+    loaded = "return arguments[0].complete && arguments[0].naturalWidth > 0"
+    _wait_for(browser, lambda: all(browser.execute_script(loaded, i) for i in images[:8]))
     names = " ".join(c.text for c in _cards(browser)[:5])
     assert "Jeans" in names
     marked = {m.text.lower() for m in browser.find_elements(By.CSS_SELECTOR, "#results .card mark")}

@@ -59,7 +59,8 @@ def read_csv_catalog(root: Path, text_fields: Sequence[str] | None = None) -> It
             item_id, image = (row.get(id_col) or "").strip(), (row.get(image_col) or "").strip()
             if not item_id or not image:
                 continue  # a row without id or image cannot be indexed; the reader is not the place to count it
-            metadata = {k: _value(v.strip()) for k, v in row.items() if k not in (id_col, image_col) and k and v and v.strip()}
+            metadata = {k: _value(v.strip()) for k, v in row.items()
+                        if k not in (id_col, image_col) and k and v and v.strip()}
             yield CatalogItem(id=item_id, image=image, metadata=metadata, text=document(metadata, fields))
 
 

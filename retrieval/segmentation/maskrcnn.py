@@ -88,7 +88,7 @@ def _download_maskrcnn(weights, detector: dict):
 
     try:
         return maskrcnn_resnet50_fpn(weights=weights, **detector)
-    except Exception as err:  # noqa: BLE001 - no internet and no cache: say how to provide the file
+    except Exception as err:  # no internet and no cache: say how to provide the file
         raise SegmenterError(f"could not get torchvision's Mask R-CNN weights ({err}); download {weights.url} "
                              "elsewhere and pass weights=PATH") from err
 

@@ -383,5 +383,5 @@ def _edge_errors() -> Iterator[None]:
         yield
     except StoreError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise StoreError(f"edge store failed: {exc}") from exc

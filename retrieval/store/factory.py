@@ -35,7 +35,7 @@ def _server_store(url: str, api_key: str | None, prefer_grpc: bool, timeout_s: f
         raise StoreError(f"Qdrant URL {url!r} has no scheme; write http://{url} or https://{url}")
     try:
         client = QdrantClient(url=url, api_key=api_key, prefer_grpc=prefer_grpc, timeout=math.ceil(timeout_s))
-    except Exception as exc:  # noqa: BLE001 - a bad URL or unreachable server is a store error to the caller
+    except Exception as exc:  # a bad URL or unreachable server is a store error to the caller
         raise StoreError(f"cannot open Qdrant at {url}: {exc}") from exc
     return QdrantStore(client)
 

@@ -1,4 +1,4 @@
-"""VectorStore on qdrant-client: a Qdrant server in production, or the client's pure-Python local mode on one machine."""
+"""VectorStore on qdrant-client: a Qdrant server in production, or its pure-Python local mode on one machine."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class QdrantStore(VectorStore):
         # Local mode keeps no payload indexes (it only warns), and filters work without them: skip it there.
         for field in () if self.local else dict.fromkeys((*spec.filter_fields, ITEM_ID_FIELD)):
             self._call(lambda: self.client.create_payload_index(
-                spec.name, field, field_schema=models.PayloadSchemaType.KEYWORD, wait=True))
+                spec.name, field, field_schema=models.PayloadSchemaType.KEYWORD, wait=True))  # noqa: B023 - called at once
 
     def collection_spec(self, name: str) -> CollectionSpec | None:
         if not self._call(lambda: self.client.collection_exists(name)):
@@ -62,14 +62,16 @@ class QdrantStore(VectorStore):
         info = self._call(lambda: self.client.get_collection(name))
         recorded = (info.config.metadata or {}).get(SPEC_METADATA_KEY)
         if recorded is None:
-            raise CollectionMismatch(f"collection {name!r} exists but records no spec: it was not built by this project")
+            raise CollectionMismatch(f"collection {name!r} exists but records no spec: "
+                                     "it was not built by this project")
         return CollectionSpec.model_validate(recorded)
 
     def upsert(self, collection: str, points: Sequence[Point]) -> None:
         for start in range(0, len(points), self.batch_size):
             structs = [point_struct(p) for p in points[start:start + self.batch_size]]
-            # Safe to repeat even if a timed-out attempt was applied: the point ids are deterministic.
-            self._retrying(lambda: self.client.upsert(collection, points=structs, wait=True), collection)
+            # Safe to repeat even if a timed-out attempt was applied: the point ids are deterministic. (B023: the
+            # lambda runs within this iteration.)
+            self._retrying(lambda: self.client.upsert(collection, points=structs, wait=True), collection)  # noqa: B023
 
     def query(self, collection: str, plan: Plan, limit: int, query_filter: Filter | None = None, *,
               with_vectors: bool = False, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> list[Hit]:
@@ -158,7 +160,7 @@ class QdrantStore(VectorStore):
             try:
                 with self._lock:
                     return fn()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if attempt == retries or not is_transient(exc):
                     raise _store_error(exc, collection) from exc
                 delay = self.backoff_s * 2 ** attempt
