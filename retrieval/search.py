@@ -109,6 +109,7 @@ class ScoredItem:
     words_document_score: float | None = None  # the words against the item's document (CLIP cosine)
     lexical_score: float | None = None  # BM25 of the words in the item's document, IDF from the collection
     matched_words: list[str] = field(default_factory=list)
+    matched_values: list[str] = field(default_factory=list)  # "field: value" it has of those the words name
 
 
 @dataclass
@@ -117,6 +118,7 @@ class SearchOutcome:
     strategy: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
     mode: str = ""  # the query's mode, as searched
+    understood: Understood | None = None  # what the words named in the catalog, and the corrections made
 
 
 def validate_filters(filters: Filter | None, allowed: tuple[str, ...]) -> None:
@@ -180,7 +182,7 @@ def search(store: VectorStore, collection: str, query: EncodedQuery, params: Sea
     results = explain(store, collection, query, ranked) if params.explain else [
         ScoredItem(h.item_id, h.score, h.payload) for h in ranked]
     timings["explain_ms"] = (time.perf_counter() - started) * 1000 - timings["search_ms"]
-    return SearchOutcome(results, params.strategy, timings, query.mode)
+    return SearchOutcome(results, params.strategy, timings, query.mode, query.understood)
 
 
 def explain(store: VectorStore, collection: str, query: EncodedQuery, ranked: fusion.Ranked) -> list[ScoredItem]:
@@ -199,8 +201,19 @@ def explain(store: VectorStore, collection: str, query: EncodedQuery, ranked: fu
         lexical_scores = {h.item_id: h.score for h in hits}
     return [ScoredItem(hit.item_id, hit.score, hit.payload, *_dense_scores(vectors.get(hit.item_id, {}), query),
                    lexical_scores.get(hit.item_id, 0.0) if query.words_bm25 else None,
-                   lexical.matched_words(query.phrase, hit.payload.get("text", "")))
+                   lexical.matched_words(query.phrase, hit.payload.get("text", "")),
+                   matched_values(query.understood, hit.payload))
             for hit in ranked]
+
+
+def matched_values(understood: Understood | None, payload: dict) -> list[str]:
+    """The values the words named that the item has, as "field: value"."""
+    found = []
+    for span in (understood.spans if understood else ()):
+        have = payload.get(span.field)
+        have = have if isinstance(have, list) else [have]
+        found += [f"{span.field}: {name}" for name in span.names if name in have]
+    return found
 
 
 def _dense_scores(vectors: dict, query: EncodedQuery) -> tuple[float | None, float | None, float | None]:
