@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from schemas.settings import Settings, get_settings
 
-CATALOG_FORMATS = ("auto", "csv", "folder", "deepfashion-mm", "inshop")
+CATALOG_FORMATS = ("auto", "csv", "folder", "deepfashion-mm", "inshop", "magento")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 SEGMENTERS = ("none", "u2netp", "annotations", "maskrcnn")
 QUERY_SEGMENTERS = ("none", "u2netp")  # the ones that work on a shopper's photo (no annotations, no GPU model)

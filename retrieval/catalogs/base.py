@@ -41,13 +41,14 @@ def safe_image_path(root: str | Path | None, image: str | None) -> Path | None:
 
 
 def _readers() -> dict[str, Callable[[Path], Iterator[CatalogItem]]]:
-    from retrieval.catalogs import csv_catalog, deepfashion, folder
+    from retrieval.catalogs import csv_catalog, deepfashion, folder, magento
 
     return {
         "csv": csv_catalog.read_csv_catalog,
         "folder": folder.read_image_folder,
         "deepfashion-mm": deepfashion.read_deepfashion_multimodal,
         "inshop": deepfashion.read_inshop,
+        "magento": magento.read_magento,
     }
 
 
@@ -55,6 +56,10 @@ def _readers() -> dict[str, Callable[[Path], Iterator[CatalogItem]]]:
 
 def detect_format(root: Path) -> str:
     """Guess the layout from the index files present."""
+    from retrieval.catalogs import magento
+
+    if magento.is_export(root):  # a Magento export is a CSV too: its header tells it apart
+        return "magento"
     if (root / "catalog.csv").is_file() or root.suffix == ".csv":
         return "csv"
     if (root / "captions.json").is_file() or (root / "labels" / "shape" / "shape_anno_all.txt").is_file():
