@@ -1,13 +1,4 @@
-"""Magento product export reader: one item per product-colour photo, with its parent's words and its variants' sizes.
-
-A Magento export (`products.csv`, as the store imports and exports it) has a `configurable` parent row per product
-(name, HTML description, category paths, `key=value` attributes) and a `simple` row per size and colour whose
-`base_image` is the colour's photo. Shoppers search photos, so the variants that share a photo make one item: the
-parent's fields, the values the variants share (their colour) as fields, the values that differ (their sizes) as
-lists, and the parent sku as `product_group` so that results can be grouped by product. A row with no parent is an
-item of its own. The columns and field names come from a mapping: MAGENTO below, overridden key by key by a
-`catalog-mapping.yaml` beside the export.
-"""
+"""Magento product export reader: one item per product-colour photo, with its parent's words and its variants' sizes."""
 
 from __future__ import annotations
 
@@ -243,7 +234,15 @@ def item_of(key: tuple[str, str], variants: list[dict[str, str]], product: dict[
 
 def read_magento(root: Path) -> Iterator[CatalogItem]:
     """Items of `root/products.csv` (or of the CSV file `root`), one per product photo; image paths under
-    `image_root` beside the export."""
+    `image_root` beside the export.
+
+    A Magento export has a `configurable` parent row per product (name, HTML description, category paths,
+    `key=value` attributes) and a `simple` row per size and colour whose `base_image` is the colour's photo.
+    Shoppers search photos, so the variants that share a photo make one item: the parent's fields, what the
+    variants share (their colour) as fields, what differs (their sizes) as lists, and the parent sku as
+    `product_group` so that results can be grouped by product. A row with no parent is an item of its own. The
+    columns and field names come from a Mapping: MAGENTO, overridden key by key by a `catalog-mapping.yaml`
+    beside the export."""
     path = export_path(root)
     mapping = load_mapping(path.parent)
     rows = read_rows(path, mapping)
