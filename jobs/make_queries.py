@@ -145,7 +145,8 @@ def product_colour_queries(items: dict[str, dict], test_ids: list[str], rng: ran
             continue
         colour = rng.choice(sorted({items[i]["colour"] for i in siblings}))
         ids = [i for i in by_type_colour[(item["type"], colour)] if i != item_id]
-        gains = gender_gains(ids, items, item["gender"], 1.0) | {i: 3.0 for i in siblings if items[i]["colour"] == colour}
+        asked = {i: 3.0 for i in siblings if items[i]["colour"] == colour}
+        gains = gender_gains(ids, items, item["gender"], 1.0) | asked
         out.append(query(f"image+text:{item_id}:{colour}", "image+text", f"in {colour.lower()}",
                          item["image"], gains, [item_id]))
     return out + image_text_queries(items, single, rng)

@@ -16,7 +16,8 @@ LUMA = SHARED_ROOT / "datasets" / "luma-sample"
 HEADER = ["sku", "store_view_code", "product_type", "categories", "name", "description", "price", "base_image",
           "additional_attributes", "configurable_variations"]
 HOODIE = "<p>Warm &amp; <b>soft</b> hoodie.</p>\n<p>&bull; Ribbed cuffs.<br />&bull; Machine wash.</p>"
-CATEGORIES = "Default Category/Men/Tops/Hoodies & Sweatshirts,Default Category/Collections/Eco Friendly,Default Category"
+CATEGORIES = ("Default Category/Men/Tops/Hoodies & Sweatshirts,Default Category/Collections/Eco Friendly,"
+              "Default Category")
 
 
 def _variant(sku: str, size: str, colour: str, image: str) -> list[str]:
@@ -85,8 +86,8 @@ def test_html_stripped_and_attributes_before_free_text(tmp_path):
 
 
 def test_parse_pairs_and_strip_html():
-    assert parse_pairs("material=Cotton, organic|Lycra&reg;,size=XS") == {"material": ["Cotton, organic", "Lycra\u00ae"],
-                                                                          "size": "XS"}
+    pairs = parse_pairs("material=Cotton, organic|Lycra&reg;,size=XS")
+    assert pairs == {"material": ["Cotton, organic", "Lycra\u00ae"], "size": "XS"}
     assert parse_pairs("") == {} and parse_pairs("flag,empty=") == {}
     assert strip_html("<p>a<br/>b</p><p>c&nbsp;<i>d</i>e</p>") == "a b c de"  # inline tags join, nbsp splits
 

@@ -31,7 +31,7 @@ class Mapping(BaseModel):
     file: str = "products.csv"
     id: str = "sku"
     image: str = "base_image"
-    image_root: str = "images"  # the folder that `image` paths (Magento: relative to pub/media/catalog/product) start in
+    image_root: str = "images"  # where `image` paths start (Magento: relative to pub/media/catalog/product)
     row_type: str = "product_type"
     parent_type: str = "configurable"
     variants: str = "configurable_variations"  # on a parent: sku=..,size=..,color=..|sku=..
