@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 RAY_ADDRESS ?= http://127.0.0.1:8265
 STORE := $(abspath var/qdrant)
 CATALOG ?= $(abspath ../shared/datasets/myntra-fashion-small)
+LUMA ?= $(abspath ../shared/datasets/luma-sample)
 MODEL ?= local-dir:$(abspath ../shared/models/fashion-clip-mini)
 SPLIT ?= $(abspath ../shared/models/fashion-clip-mini/split.json)
 PYTEST_ARGS ?=
@@ -68,9 +69,11 @@ serve: $(STAMP) ## run the search service on http://127.0.0.1:8000 (page at /, A
 inspect: $(STAMP) ## what the store holds: make inspect ARGS="--collection fashion" (or --item ID, --json)
 	$(BIN)/python -m jobs.inspect $(ARGS)
 
-eval: $(STAMP) ## retrieval quality on held-out dev queries: every strategy x weight x depth (docs/evaluation.md)
+eval: $(STAMP) ## retrieval quality on held-out dev queries of CATALOG, then LUMA: every strategy x weight x depth (docs/evaluation.md)
 	$(BIN)/python -m jobs.make_queries --catalog $(CATALOG) --split-file $(SPLIT) --out var/eval/queries-dev.jsonl
 	$(BIN)/python -m jobs.evaluate --catalog $(CATALOG) --model $(MODEL) --queries var/eval/queries-dev.jsonl --out-dir var/eval $(ARGS)
+	$(BIN)/python -m jobs.make_queries --catalog $(LUMA) --out var/eval/luma/queries-dev.jsonl
+	$(BIN)/python -m jobs.evaluate --catalog $(LUMA) --model $(MODEL) --queries var/eval/luma/queries-dev.jsonl --out-dir var/eval/luma $(ARGS)
 
 bench: $(STAMP) ## index throughput: model-only ceiling vs Ray pipeline vs naive loop (two models, two sizes)
 	$(BIN)/python -m bench.indexing $(ARGS)

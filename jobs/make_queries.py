@@ -2,9 +2,12 @@
 
 python -m jobs.make_queries --catalog ../shared/datasets/myntra-fashion-small \
     --split-file ../shared/models/fashion-clip-mini/split.json --out var/eval/queries-dev.jsonl
+python -m jobs.make_queries --catalog ../shared/datasets/luma-sample --out var/eval/queries-luma.jsonl
 
 Query items (and the colour/type combinations of text queries) come from the model's held-out `test_ids`, so
-no query photo was trained on; relevant items may be anywhere in the catalog. One JSON object per line:
+no query photo was trained on; relevant items may be anywhere in the catalog. Without a split file, the held-out
+items are those whose product group hashes into --held-out-fraction: colour variants of one product never straddle
+the split, so a model tuned on the rest never saw the product. One JSON object per line:
 {"qid", "mode": "text"|"image"|"image+text", "text": str|null, "image": "images/1.jpg"|null,
  "relevant": {"<item id>": gain}, "exclude": ["<item id>", ...]}. Seeded: the same inputs give the same file.
 
@@ -13,11 +16,18 @@ no query photo was trained on; relevant items may be anywhere in the catalog. On
 - image (an item's photo): relevant = the same type and colour, gain 2 for the same gender else 1; the item excluded.
 - image+text (a photo plus "in <another colour>"): relevant = the same type in that colour, gain 2 for the same
   gender else 1; the colour is drawn among those the type exists in; the item excluded.
+
+A catalog with product groups (a shop export: one item per product colour, ROLES) asks two things differently:
+- image+text: the colour is drawn among the product's own other colours (the shop sells the photo's product in
+  it), and the product in that colour is what the shopper asked for: gain 3; the same type in that colour stays
+  relevant, 2 for the same gender else 1. A product with one colour falls back to the rule above.
+- text, also a product's description paragraph (as indexed, HTML stripped): relevant = the product's items, gain 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import sys
@@ -28,20 +38,32 @@ from jobs import cli
 from retrieval.catalogs import open_catalog
 from schemas.jobs import CATALOG_FORMATS
 
-ATTRIBUTES = ("articleType", "baseColour", "gender")
+# The payload fields that queries read, per catalog format: type, colour, gender, and for a shop export the
+# product group and its description.
+ROLES = {"csv": {"type": "articleType", "colour": "baseColour", "gender": "gender"},
+         "magento": {"type": "type", "colour": "color", "gender": "gender", "group": "product_group",
+                     "description": "description"}}
 SKIP_COLOURS = {"NA", "Multi"}  # not a colour anyone types
 GENDER_WORDS = {"Men": "for men", "Women": "for women", "Boys": "for boys", "Girls": "for girls"}
 
 
 def load_items(catalog: Path, fmt: str = "auto") -> dict[str, dict]:
-    """id -> {image, articleType, baseColour, gender} for items that have all three attributes."""
+    """id -> {image, type, colour, gender[, group, description]} for items that have every one of them."""
     cat = open_catalog(catalog, fmt)
+    roles = ROLES.get(cat.format, ROLES["csv"])
     items = {}
     for item in cat.items():
-        meta = {a: str(item.metadata.get(a, "")).strip() for a in ATTRIBUTES}
-        if all(meta.values()) and meta["baseColour"] not in SKIP_COLOURS:
+        meta = {role: str(item.metadata.get(field, "")).strip() for role, field in roles.items()}
+        if all(meta.values()) and meta["colour"] not in SKIP_COLOURS:
             items[item.id] = {"image": item.image, **meta}
     return items
+
+
+def held_out_by_group(items: dict[str, dict], fraction: float) -> list[str]:
+    """The items whose product group (or id) hashes below `fraction`: the same split on every machine and run."""
+    def unit(key: str) -> float:
+        return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2 ** 64
+    return [i for i, item in items.items() if unit(item.get("group", i)) < fraction]
 
 
 def index_by(items: dict[str, dict], *fields: str) -> dict[tuple, list[str]]:
@@ -63,8 +85,8 @@ def query(qid: str, mode: str, text: str | None, image: str | None, relevant: di
 
 def text_queries(items: dict[str, dict], test_ids: list[str]) -> list[dict]:
     """'<colour> <type>' for every combination among the test items, plus a variant per gender present."""
-    by_type_colour = index_by(items, "articleType", "baseColour")
-    combos = sorted({(items[i]["articleType"], items[i]["baseColour"], items[i]["gender"]) for i in test_ids})
+    by_type_colour = index_by(items, "type", "colour")
+    combos = sorted({(items[i]["type"], items[i]["colour"], items[i]["gender"]) for i in test_ids})
     out, seen = [], set()
     for article, colour, gender in combos:
         ids, words = by_type_colour[(article, colour)], f"{colour} {article}".lower()
@@ -80,11 +102,11 @@ def text_queries(items: dict[str, dict], test_ids: list[str]) -> list[dict]:
 
 def image_queries(items: dict[str, dict], test_ids: list[str]) -> list[dict]:
     """Each test item's photo; relevant: the other items of its type and colour."""
-    by_type_colour = index_by(items, "articleType", "baseColour")
+    by_type_colour = index_by(items, "type", "colour")
     out = []
     for item_id in test_ids:
         item = items[item_id]
-        ids = [i for i in by_type_colour[(item["articleType"], item["baseColour"])] if i != item_id]
+        ids = [i for i in by_type_colour[(item["type"], item["colour"])] if i != item_id]
         if ids:
             gains = gender_gains(ids, items, item["gender"], 1.0)
             out.append(query(f"image:{item_id}", "image", None, item["image"], gains, [item_id]))
@@ -93,30 +115,66 @@ def image_queries(items: dict[str, dict], test_ids: list[str]) -> list[dict]:
 
 def image_text_queries(items: dict[str, dict], test_ids: list[str], rng: random.Random) -> list[dict]:
     """Each test item's photo plus 'in <colour>', a colour its article type exists in other than its own."""
-    by_type_colour = index_by(items, "articleType", "baseColour")
+    by_type_colour = index_by(items, "type", "colour")
     colours_of: dict[str, list[str]] = defaultdict(list)
     for article, colour in sorted(by_type_colour):
         colours_of[article].append(colour)
     out = []
     for item_id in test_ids:
         item = items[item_id]
-        choices = [c for c in colours_of[item["articleType"]] if c != item["baseColour"]]
+        choices = [c for c in colours_of[item["type"]] if c != item["colour"]]
         if choices:
             colour = rng.choice(choices)
-            ids = [i for i in by_type_colour[(item["articleType"], colour)] if i != item_id]
+            ids = [i for i in by_type_colour[(item["type"], colour)] if i != item_id]
             gains = gender_gains(ids, items, item["gender"], 1.0)
             out.append(query(f"image+text:{item_id}:{colour}", "image+text", f"in {colour.lower()}",
                              item["image"], gains, [item_id]))
     return out
 
 
+def product_colour_queries(items: dict[str, dict], test_ids: list[str], rng: random.Random) -> list[dict]:
+    """Each test item's photo plus 'in <colour>', another colour of its own product: that product's item in it
+    gain 3, the same type in it 2 for the same gender else 1. Items of one-colour products: image_text_queries."""
+    by_group, by_type_colour = index_by(items, "group"), index_by(items, "type", "colour")
+    out, single = [], []
+    for item_id in test_ids:
+        item = items[item_id]
+        siblings = [i for i in by_group[(item["group"],)] if items[i]["colour"] != item["colour"]]
+        if not siblings:
+            single.append(item_id)
+            continue
+        colour = rng.choice(sorted({items[i]["colour"] for i in siblings}))
+        ids = [i for i in by_type_colour[(item["type"], colour)] if i != item_id]
+        asked = {i: 3.0 for i in siblings if items[i]["colour"] == colour}
+        gains = gender_gains(ids, items, item["gender"], 1.0) | asked
+        out.append(query(f"image+text:{item_id}:{colour}", "image+text", f"in {colour.lower()}",
+                         item["image"], gains, [item_id]))
+    return out + image_text_queries(items, single, rng)
+
+
+def description_queries(items: dict[str, dict], test_ids: list[str]) -> list[dict]:
+    """Each held-out product's description paragraph (text mode); relevant: the product's items."""
+    by_group = index_by(items, "group")
+    out = {}
+    for item_id in test_ids:
+        group = items[item_id]["group"]
+        if group not in out:
+            relevant = {i: 1.0 for i in by_group[(group,)]}
+            out[group] = query(f"description:{group}", "text", items[item_id]["description"], None, relevant)
+    return list(out.values())
+
+
 def make_queries(items: dict[str, dict], test_ids: list[str], seed: int = 0,
                  max_per_mode: int | None = None) -> list[dict]:
-    """All three kinds; with max_per_mode, a seeded sample of each."""
+    """All three kinds (four for a catalog with product groups); with max_per_mode, a seeded sample of each."""
     rng = random.Random(seed)
     test_ids = sorted((i for i in set(test_ids) if i in items), key=lambda i: (len(i), i))
-    kinds = [text_queries(items, test_ids), image_queries(items, test_ids),
-             image_text_queries(items, test_ids, rng)]
+    if items and all("group" in item for item in items.values()):
+        kinds = [text_queries(items, test_ids), image_queries(items, test_ids),
+                 product_colour_queries(items, test_ids, rng), description_queries(items, test_ids)]
+    else:
+        kinds = [text_queries(items, test_ids), image_queries(items, test_ids),
+                 image_text_queries(items, test_ids, rng)]
     if max_per_mode is not None:
         kinds = [rng.sample(k, min(max_per_mode, len(k))) for k in kinds]
     return [q for kind in kinds for q in kind]
@@ -126,7 +184,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m jobs.make_queries", description=__doc__.splitlines()[0])
     p.add_argument("--catalog", type=Path, required=True, help="catalog root or CSV file")
     p.add_argument("--catalog-format", default="auto", choices=CATALOG_FORMATS)
-    p.add_argument("--split-file", type=Path, required=True, help="JSON with the model's held-out test_ids")
+    p.add_argument("--split-file", type=Path, help="JSON with the model's held-out test_ids (default: a split by "
+                                                   "a hash of each item's product group)")
+    p.add_argument("--held-out-fraction", type=float, default=0.5,
+                   help="without --split-file, the share of product groups held out (a small catalog needs many "
+                        "queries more than it needs training items)")
     p.add_argument("--out", type=Path, required=True, help="JSONL file to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-per-mode", type=int, help="a seeded sample of at most N queries per mode")
@@ -145,7 +207,7 @@ def held_out_ids(split_file: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     items = load_items(args.catalog, args.catalog_format)
-    test_ids = held_out_ids(args.split_file)
+    test_ids = held_out_ids(args.split_file) if args.split_file else held_out_by_group(items, args.held_out_fraction)
     queries = make_queries(items, test_ids, args.seed, args.max_per_mode)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(json.dumps(q) + "\n" for q in queries))

@@ -41,6 +41,10 @@ def safe_image_path(root: str | Path | None, image: str | None) -> Path | None:
 
 def detect_format(root: Path) -> str:
     """Guess the layout from the index files present."""
+    from retrieval.catalogs import magento
+
+    if magento.is_export(root):  # a Magento export is a CSV too: its header tells it apart
+        return "magento"
     if (root / "catalog.csv").is_file() or root.suffix == ".csv":
         return "csv"
     if (root / "captions.json").is_file() or (root / "labels" / "shape" / "shape_anno_all.txt").is_file():

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from retrieval.catalogs import csv_catalog, deepfashion, folder
+from retrieval.catalogs import csv_catalog, deepfashion, folder, magento
 from schemas.catalog import CatalogItem
 
 
@@ -23,6 +23,7 @@ FORMATS: dict[str, CatalogFormat] = {f.name: f for f in (
     CatalogFormat("folder", folder.read_image_folder),
     CatalogFormat("deepfashion-mm", deepfashion.read_deepfashion_multimodal),
     CatalogFormat("inshop", deepfashion.read_inshop),
+    CatalogFormat("magento", magento.read_magento),
 )}
 CHOICES = ("auto", *FORMATS)
 
