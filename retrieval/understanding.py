@@ -102,12 +102,13 @@ class Span:
 
 def condition(values: tuple[tuple[str, str], ...], counts: Mapping[str, Mapping[str, int]]) -> tuple[str, tuple]:
     """The field named values are matched on, and the values there: of the fields they name, the one whose named
-    values the fewest items have ("dresses" names subCategory Dress and articleType Dresses: articleType)."""
+    values the most items have, the broadest reading of the words ("tees" names type Tees and a style Tee that
+    only some tees have: type)."""
     fields: dict[str, list[str]] = {}
     for name, value in values:
         fields.setdefault(name, []).append(value)
     size = lambda name: sum(counts.get(name, {}).get(v, 0) for v in fields[name])  # noqa: E731
-    name = min(fields, key=lambda f: (size(f) or float("inf"), f))
+    name = min(fields, key=lambda f: (-size(f), f))
     return name, tuple(fields[name])
 
 
