@@ -67,11 +67,16 @@ SIGNALS = (("photo_score", "photo"), ("words_photo_score", "words~photo"), ("wor
 
 def print_results(outcome) -> None:
     print(f"   strategy: {outcome.strategy}")
+    if outcome.understood and outcome.understood.did_you_mean():
+        print(f"   did you mean: {outcome.understood.did_you_mean()}")
+    if outcome.understood:
+        print(f"   understood: {outcome.understood.described()}")
     for rank, r in enumerate(outcome.results, 1):
         name = r.payload.get("productDisplayName") or r.payload.get("caption") or r.payload.get("image", "")
         signals = "  ".join(f"{label} {getattr(r, attr):.3f}" for attr, label in SIGNALS
                             if getattr(r, attr) is not None)
         matched = f"  matched: {' '.join(r.matched_words)}" if r.matched_words else ""
+        matched += f"  has: {', '.join(r.matched_values)}" if r.matched_values else ""
         print(f"{rank:>3}. {r.score:7.3f}  {r.item_id:>12}  {name}\n        {signals}{matched}")
     print("   timings: " + ", ".join(f"{k} {v:.1f}" for k, v in outcome.timings_ms.items()))
 

@@ -121,9 +121,20 @@ class Understood:
     searched: str = ""
     corrections: Mapping[str, str] = field(default_factory=dict)
     rest: tuple[str, ...] = ()
+    text: str = ""  # the words as typed
 
     def __bool__(self) -> bool:
         return bool(self.spans)
+
+    def described(self) -> str:
+        """What was understood, for people: "baseColour Red, articleType Tshirts"."""
+        return ", ".join(f"{span.field} {' or '.join(span.names)}" for span in self.spans)
+
+    def did_you_mean(self) -> str | None:
+        """The words as typed with their corrections, if any were made."""
+        if not self.corrections:
+            return None
+        return " ".join(self.corrections.get(normalised(word.strip(",.;:!?")), word) for word in self.text.split())
 
 
 class Vocabulary:
@@ -242,7 +253,8 @@ def understand(text: str | None, vocabulary: Vocabulary, synonyms: Synonyms = Sy
     added = [*corrections.values(), *(w for alternatives, typed in rest if alternatives != typed for w in alternatives)]
     typed = set(words_of(text or ""))
     searched = " ".join([text.strip(), *(w for w in dict.fromkeys(added) if w not in typed)])
-    return Understood(spans, searched, corrections, tuple(w for _, typed in rest for w in typed if stem(w) is not None))
+    rest_words = tuple(w for _, typed in rest for w in typed if stem(w) is not None)
+    return Understood(spans, searched, corrections, rest_words, text or "")
 
 
 @dataclass(frozen=True)

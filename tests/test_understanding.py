@@ -61,6 +61,7 @@ def test_typos_are_corrected_to_catalog_words_and_reported(vocabulary):
     assert understood.corrections == {"blak": "black", "jeens": "jeans"}
     assert [s.values for s in understood.spans] == [(("colour", "Black"),), (("type", "Jeans"),)]
     assert understood.searched == "blak jeens black jeans"
+    assert understood.did_you_mean() == "black jeans" and understood.described() == "colour Black, type Jeans"
 
 
 def test_short_known_or_ambiguous_words_are_not_corrected(vocabulary):
