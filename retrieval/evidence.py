@@ -55,14 +55,15 @@ def named_values(understood: Understood | None) -> Filter | None:
     return {field: names[0] if len(names) == 1 else names for field, names in narrowed.items()} or None
 
 
-def candidate_legs(query, k1: int) -> tuple[Plan, ...]:
-    """Where candidates come from: the photo's neighbours, the words' BM25 matches and their CLIP neighbours."""
+def candidate_legs(query, k1: int, meaning: bool) -> tuple[Plan, ...]:
+    """Where candidates come from: the photo's neighbours and the words' BM25 matches; with `meaning` (or without
+    words to match lexically), the words' CLIP neighbours too."""
     legs: list[Plan] = []
     if query.photo_vector is not None:
         legs.append(Nearest(IMAGE_VECTOR, query.photo_vector, k1))
     if query.words_bm25:
         legs.append(Nearest(BM25_VECTOR, query.words_bm25, k1))
-    if query.words_vector is not None:
+    if query.words_vector is not None and (meaning or not query.words_bm25):
         legs += [Nearest(IMAGE_VECTOR, query.words_vector, k1), Nearest(TEXT_VECTOR, query.words_vector, k1)]
     return tuple(legs)
 
@@ -89,11 +90,11 @@ def evidence_plan(query, candidates: tuple[Plan, ...], limit: int, words_speak: 
 
 def plans(query, k1: int, text_weight: float) -> list[Tier]:
     """The tiers, narrowest first (the next runs only while fewer than k results came back): the items with every
-    value the words name, then every item; each ranked by the evidence of the photo and of the words not named."""
-    candidates = candidate_legs(query, k1)
-    if not candidates:
-        return []
-    understood = query.understood
-    plan = evidence_plan(query, candidates, len(candidates) * k1, not understood or bool(understood.rest))
-    narrowed = named_values(understood)
-    return [Tier(plan, narrowed), Tier(plan)] if narrowed else [Tier(plan)]
+    value the words name, then every item, then the words' CLIP neighbours (words that match no document); each
+    ranked by the evidence of the photo and of the words not named."""
+    words_speak = not query.understood or bool(query.understood.rest)
+    lexical, meaning = candidate_legs(query, k1, False), candidate_legs(query, k1, True)
+    ranked = [evidence_plan(query, legs, len(legs) * k1, words_speak)
+              for legs in (lexical, meaning[len(lexical):] and meaning) if legs]
+    narrowed = named_values(query.understood)
+    return [Tier(ranked[0], narrowed)] * bool(narrowed) + [Tier(plan) for plan in ranked]
