@@ -74,8 +74,18 @@ class ResultItem(BaseModel):
     document_score: float | None = Field(description="CLIP cosine of the query words and the item's document")
     lexical_score: float | None = Field(description="BM25 of the query words in the item's document")
     matched_words: list[str] = Field(description="The query words found in the item's document (after stemming)")
+    matched_values: list[str] = Field([], description="The catalog values the words named that the item has, as "
+                                                      "'field: value'")
     payload: dict[str, Any]
     image_url: str
+
+
+class Understood(BaseModel):
+    """Words of the query that name a value of the catalog's own fields."""
+
+    words: str = Field(description="The words as typed")
+    field: str = Field(description="The catalog field they name a value of")
+    values: list[str] = Field(description="The value(s) named; an item with one of them has what the words ask")
 
 
 class SearchResponse(BaseModel):
@@ -83,6 +93,10 @@ class SearchResponse(BaseModel):
     strategy: str = Field(description="The strategy that ranked the results")
     results: list[ResultItem]
     timings_ms: dict[str, float]
+    understood: list[Understood] = Field([], description="What the words were read as in the catalog (the items "
+                                                         "with every named value rank first: a preference, not a "
+                                                         "filter)")
+    did_you_mean: str | None = Field(None, description="The words with the typos corrected, when a word was")
 
 
 class ErrorResponse(BaseModel):

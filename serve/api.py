@@ -18,7 +18,7 @@ from retrieval.search import FilterError, QueryError, SearchParams, StrategyErro
 from retrieval.service import ItemNotFound, Searcher
 from retrieval.store.base import StoreError
 from retrieval.store.factory import open_store
-from schemas.api import STRATEGIES, ReadyResponse, ResultItem, SearchRequest, SearchResponse
+from schemas.api import STRATEGIES, ReadyResponse, ResultItem, SearchRequest, SearchResponse, Understood
 from schemas.jobs import StoreConfig
 from serve.encoder import EncoderClient
 from serve.http import Refused, parse_search
@@ -53,8 +53,17 @@ def to_item(result) -> ResultItem:
     """The one converter from a search result to the API's item (its field names are the HTTP contract's)."""
     return ResultItem(id=result.item_id, score=result.score, image_score=result.photo_score,
                       text_score=result.words_photo_score, document_score=result.words_document_score,
-                      lexical_score=result.lexical_score, matched_words=result.matched_words, payload=result.payload,
+                      lexical_score=result.lexical_score, matched_words=result.matched_words,
+                      matched_values=result.matched_values, payload=result.payload,
                       image_url=f"/items/{quote(result.item_id, safe='')}/image")
+
+
+def understood_of(understood) -> dict:
+    """What the words were read as, in the response's terms."""
+    if understood is None:
+        return {}
+    return {"understood": [Understood(words=s.typed, field=s.field, values=list(s.names)) for s in understood.spans],
+            "did_you_mean": understood.did_you_mean()}
 
 
 class SearchHandlers:
@@ -128,7 +137,8 @@ class SearchHandlers:
         outcome = await asyncio.to_thread(self.searcher.finish, pending, query, to_params(search))
         timings = {"parse_ms": (pending.parsed - started) * 1000, **outcome.timings_ms}
         response = SearchResponse(collection=pending.collection, strategy=outcome.strategy,
-                                  results=[to_item(r) for r in outcome.results], timings_ms=timings)
+                                  results=[to_item(r) for r in outcome.results], timings_ms=timings,
+                                  **understood_of(outcome.understood))
         return response, outcome.mode
 
     def item_image(self, item_id: str) -> FileResponse:

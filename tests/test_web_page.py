@@ -70,3 +70,21 @@ def test_search_shows_result_images_and_refines(server, browser):
     _wait_for(browser, lambda: _cards(browser) and _cards(browser)[0].get_attribute("data-id") != clicked)
     assert clicked not in [c.get_attribute("data-id") for c in _cards(browser)]
     assert "results in" in browser.find_element(By.ID, "status").text
+
+
+def test_the_page_says_what_the_words_were_understood_as(server, browser):
+    """A misspelt word: the page offers the corrected words, says which catalog values the words name, and each
+    result says which of them it has; the correction is one click."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{server.base_url}/")
+    browser.find_element(By.ID, "text").send_keys("blue jeens")
+    browser.find_element(By.CSS_SELECTOR, "#search button[type=submit]").click()
+    _wait_for(browser, lambda: len(_cards(browser)) > 0)
+    line = browser.find_element(By.ID, "understood").text
+    assert "Did you mean: blue jeans" in line and "Understood: baseColour Blue, articleType Jeans" in line
+    values = [v.text for v in browser.find_elements(By.CSS_SELECTOR, "#results .card .values")[:3]]
+    assert values and all("baseColour: Blue" in v and "articleType: Jeans" in v for v in values)
+    browser.find_element(By.ID, "did-you-mean").click()
+    _wait_for(browser, lambda: "Did you mean" not in browser.find_element(By.ID, "understood").text)
+    assert browser.find_element(By.ID, "text").get_attribute("value") == "blue jeans"
