@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+from retrieval import strategies
 from tests.conftest import index_config, served
 
 pytestmark = [pytest.mark.ray, pytest.mark.e2e]
@@ -57,11 +58,12 @@ def wait_for(url: str, check, seconds: float = 90) -> list:
         time.sleep(2)
 
 
+DEFAULT = strategies.defaults()
 MIX = [  # (request, status, mode, strategy or rejection reason)
-    ({"json": {"text": "blue jeans"}}, 200, "text", "hybrid_rescore"),
-    ({"json": {"text": "red tshirt", "k": 3}}, 200, "text", "hybrid_rescore"),
-    ({"json": {"text": "white shoes"}}, 200, "text", "hybrid_rescore"),
-    ({"json": {"item_id": "10003", "text": "but red"}}, 200, "image+text", "hybrid_rescore"),
+    ({"json": {"text": "blue jeans"}}, 200, "text", DEFAULT["text"]),
+    ({"json": {"text": "red tshirt", "k": 3}}, 200, "text", DEFAULT["text"]),
+    ({"json": {"text": "white shoes"}}, 200, "text", DEFAULT["text"]),
+    ({"json": {"item_id": "10003", "text": "but red"}}, 200, "image+text", DEFAULT["image+text"]),
     ({"json": {"text": "red", "filters": {"colour": "Red"}}}, 422, "text", "unknown_filter"),
     ({"files": {"image": ("x.jpg", b"not a photo", "image/jpeg")}}, 400, "image", "undecodable_image"),
     ({"content": b"\x00" * 1_100_000, "headers": {"content-type": "application/json"}}, 413, "unknown", "too_large"),
