@@ -1,5 +1,6 @@
 """Entry points: one error boundary (a known error is one line and exit 2, a bug keeps its traceback), flags that
-override the settings and nothing else, and every `python -m` entry point behind the boundary."""
+override the settings and nothing else, every `python -m` entry point behind the boundary, and a service that
+imports no job."""
 
 from __future__ import annotations
 
@@ -57,9 +58,9 @@ def test_validation_errors_name_the_field(capsys):
 
 
 def entry_modules() -> list[str]:
-    """Every module of jobs/ and bench/ with a main()."""
+    """Every module of jobs/, bench/ and serve/ with a main()."""
     found = []
-    for package in ("jobs", "bench"):
+    for package in ("jobs", "bench", "serve"):
         for info in pkgutil.iter_modules([str(ROOT / package)]):
             module = importlib.import_module(f"{package}.{info.name}")
             if callable(getattr(module, "main", None)):
@@ -70,7 +71,14 @@ def entry_modules() -> list[str]:
 @pytest.mark.parametrize("module", entry_modules())
 def test_every_entry_point_is_behind_the_boundary(module):
     main = importlib.import_module(module).main
-    assert getattr(main, "__wrapped__", None) is not None, f"{module}.main is not wrapped by jobs.cli.entry"
+    assert getattr(main, "__wrapped__", None) is not None, f"{module}.main is not wrapped by retrieval.entry.entry"
+
+
+def test_the_service_imports_no_job():
+    code = ("import sys, serve.app, serve.run; "
+            "jobs = [m for m in sys.modules if m.split('.')[0] == 'jobs']; assert not jobs, jobs")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 def test_flags_override_settings_and_nothing_else(tmp_path):
