@@ -8,13 +8,13 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
 from urllib.parse import quote
 
 from fastapi import HTTPException, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from retrieval.search import DEFAULT_STRATEGY, FilterError, QueryError, SearchParams, StrategyError, mode_of
 from retrieval.service import ItemNotFound, Searcher
@@ -74,7 +74,7 @@ class SearchAPI:
     """What each route does, plain (tests drive it without Ray): the store and the alias (Searcher) and the encoder
     (EncoderClient: its config, to build it here, or a QueryEncoder handle)."""
 
-    def __init__(self, encoder: EncoderConfig | Any, config: SearchAPIConfig):
+    def __init__(self, encoder: EncoderConfig | DeploymentHandle, config: SearchAPIConfig):
         self.metrics = service_metrics()
         self.encoder, self.max_upload_bytes = EncoderClient(encoder), config.max_upload_bytes
         self.searcher = Searcher(open_store(config.store), config.collection, config.model)

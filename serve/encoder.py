@@ -13,6 +13,7 @@ import functools
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from retrieval.images import ImageRejected
 from retrieval.model import load_model
@@ -92,7 +93,7 @@ class EncoderClient:
     """The ingress's view of the encoder: given its config, the core built in this process; else a handle to the
     QueryEncoder deployment."""
 
-    def __init__(self, target):
+    def __init__(self, target: EncoderConfig | DeploymentHandle):
         self.local = isinstance(target, EncoderConfig)
         self.target = QueryEncoderCore(target) if self.local else target
 
