@@ -1,4 +1,4 @@
-"""Query memory: peak RSS of the search handlers (what a Serve replica runs) while 16 maximum-size photos arrive.
+"""Query memory: peak RSS of SearchAPI (what a Serve replica runs) while 16 maximum-size photos arrive.
 
 python -m bench.query_memory [--concurrency 16]
 
@@ -48,17 +48,16 @@ def largest_png(pixels: int) -> bytes:
 async def measure(name: str, concurrency: int, store_path: str) -> dict:
     import httpx
 
-    from serve.api import SearchHandlers
+    from serve.api import SearchAPI
     from serve.app import ServeArgs
-    from serve.encoder import EncoderSpec
     from serve.routes import create_app
 
     served = ServeArgs(device="cpu", precision="fp32", encoder_threads=1, query_segmenter="none",
                        store_path=store_path, **CONFIGS[name])
-    max_pixels, budget = served.query_max_pixels, served.query_decode_budget
-    handlers = SearchHandlers(EncoderSpec(args=served.encoder_args()), *served.ingress_args())
+    max_pixels, budget = served.settings.query_max_pixels, served.settings.query_decode_budget
+    api = SearchAPI(served.encoder_config(), served.search_api_config())
     photo = largest_png(max_pixels - 1)
-    transport = httpx.ASGITransport(app=create_app(handlers))
+    transport = httpx.ASGITransport(app=create_app(api))
     async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=600) as client:
         warm = await client.post("/search", files={"image": ("w.png", largest_png(40_000), "image/png")})
         assert warm.status_code == 200, warm.text
@@ -72,7 +71,7 @@ async def measure(name: str, concurrency: int, store_path: str) -> dict:
     return {"config": name, "max_pixels": max_pixels, "budget": budget, "png_kb": len(photo) // 1024,
             "statuses": statuses, "baseline_mb": baseline / 2**20, "peak_mb": rss.peak / 2**20,
             "delta_mb": (rss.peak - baseline) / 2**20, "seconds": seconds,
-            "budget_waits": handlers.encoder.target.budget.waits}
+            "budget_waits": api.encoder.target.budget.waits}
 
 
 def ensure_small_index(store_path) -> None:

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     from serve.app import ServeArgs
 
     serve_args = ServeArgs(encoder_placement=args.placement)
-    threads = serve_args.encoder_threads or max(1, int(serve_args.encoder_cpus))
+    threads = serve_args.encoder_config().threads
     bodies = {kind: queries(kind) for kind in ("text", "image", "image+text")}
     index.ensure_index(IndexConfig.from_settings())  # the settings' own store and collection, as `make serve` uses
     inproc = in_process(args.requests, threads)

@@ -1,87 +1,45 @@
-"""What every entry point shares: flags built from the config schemas, and one error boundary.
+"""What every job's entry point shares: flags derived from the settings and the config schemas, and (from
+retrieval/entry.py, which the service uses too) the error boundary.
 
-Flags default to None, so only what the user typed overrides the settings (`IndexConfig.from_settings`); the help
-shows the default that applies. The boundary turns a known error into one line on stderr and exit code 2; anything
-else is a bug and keeps its traceback.
+Flags default to None, so only what the user typed overrides the settings (`Settings.with_values`,
+`IndexConfig.from_settings`); the help shows the default that applies.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import logging
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from schemas.jobs import PRECISIONS, STORE_BACKENDS, STORE_SETTINGS, StoreConfig
-from schemas.settings import get_settings
+# Every job takes its boundary from here, with its flags: one import per job.
+from retrieval.entry import USAGE_ERROR, UsageError, entry  # noqa: F401
+from schemas.jobs import PRECISIONS, STORE_BACKENDS
+from schemas.settings import Settings, get_settings
 
-USAGE_ERROR = 2
-
-
-class UsageError(ValueError):
-    """Input an entry point cannot use (a bad query file, a malformed flag value); says what to fix."""
-
-
-def known_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean bad input or environment, not a bug (imported here, at call time, to keep imports light)."""
-    from retrieval.catalogs import CatalogError
-    from retrieval.evaluation import QueryFileError
-    from retrieval.images import ImageRejected
-    from retrieval.model import ModelLoadError
-    from retrieval.search import QueryError
-    from retrieval.segmentation.base import SegmenterError
-    from retrieval.store.base import StoreError
-
-    return (UsageError, CatalogError, QueryFileError, ImageRejected, ModelLoadError, QueryError, SegmenterError,
-            StoreError, ValidationError, OSError)
-
-
-def one_line(err: BaseException) -> str:
-    """The error as one line: pydantic's multi-line report joined, the class named only when it says something."""
-    if isinstance(err, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in err.errors())
-    text = " ".join(str(err).split()) or type(err).__name__
-    return f"{text}" if not isinstance(err, OSError) or err.filename is None else f"{err.strerror}: {err.filename}"
-
-
-def entry(main: Callable[..., int | None]) -> Callable[..., int]:
-    """Wrap an entry point's main(argv): logging set up, known errors become `error: ...` and exit code 2."""
-
-    @functools.wraps(main)
-    def wrapped(argv: list[str] | None = None) -> int:
-        setup_logging()
-        try:
-            return main(argv) or 0
-        except known_errors() as err:
-            print(f"error: {one_line(err)}", file=sys.stderr)
-            return USAGE_ERROR
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-
-    return wrapped
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+# The settings every command that opens the store offers as flags (the server's timeout stays a setting).
+STORE_FLAGS = ("collection", "qdrant_url", "qdrant_api_key", "qdrant_grpc", "store_backend", "store_path")
 
 
 def add_field(parser: argparse.ArgumentParser, model: type[BaseModel], name: str, **kwargs: Any) -> None:
-    """`--name` for a config field: its description and default (the setting's, for a setting) as help, None
-    unless given."""
-    field = model.model_fields[name]
+    """`--name` for a config field: its type (a switch for a bool), its description and its default as help, None
+    unless given. A field named as a setting is the setting: declared by Settings, its default the value that
+    applies (FASHION_* or the declared one)."""
+    is_setting = name in Settings.model_fields
+    field = (Settings if is_setting else model).model_fields[name]
     if "action" not in kwargs and "type" not in kwargs:
-        kwargs["type"] = _arg_type(field.annotation)
-    settings = get_settings()
-    value = getattr(settings, name) if name in type(settings).model_fields else field.default
-    default = "" if value is PydanticUndefined else f" (default: {value})"
+        kwargs.update({"action": "store_true"} if field.annotation is bool else {"type": _arg_type(field.annotation)})
+    value = getattr(get_settings(), name) if is_setting else field.default
+    default = "" if value in (PydanticUndefined, None) else f" (default: {value})"
     parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
                         help=kwargs.pop("help", field.description or "") + default, **kwargs)
+
+
+def add_setting(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
+    """`--name` for a setting, as the settings declare it."""
+    add_field(parser, Settings, name, **kwargs)
 
 
 def comma_list(text: str) -> tuple[str, ...]:
@@ -98,36 +56,20 @@ def _arg_type(annotation: Any) -> Callable[[str], Any]:
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    s = get_settings()
-    parser.add_argument("--model", help=f"NAME/TAG, hf-hub:ORG/REPO or local-dir:PATH (default: {s.model})")
-    parser.add_argument("--device", help=f"auto, cpu, cuda (default: {s.device})")
-    parser.add_argument("--precision", choices=PRECISIONS, help=f"(default: {s.precision})")
+    add_setting(parser, "model")
+    add_setting(parser, "device")
+    add_setting(parser, "precision", choices=PRECISIONS)
 
 
 def add_store_args(parser: argparse.ArgumentParser) -> None:
-    """Store flags shared by every command; each is also a FASHION_* setting."""
-    s = get_settings()
-    parser.add_argument("--collection", help=f"alias searched and (re)built (default: {s.collection})")
-    parser.add_argument("--qdrant-url", help="Qdrant server URL (default: the embedded store)")
-    parser.add_argument("--qdrant-api-key")
-    parser.add_argument("--qdrant-grpc", action="store_true", default=None, help="prefer gRPC to the server")
-    parser.add_argument("--store-backend", choices=STORE_BACKENDS, help=f"(default: {s.store_backend})")
-    parser.add_argument("--store-path", type=Path, help=f"folder of the embedded store (default: {s.store_path})")
+    """Store flags shared by every command; each is a setting."""
+    for name in STORE_FLAGS:
+        add_setting(parser, name, **({"choices": STORE_BACKENDS} if name == "store_backend" else {}))
 
 
-def store_config(args: argparse.Namespace) -> StoreConfig:
-    """The store the flags name, the settings filling in the rest."""
-    return StoreConfig.from_settings(**{k: v for k, v in vars(args).items() if k in STORE_SETTINGS})
-
-
-def model_choice(args: argparse.Namespace) -> dict[str, str]:
-    """model, device and precision: the flags where given, else the settings."""
-    s = get_settings()
-    return {name: getattr(args, name, None) or getattr(s, name) for name in ("model", "device", "precision")}
-
-
-def collection_of(args: argparse.Namespace) -> str:
-    return getattr(args, "collection", None) or get_settings().collection
+def settings_of(args: argparse.Namespace) -> Settings:
+    """The settings with the flags given in their place."""
+    return get_settings().with_values(**{k: v for k, v in vars(args).items() if k in Settings.model_fields})
 
 
 def existing_collection(store, name: str, hint: str) -> tuple[str, Any]:

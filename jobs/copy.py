@@ -113,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     to = StoreConfig(url=args.to_qdrant_url, api_key=args.to_qdrant_api_key, backend=args.to_store_backend,
                      path=args.to_store_path.expanduser().resolve() if args.to_store_path else None)
     defaults = IndexConfig.model_fields  # retention and indexing as an index run with its defaults
-    source = open_store(cli.store_config(args))
+    s = cli.settings_of(args)
+    source = open_store(StoreConfig.from_settings(s))
     try:
-        summary = copy_collection(source, cli.collection_of(args), to, defaults["keep_generations"].default,
+        summary = copy_collection(source, s.collection, to, defaults["keep_generations"].default,
                                   defaults["optimize_above"].default)
     finally:
         source.close()

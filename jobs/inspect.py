@@ -18,6 +18,7 @@ import numpy as np
 from jobs import cli
 from retrieval.store.base import SparseVector, StoreError, VectorStore
 from retrieval.store.factory import open_store
+from schemas.jobs import StoreConfig
 
 FACET_VALUES = 20
 
@@ -95,10 +96,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli.entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    store = open_store(cli.store_config(args))
+    s = cli.settings_of(args)
+    store = open_store(StoreConfig.from_settings(s))
     try:
         if args.item:
-            view, show = point_detail(store, cli.collection_of(args), args.item), None
+            view, show = point_detail(store, s.collection, args.item), None
         elif args.collection:
             view, show = collection_detail(store, args.collection), print_detail
         else:

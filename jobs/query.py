@@ -13,7 +13,7 @@ from jobs import cli
 from retrieval import strategies
 from retrieval.search import SearchParams
 from retrieval.service import SearchService
-from schemas.jobs import QUERY_SEGMENTERS
+from schemas.jobs import QUERY_SEGMENTERS, StoreConfig
 
 
 def parse_filters(pairs: list[str]) -> dict:
@@ -56,9 +56,9 @@ def search_params(args: argparse.Namespace) -> SearchParams:
 
 def open_service(args: argparse.Namespace, segment: str = "none") -> SearchService:
     """The in-process service for these flags (the settings filling in what they leave out)."""
-    model = cli.model_choice(args)
-    return SearchService.open(model["model"], cli.store_config(args), cli.collection_of(args),
-                              device=model["device"], precision=model["precision"], segment=segment)
+    s = cli.settings_of(args)
+    return SearchService.open(s.model, StoreConfig.from_settings(s), s.collection, device=s.device,
+                              precision=s.precision, segment=segment)
 
 
 SIGNALS = (("photo_score", "photo"), ("words_photo_score", "words~photo"), ("words_document_score", "words~doc"),

@@ -2,6 +2,7 @@
 
 Each config is built from the settings plus the caller's overrides (`IndexConfig.from_settings(limit=300)`), so
 defaults live in one place: the settings for what an environment variable may set, the fields here for the rest.
+A field named as a setting takes the setting's value.
 """
 
 from __future__ import annotations
@@ -21,13 +22,11 @@ PRECISIONS = model.PRECISION_CHOICES
 SEGMENTERS = segmentation.SEGMENTER_NAMES
 QUERY_SEGMENTERS = segmentation.QUERY_SEGMENTER_NAMES  # the ones that work on a shopper's photo
 STORE_BACKENDS = ("edge", "local")
-# Settings (and command-line flags) that make up a StoreConfig, and the StoreConfig field each one sets.
-STORE_SETTINGS = {"qdrant_url": "url", "qdrant_api_key": "api_key", "qdrant_grpc": "prefer_grpc",
-                  "qdrant_timeout_s": "timeout_s", "store_backend": "backend", "store_path": "path"}
 
 
 class StoreConfig(BaseModel):
-    """How to reach the vector store: a server URL, else an embedded store in a folder."""
+    """How to reach the vector store: a server URL, else an embedded store in a folder. The store's own names;
+    `from_settings` fills them from the settings (qdrant_*, store_*)."""
 
     url: str | None = None
     api_key: str | None = None
@@ -41,40 +40,38 @@ class StoreConfig(BaseModel):
         return self.url is None
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> "StoreConfig":
-        """The configured store; overrides are named as the settings are (qdrant_url, store_path, ...), and one
-        given as None (or "") keeps the setting."""
+    def from_settings(cls, settings: Settings | None = None) -> "StoreConfig":
+        """The store the settings name (give flags with `settings.with_values(...)` first)."""
         s = settings or get_settings()
-        named = {name: overrides.get(name) if overrides.get(name) not in (None, "") else getattr(s, name)
-                 for name in STORE_SETTINGS}
-        fields = {field: named[name] for name, field in STORE_SETTINGS.items()}
-        if fields["path"] is not None and str(fields["path"]) != ":memory:":
-            fields["path"] = Path(fields["path"]).expanduser().resolve()  # Ray workers run in other folders
-        return cls(**fields)
+        path = s.store_path if str(s.store_path) == ":memory:" else Path(s.store_path).expanduser().resolve()
+        return cls(url=s.qdrant_url, api_key=s.qdrant_api_key.get_secret_value() if s.qdrant_api_key else None,
+                   prefer_grpc=s.qdrant_grpc, timeout_s=s.qdrant_timeout_s, backend=s.store_backend,
+                   path=path)  # resolved: Ray workers run in other folders
 
 
 class IndexConfig(BaseModel):
     """One index run: catalog, model, store target and the pipeline's shape. Fields without a default here are
-    settings (FASHION_*): build it with `from_settings`, which fills them."""
+    settings (FASHION_*, described and bounded where schemas/settings.py declares them): build it with
+    `from_settings`, which fills them."""
 
-    catalog: Path = Field(description="catalog root or CSV file")
-    catalog_format: str = Field(description=f"one of {', '.join(CATALOG_FORMATS)}")
+    catalog: Path
+    catalog_format: str
     text_fields: tuple[str, ...] | None = Field(
         None, description="CSV columns that make an item's document, in order (default: every column but the id "
                           "and the image; numbers left out)")
     filter_fields: tuple[str, ...] | None = Field(
         None, description="payload fields to filter by (default: the catalog's categorical string fields)")
-    model: str = Field(description="NAME/TAG, hf-hub:ORG/REPO or local-dir:PATH")
-    device: str = Field(description="auto, cpu, cuda")
-    precision: str = Field(description=f"one of {', '.join(PRECISIONS)}")
-    collection: str = Field(description="alias searched and (re)built")
+    model: str
+    device: str
+    precision: str
+    collection: str
     rebuild: bool = Field(False, description="build a new generation and switch the alias to it")
     resume: bool = Field(True, description="continue an unfinished generation a crashed run left (same model, "
                                            "preprocessing and catalog), skipping the items it already holds")
     store: StoreConfig
-    letterbox: bool = Field(description="pad to square instead of centre-cropping")
+    letterbox: bool
     draft: bool = Field(True, description="JPEG DCT-domain downscale before decoding")
-    max_image_pixels: int = Field(gt=0, description="larger images are skipped as decompression bombs")
+    max_image_pixels: int
     limit: int | None = Field(None, gt=0, description="index only the first N catalog items")
     batch_size: int = Field(64, gt=0)
     encode_actors: int = Field(1, gt=0)
@@ -96,13 +93,11 @@ class IndexConfig(BaseModel):
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> "IndexConfig":
-        """Settings for what they cover, field defaults for the rest; overrides given as None are left out."""
-        s = settings or get_settings()
+        """The settings (with the overrides that name one in their place) for the fields named as settings, the
+        other overrides and the field defaults for the rest; overrides given as None are left out."""
         given = {k: v for k, v in overrides.items() if v is not None}
-        store = given.pop("store", None) or StoreConfig.from_settings(
-            s, **{name: given.pop(name, None) for name in STORE_SETTINGS})
-        fields = {"catalog": s.catalog, "catalog_format": s.catalog_format, "model": s.model, "device": s.device,
-                  "precision": s.precision, "collection": s.collection, "letterbox": s.letterbox,
-                  "max_image_pixels": s.max_image_pixels, **given}
-        return cls(store=store, **fields)
-
+        s = (settings or get_settings()).with_values(
+            **{name: given.pop(name) for name in list(given) if name in Settings.model_fields})
+        store = given.pop("store", None) or StoreConfig.from_settings(s)
+        named = {name: getattr(s, name) for name in cls.model_fields if name in Settings.model_fields}
+        return cls(store=store, **named, **given)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -16,18 +17,19 @@ OFFLINE_CATALOG = SHARED_ROOT / "datasets" / "myntra-fashion-small"
 
 
 class Settings(BaseSettings):
-    """Run-time settings; CLI flags override them, environment variables (FASHION_<NAME>) set them."""
+    """Run-time settings, each declared once here: environment variables (FASHION_<NAME>) set them; the jobs' flags
+    (jobs/cli.py) and the service's arguments (serve/app.py) are derived from these fields and override them."""
 
     model_config = SettingsConfigDict(env_prefix="FASHION_", extra="ignore")
 
     model: str = Field(OFFLINE_MODEL, description="open_clip model spec: NAME/TAG, hf-hub:ORG/REPO or local-dir:PATH")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: str = Field("fp32", description="fp32, bf16, fp16 or auto (bf16 on GPU, fp32 on CPU)")
-    catalog: Path = Field(OFFLINE_CATALOG, description="Catalog root (folder with catalog.csv, or images)")
+    catalog: Path = Field(OFFLINE_CATALOG, description="Catalog root (folder with catalog.csv, or images) or CSV file")
     catalog_format: str = Field("auto", description="auto, csv, folder, deepfashion-mm, inshop")
     collection: str = Field("fashion", description="Collection (alias) name searched and indexed")
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset means the embedded store")
-    qdrant_api_key: str | None = Field(None, description="API key for the Qdrant server")
+    qdrant_api_key: SecretStr | None = Field(None, description="API key for the Qdrant server")
     qdrant_grpc: bool = Field(False, description="Prefer gRPC to the server (port 6334)")
     qdrant_timeout_s: float = Field(30.0, gt=0)
     store_backend: str = Field("edge", description="Embedded backend: edge (qdrant-edge-py) or local (qdrant-client)")
@@ -40,6 +42,15 @@ class Settings(BaseSettings):
     metrics: bool = Field(True, description="Export the service's Prometheus metrics (off: to measure their cost)")
     query_decode_budget: int = Field(48_000_000, gt=0, description="Query pixels decoded at once per replica; more "
                                                                    "wait (bounds decode memory to a few hundred MB)")
+
+    def with_values(self, **given: Any) -> Settings:
+        """These settings with the given ones in their place, validated as the settings are; None (or "") is a value
+        not given, so a flag left out keeps the setting."""
+        unknown = set(given) - set(type(self).model_fields)
+        if unknown:
+            raise TypeError(f"not settings: {', '.join(sorted(unknown))}")
+        chosen = {name: value for name, value in given.items() if value is not None and value != ""}
+        return type(self).model_validate({**self.model_dump(), **chosen}) if chosen else self
 
 
 @lru_cache(maxsize=1)

@@ -1,1 +1,1 @@
-"""Ray Serve application: a FastAPI search ingress, with the batched query encoder in it or as its own deployment."""
+"""Ray Serve application: the SearchAPI ingress over the shared search, its query encoder inside it or apart."""

@@ -1,5 +1,6 @@
-"""The search ingress: handlers over the shared retrieval code (the HTTP routes are serve/routes.py), and the Serve
-deployment that holds them (the store is opened in one process; the encoder is in this process or a handle)."""
+"""SearchAPI, the HTTP surface of search: what each route does over the shared retrieval code (the routes themselves
+are serve/routes.py), plain for tests and as the Serve ingress deployment (the store is opened in one process; the
+encoder is in this process or a handle)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from urllib.parse import quote
 
 from fastapi import HTTPException, Request
 from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from retrieval import strategies
 from retrieval.search import FilterError, QueryError, SearchParams, StrategyError, mode_of
@@ -20,7 +23,7 @@ from retrieval.store.base import StoreError
 from retrieval.store.factory import open_store
 from schemas.api import STRATEGIES, ReadyResponse, ResultItem, SearchRequest, SearchResponse, Understood
 from schemas.jobs import StoreConfig
-from serve.encoder import EncoderClient
+from serve.encoder import EncoderClient, EncoderConfig
 from serve.http import Refused, parse_search
 from serve.metrics import service_metrics
 from serve.routes import create_app
@@ -66,13 +69,29 @@ def understood_of(understood) -> dict:
             "did_you_mean": understood.did_you_mean()}
 
 
-class SearchHandlers:
-    """What each route does, without Ray: the store and the alias (Searcher) and the encoder (EncoderClient)."""
+class SearchAPIConfig(BaseModel):
+    """What SearchAPI is built from, besides its encoder (serve/app.py's ServeArgs makes it)."""
 
-    def __init__(self, encoder, store: StoreConfig, collection: str, model: str, max_upload_bytes: int):
+    model_config = ConfigDict(frozen=True)
+
+    store: StoreConfig
+    collection: str  # the alias searched
+    model: str  # the canonical model spec the collection must have been built with
+    max_upload_bytes: int
+
+
+class SearchAPI:
+    """What each route does, plain (tests drive it without Ray): the store and the alias (Searcher) and the encoder
+    (EncoderClient: its config, to build it here, or a QueryEncoder handle)."""
+
+    def __init__(self, encoder: EncoderConfig | DeploymentHandle, config: SearchAPIConfig):
         self.metrics = service_metrics()
-        self.encoder, self.max_upload_bytes = EncoderClient(encoder), max_upload_bytes
-        self.searcher = Searcher(open_store(store), collection, model)
+        self.encoder, self.max_upload_bytes = EncoderClient(encoder), config.max_upload_bytes
+        self.searcher = Searcher(open_store(config.store), config.collection, config.model)
+
+    def __serve_build_asgi_app__(self):
+        """Serve calls this on the replica, after the constructor: the routes over this object."""
+        return create_app(self, echo_request_ids=False)  # Serve echoes X-Request-ID itself
 
     async def ready(self) -> ReadyResponse:
         try:
@@ -151,12 +170,7 @@ class SearchHandlers:
         return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
 
 
-class SearchIngress(SearchHandlers):
-    """The handlers as a Serve ingress: Serve calls this after the constructor, on the replica."""
-
-    def __serve_build_asgi_app__(self):
-        return create_app(self, echo_request_ids=False)  # Serve echoes X-Request-ID itself
-
-
-SearchAPI = serve.deployment(name="SearchAPI", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)(
-    serve.ingress()(SearchIngress))
+# SearchAPI as the Serve ingress, under its own name: the manifests' `deployments` and the metrics' `deployment` tag
+# say SearchAPI.
+SearchAPIDeployment = serve.deployment(name=SearchAPI.__name__, ray_actor_options={"num_cpus": 0.25},
+                                       max_ongoing_requests=64)(serve.ingress()(SearchAPI))

@@ -9,43 +9,32 @@ read when the app is built, not when a module happens to be imported.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray.serve import Application
 
 from retrieval.model import canonical_spec
-from schemas.jobs import QUERY_SEGMENTERS, STORE_SETTINGS, StoreConfig
-from schemas.settings import get_settings
-from serve.api import SearchAPI
-from serve.encoder import EncoderSpec, QueryEncoder
+from schemas.jobs import QUERY_SEGMENTERS, StoreConfig
+from schemas.settings import Settings, get_settings
+from serve.api import SearchAPIConfig, SearchAPIDeployment
+from serve.encoder import EncoderConfig, QueryEncoder
 
-
-def _settings_default(name: str):
-    return lambda: getattr(get_settings(), name)
+# The settings the service takes as arguments, by their names (`model=...`); it reads the others, `metrics` among
+# them, from FASHION_* in each replica, so an argument could not change them.
+SERVICE_SETTINGS = ("model", "device", "precision", "collection", "qdrant_url", "qdrant_api_key", "qdrant_grpc",
+                    "qdrant_timeout_s", "store_backend", "store_path", "query_max_pixels", "query_decode_budget")
 
 
 class ServeArgs(BaseModel):
-    """Every knob of the service; unset ones come from FASHION_* settings. Unknown keys are an error (typos)."""
+    """The service's own knobs, and SERVICE_SETTINGS (each declared once, by schemas/settings.py) given by name in
+    place of their FASHION_* values. Unknown keys are an error (typos)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(default_factory=_settings_default("model"))
-    device: str = Field(default_factory=_settings_default("device"))
-    precision: str = Field(default_factory=_settings_default("precision"))
-    collection: str = Field(default_factory=_settings_default("collection"))
-    qdrant_url: str | None = Field(default_factory=_settings_default("qdrant_url"))
-    qdrant_api_key: str | None = Field(default_factory=_settings_default("qdrant_api_key"))
-    qdrant_grpc: bool = Field(default_factory=_settings_default("qdrant_grpc"))
-    qdrant_timeout_s: float = Field(default_factory=_settings_default("qdrant_timeout_s"), gt=0)
-    store_backend: str = Field(default_factory=_settings_default("store_backend"))
-    store_path: Path | str = Field(default_factory=_settings_default("store_path"))
+    settings: Settings = Field(default_factory=get_settings, description="FASHION_* with the settings given here "
+                                                                          "in their place")
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)
-    query_max_pixels: int = Field(default_factory=_settings_default("query_max_pixels"), gt=0,
-                                  description="larger query photos are refused from their header")
-    query_decode_budget: int = Field(default_factory=_settings_default("query_decode_budget"), gt=0,
-                                     description="query pixels decoded at once (bounds decode memory)")
     encoder_placement: Literal["ingress", "deployment"] = Field(
         "ingress", description="ingress: the model runs in the ingress process (no hop, lowest latency on one "
                                "machine); deployment: QueryEncoder replicas of their own (GPUs, scaling apart)")
@@ -58,40 +47,53 @@ class ServeArgs(BaseModel):
     ingress_replicas: int = Field(1, ge=1, description="must stay 1 with the embedded store (one process)")
     ingress_cpus: float = Field(0.25, ge=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _settings_by_name(cls, given: Any) -> Any:
+        """Serve configs and `serve run ... key=value` are flat: a setting's name sets it over FASHION_*."""
+        if not isinstance(given, dict) or not set(given) & set(SERVICE_SETTINGS):
+            return given
+        base = given.get("settings") or get_settings()
+        named = {k: v for k, v in given.items() if k in SERVICE_SETTINGS}
+        rest = {k: v for k, v in given.items() if k not in SERVICE_SETTINGS}
+        return {**rest, "settings": {**(base.model_dump() if isinstance(base, Settings) else base), **named}}
+
     def store(self) -> StoreConfig:
-        return StoreConfig.from_settings(**self.model_dump(include=set(STORE_SETTINGS)))
+        return StoreConfig.from_settings(self.settings)
 
-    def encoder_args(self) -> tuple:
-        """What the query encoder is built from (serve/encoder.py's EncoderTarget)."""
-        return (self.model, self.device, self.precision, self.query_max_pixels,
-                self.encoder_threads or max(1, int(self.encoder_cpus)), self.query_segmenter,
-                self.query_decode_budget)
+    def encoder_config(self) -> EncoderConfig:
+        """What the query encoder is built from, in the ingress or in its own deployment."""
+        s = self.settings
+        return EncoderConfig(model=s.model, device=s.device, precision=s.precision,
+                             threads=self.encoder_threads or max(1, int(self.encoder_cpus)),
+                             segmenter=self.query_segmenter, max_pixels=s.query_max_pixels,
+                             decode_budget=s.query_decode_budget)
 
-    def ingress_args(self) -> tuple:
-        """The ingress's arguments after the encoder (serve/api.py's SearchHandlers)."""
-        return self.store(), self.collection, canonical_spec(self.model), self.max_upload_bytes
+    def search_api_config(self) -> SearchAPIConfig:
+        """What SearchAPI is built from, besides its encoder."""
+        return SearchAPIConfig(store=self.store(), collection=self.settings.collection,
+                               model=canonical_spec(self.settings.model), max_upload_bytes=self.max_upload_bytes)
 
 
 def build_app(args: ServeArgs) -> Application:
     """Bind the encoder and the ingress; `args` may be a dict (serve run key=value, config files)."""
     args = args if isinstance(args, ServeArgs) else ServeArgs.model_validate(args or {})
-    if args.ingress_replicas > 1 and args.qdrant_url is None:
+    if args.ingress_replicas > 1 and args.settings.qdrant_url is None:
         raise ValueError("the embedded store lives in one process: ingress_replicas must be 1 without qdrant_url")
     if args.encoder_replicas > 1 and args.encoder_placement == "ingress":
         raise ValueError("encoder_replicas needs encoder_placement: deployment (in the ingress, each ingress "
                          "replica has one encoder: scale ingress_replicas)")
-    encoder_args, ingress_args = args.encoder_args(), args.ingress_args()
     if args.encoder_placement == "ingress":
-        ingress = SearchAPI.options(num_replicas=args.ingress_replicas, ray_actor_options={
+        ingress = SearchAPIDeployment.options(num_replicas=args.ingress_replicas, ray_actor_options={
             "num_cpus": args.ingress_cpus + args.encoder_cpus, "num_gpus": args.encoder_gpus})
-        return ingress.bind(EncoderSpec(args=encoder_args), *ingress_args)
+        return ingress.bind(args.encoder_config(), args.search_api_config())
     encoder = QueryEncoder.options(
         num_replicas=args.encoder_replicas,
         ray_actor_options={"num_cpus": args.encoder_cpus, "num_gpus": args.encoder_gpus},
-    ).bind(*encoder_args)
-    ingress = SearchAPI.options(num_replicas=args.ingress_replicas,
-                                ray_actor_options={"num_cpus": args.ingress_cpus})
-    return ingress.bind(encoder, *ingress_args)
+    ).bind(args.encoder_config())
+    ingress = SearchAPIDeployment.options(num_replicas=args.ingress_replicas,
+                                          ray_actor_options={"num_cpus": args.ingress_cpus})
+    return ingress.bind(encoder, args.search_api_config())
 
 
 def __getattr__(name: str) -> Application:

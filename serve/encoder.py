@@ -1,17 +1,19 @@
 """Query encoding: the model loaded once per process, image and text encoding batched across requests.
 
 `QueryEncoderCore` is plain (it runs inside the ingress when `encoder_placement: ingress`); `QueryEncoder` is the
-same code as its own deployment (GPU replicas, scaling apart from the ingress). `EncoderClient` hides which one.
+same code as its own deployment (GPU replicas, scaling apart from the ingress). Both are built from one
+`EncoderConfig` (serve/app.py's ServeArgs makes it); `EncoderClient` hides which one the ingress talks to.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from dataclasses import dataclass
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from retrieval.images import ImageRejected
 from retrieval.model import load_model
@@ -22,20 +24,31 @@ from serve.limits import PixelBudget, pixel_count
 from serve.metrics import service_metrics
 
 
+class EncoderConfig(BaseModel):
+    """What a query encoder is built from: the model, and the limits on the query photos it decodes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    device: str
+    precision: str
+    threads: int | None  # torch threads (None: torch's own choice)
+    segmenter: str
+    max_pixels: int  # larger query photos are refused from their header
+    decode_budget: int  # query pixels decoded at once (serve/limits.py)
+
+
 class QueryEncoderCore:
     """Decodes per request (each with its own options), then batches only the model calls, which take no options."""
 
-    def __init__(self, model: str, device: str = "auto", precision: str = "fp32", max_pixels: int = 16_000_000,
-                 threads: int | None = None, segmenter: str = "none", decode_budget: int = 48_000_000):
-        """`max_pixels`: larger query photos are refused from their header; `decode_budget`: pixels decoded at once
-        (serve/limits.py)."""
+    def __init__(self, config: EncoderConfig):
         import torch
 
-        if threads:
-            torch.set_num_threads(threads)
-        self.encoder = load_model(model, device=device, precision=precision)
-        self.segmenter = query_segmenter(segmenter, threads=threads or 1)
-        self.max_pixels, self.budget = max_pixels, PixelBudget(decode_budget)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.encoder = load_model(config.model, device=config.device, precision=config.precision)
+        self.segmenter = query_segmenter(config.segmenter, threads=config.threads or 1)
+        self.max_pixels, self.budget = config.max_pixels, PixelBudget(config.decode_budget)
         metrics = service_metrics()
         self.images = ContinuousBatcher(lambda batch: list(self.encoder.encode_images(np.stack(batch))), 16,
                                         functools.partial(metrics.batched, "image"))
@@ -76,19 +89,13 @@ class QueryEncoder(QueryEncoderCore):
     """The encoder as its own deployment: replicas placed on GPUs and scaled apart from the ingress."""
 
 
-@dataclass(frozen=True)
-class EncoderSpec:
-    """QueryEncoderCore's constructor arguments: the ingress builds the encoder in its own process from these."""
-
-    args: tuple
-
-
 class EncoderClient:
-    """The ingress's view of the encoder: the core in this process, or a handle to the QueryEncoder deployment."""
+    """The ingress's view of the encoder: given its config, the core built in this process; else a handle to the
+    QueryEncoder deployment."""
 
-    def __init__(self, target):
-        self.local = isinstance(target, EncoderSpec)
-        self.target = QueryEncoderCore(*target.args) if self.local else target
+    def __init__(self, target: EncoderConfig | DeploymentHandle):
+        self.local = isinstance(target, EncoderConfig)
+        self.target = QueryEncoderCore(target) if self.local else target
 
     async def encode(self, image: bytes | None, text: str | None, letterbox: bool,
                      segment: bool) -> tuple[EncodedQuery | None, tuple[str, str] | None]:

@@ -1,4 +1,4 @@
-"""The HTTP API as a plain FastAPI app over a handlers object: what the Serve ingress returns from
+"""The HTTP API as a plain FastAPI app over a SearchAPI (serve/api.py): what the Serve ingress returns from
 `__serve_build_asgi_app__`, and what tests (schemathesis among them) drive in-process without Ray.
 
 (No `from __future__ import annotations`: FastAPI must see real types.)
@@ -76,7 +76,7 @@ class RequestIds:
 
 
 def create_app(api: Any, echo_request_ids: bool = True) -> FastAPI:
-    """The routes, each a thin call into `api` (serve/api.py's SearchHandlers or anything shaped like it)."""
+    """The routes, each a thin call into `api` (serve/api.py's SearchAPI or anything shaped like it)."""
     app = FastAPI(title="Fashion search", description="Search a fashion catalog by photo, words, or both.",
                   version="0.2.0")
     app.add_middleware(RequestIds, echo=echo_request_ids)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from jobs import cli
+from retrieval.entry import UsageError, entry
 from serve.runtime import use_fast_path
 
 
@@ -47,7 +47,7 @@ def deploy(config: dict) -> list[str]:
     return routes
 
 
-@cli.entry
+@entry
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serve.run", description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path, help="a Serve config file (cluster/serve-config.yaml)")
@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
     config = yaml.safe_load(args.config.read_text())
     if unhandled(config):
-        raise cli.UsageError(f"{args.config}: {', '.join(unhandled(config))} not applied by python -m serve.run; "
-                             "use `serve run` or `serve deploy` for such a config")
+        raise UsageError(f"{args.config}: {', '.join(unhandled(config))} not applied by python -m serve.run; "
+                         "use `serve run` or `serve deploy` for such a config")
     http = {"host": "127.0.0.1", "port": 8000, **config.get("http_options", {})}
     ray.init(_metrics_export_port=args.metrics_port, include_dashboard=False)
     serve.start(proxy_location=config.get("proxy_location"), http_options=http)

@@ -1,4 +1,4 @@
-"""The HTTP API in-process (serve/routes.py over serve/api.py's handlers, no Ray): hostile and malformed input gets a
+"""The HTTP API in-process (serve/routes.py over serve/api.py's SearchAPI, no Ray): hostile and malformed input gets a
 4xx that says what is wrong, never a 500; the OpenAPI document describes what the API does, checked by schemathesis
 with every check against a real index."""
 
@@ -15,8 +15,8 @@ from starlette.testclient import TestClient
 
 from retrieval.model import canonical_spec
 from schemas.api import STRATEGIES
-from serve.api import SearchHandlers
-from serve.encoder import EncoderSpec
+from serve.api import SearchAPI, SearchAPIConfig
+from serve.encoder import EncoderConfig
 from serve.routes import create_app
 
 MAX_UPLOAD = 2_000_000
@@ -24,10 +24,12 @@ MAX_UPLOAD = 2_000_000
 
 @pytest.fixture(scope="module")
 def app(small_index, model_spec):
-    handlers = SearchHandlers(EncoderSpec(args=(model_spec, "cpu", "fp32", 80_000_000, None, "none")),
-                              small_index.store, small_index.collection, canonical_spec(model_spec), MAX_UPLOAD)
-    yield create_app(handlers)
-    handlers.searcher.store.close()
+    encoder = EncoderConfig(model=model_spec, device="cpu", precision="fp32", threads=None, segmenter="none",
+                            max_pixels=80_000_000, decode_budget=48_000_000)
+    api = SearchAPI(encoder, SearchAPIConfig(store=small_index.store, collection=small_index.collection,
+                                             model=canonical_spec(model_spec), max_upload_bytes=MAX_UPLOAD))
+    yield create_app(api)
+    api.searcher.store.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""Entry points: one error boundary (a known error is one line and exit 2, a bug keeps its traceback), flags that
-override the settings and nothing else, and every `python -m` entry point behind the boundary."""
+"""Entry points: one error boundary (a known error is one line and exit 2, a bug keeps its traceback), flags derived
+from the settings that override them and nothing else, every `python -m` entry point behind the boundary, and a
+service that imports no job."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from schemas.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_module(*argv: str) -> subprocess.CompletedProcess:
+def run_module(*argv: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(ROOT)})
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(ROOT), **env})
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -57,9 +58,9 @@ def test_validation_errors_name_the_field(capsys):
 
 
 def entry_modules() -> list[str]:
-    """Every module of jobs/ and bench/ with a main()."""
+    """Every module of jobs/, bench/ and serve/ with a main()."""
     found = []
-    for package in ("jobs", "bench"):
+    for package in ("jobs", "bench", "serve"):
         for info in pkgutil.iter_modules([str(ROOT / package)]):
             module = importlib.import_module(f"{package}.{info.name}")
             if callable(getattr(module, "main", None)):
@@ -70,7 +71,15 @@ def entry_modules() -> list[str]:
 @pytest.mark.parametrize("module", entry_modules())
 def test_every_entry_point_is_behind_the_boundary(module):
     main = importlib.import_module(module).main
-    assert getattr(main, "__wrapped__", None) is not None, f"{module}.main is not wrapped by jobs.cli.entry"
+    assert getattr(main, "__wrapped__", None) is not None, f"{module}.main is not wrapped by retrieval.entry.entry"
+
+
+def test_the_service_imports_no_job():
+    code = ("import sys, serve.app, serve.run; "
+            "jobs = [m for m in sys.modules if m.split('.')[0] == 'jobs']; assert not jobs, jobs")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr
 
 
 def test_flags_override_settings_and_nothing_else(tmp_path):
@@ -81,6 +90,36 @@ def test_flags_override_settings_and_nothing_else(tmp_path):
     assert cfg.store == StoreConfig.from_settings(settings)
     moved = IndexConfig.from_settings(settings, store_path=tmp_path / "flag-store", qdrant_url=None)
     assert moved.store.path == (tmp_path / "flag-store").resolve() and moved.store.url is None
+
+
+def test_settings_flags_are_the_settings_declarations():
+    """A flag named as a setting is the setting: its type, its description and its bounds are the setting's, and a
+    config field named as a setting declares nothing of its own."""
+    from jobs import index, query
+
+    parser = query.build_parser()
+    flags = {action.dest: action for action in [*parser._actions, *index.build_parser()._actions]}
+    for name in (*cli.STORE_FLAGS, "model", "device", "precision", "catalog", "catalog_format", "letterbox"):
+        assert Settings.model_fields[name].description in flags[name].help, name
+    for name in set(IndexConfig.model_fields) & set(Settings.model_fields):
+        field = IndexConfig.model_fields[name]
+        assert field.is_required() and field.description is None and not field.metadata, name
+    assert flags["qdrant_grpc"].nargs == 0 and flags["store_path"].type is Path
+    args = parser.parse_args(["--text", "x", "--collection", "flagged", "--qdrant-grpc", "--store-path", "/tmp/s"])
+    s = cli.settings_of(args)
+    assert (s.collection, s.qdrant_grpc, s.store_path, s.model) == ("flagged", True, Path("/tmp/s"),
+                                                                     Settings().model)
+    with pytest.raises(ValueError, match="qdrant_timeout_s"):
+        Settings().with_values(qdrant_timeout_s=-1)
+    with pytest.raises(TypeError, match="not settings: limit"):
+        Settings().with_values(limit=3)
+
+
+def test_the_api_key_is_kept_out_of_reprs_and_help(tmp_path):
+    settings = Settings(qdrant_api_key="s3cret", store_path=tmp_path)
+    assert "s3cret" not in repr(settings) and StoreConfig.from_settings(settings).api_key == "s3cret"
+    result = run_module("jobs.inspect", "--help", FASHION_QDRANT_API_KEY="s3cret")
+    assert result.returncode == 0 and "--qdrant-api-key" in result.stdout and "s3cret" not in result.stdout
 
 
 def test_index_flags_default_to_none_so_settings_apply():

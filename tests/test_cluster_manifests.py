@@ -223,7 +223,7 @@ def test_serve_configs_pass_rays_schema_and_serve_args(config):
     from ray.runtime_env import RuntimeEnv
     from ray.serve.schema import ServeDeploySchema
 
-    from serve.api import SearchAPI
+    from serve.api import SearchAPIDeployment
     from serve.app import ServeArgs, build_app
     from serve.encoder import QueryEncoder
 
@@ -235,7 +235,7 @@ def test_serve_configs_pass_rays_schema_and_serve_args(config):
         assert type(build_app(args)).__name__ == "Application"  # e.g. ingress_replicas > 1 needs qdrant_url
         RuntimeEnv(**app.get("runtime_env", {}))  # pip / working_dir forms (a URI must be an archive)
         overridden = {d["name"] for d in app.get("deployments", [])}
-        built = {SearchAPI.name} | ({QueryEncoder.name} if ServeArgs.model_validate(args).encoder_placement ==
+        built = {SearchAPIDeployment.name} | ({QueryEncoder.name} if ServeArgs.model_validate(args).encoder_placement ==
                                     "deployment" else set())
         assert overridden <= built, f"no such deployment: {overridden - built}"
 
@@ -563,6 +563,21 @@ def test_unknown_serve_arg_is_refused():
 
     with pytest.raises(ValidationError, match="encoder_cpu"):
         build_app({"encoder_cpu": 2})
+
+
+def test_serve_args_declare_no_setting_and_take_each_by_name():
+    """A setting is declared once (schemas/settings.py): ServeArgs takes it by name over FASHION_*, and hands the
+    encoder and SearchAPI typed configs built from it."""
+    from schemas.settings import Settings, get_settings
+    from serve.app import SERVICE_SETTINGS, ServeArgs
+
+    assert set(SERVICE_SETTINGS) <= set(Settings.model_fields)
+    assert not set(ServeArgs.model_fields) & set(Settings.model_fields), "a setting declared again"
+    assert ServeArgs().settings == get_settings()
+    args = ServeArgs.model_validate({"collection": "other", "query_max_pixels": 1000, "encoder_cpus": 2})
+    encoder, api = args.encoder_config(), args.search_api_config()
+    assert (encoder.max_pixels, encoder.threads, encoder.model) == (1000, 2, get_settings().model)
+    assert api.collection == "other" and api.store == args.store()
 
 
 def test_importing_the_app_module_builds_nothing():

@@ -48,9 +48,11 @@ def test_a_failed_call_fails_its_callers_and_the_batcher_goes_on():
 
 @pytest.fixture(scope="module")
 def core(model_spec):
+    from serve.app import ServeArgs
     from serve.encoder import QueryEncoderCore
 
-    return QueryEncoderCore(model_spec, device="cpu", threads=1)
+    args = ServeArgs(model=model_spec, device="cpu", encoder_threads=1, query_segmenter="none")
+    return QueryEncoderCore(args.encoder_config())
 
 
 def test_concurrent_texts_are_batched_and_match_single_encodes(core):
@@ -118,11 +120,14 @@ def test_a_huge_query_photo_is_refused_from_its_header(model_spec):
 
     from PIL import Image
 
+    from serve.app import ServeArgs
     from serve.encoder import QueryEncoderCore
 
     buffer = io.BytesIO()
     Image.new("L", (8900, 8900)).save(buffer, "PNG")  # 79 Mpx in ~80 kB
-    core = QueryEncoderCore(model_spec, device="cpu", max_pixels=16_000_000)
+    args = ServeArgs(model=model_spec, device="cpu", query_max_pixels=16_000_000, encoder_threads=1,
+                     query_segmenter="none")
+    core = QueryEncoderCore(args.encoder_config())
     query, rejected = asyncio.run(core.encode(buffer.getvalue(), None))
     reason, message = rejected
     assert query is None and reason == "image_too_large" and "decompression bomb" in message and "16000000" in message
