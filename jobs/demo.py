@@ -15,7 +15,7 @@ from retrieval.service import SearchService
 EXAMPLES = [
     ("words: 'black trousers'", None, "black trousers", None),
     ("a photo: a casual shoe", "10127", None, None),
-    ("a photo and words: this t-shirt, but red", "10003", "but in red", None),
+    ("a photo and words: this t-shirt, but red", "10003", "this t-shirt, but red", None),
     ("more like this catalog item, in black", None, "in black", "10127"),
 ]
 
