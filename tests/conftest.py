@@ -170,9 +170,8 @@ def store(tmp_path):
     from retrieval.store.factory import open_store
     from schemas.jobs import StoreConfig
 
-    opened = open_store(StoreConfig(backend="edge", path=tmp_path))
-    yield opened
-    opened.close()
+    with open_store(StoreConfig(backend="edge", path=tmp_path)) as opened:
+        yield opened
 
 
 SMALL_INDEX_ITEMS = 80
@@ -197,11 +196,8 @@ def small_index(tmp_path_factory, offline_catalog, model_spec, encoder) -> Index
     spec = collection_spec(cfg, encoder.spec, encoder.dim, catalog.root, items).model_copy(update={"name": "gen-1"})
     batch = EmbedDocuments(spec.bm25_avg_len)(ReadImages()(as_batch(catalog_rows(catalog, items))))
     batch = EncodeItems(model_spec, device="cpu")(DecodeImages(encoder.preprocess_cfg, 80_000_000)(batch))
-    store = open_store(cfg.store)
-    try:
+    with open_store(cfg.store) as store:
         store.create_collection(spec)
         store.upsert("gen-1", rows_to_points([dict(zip(batch, row)) for row in zip(*batch.values())], WriteTally()))
         store.set_alias(cfg.collection, "gen-1")
-    finally:
-        store.close()
     return cfg

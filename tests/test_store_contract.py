@@ -37,13 +37,12 @@ def store_config(request, tmp_path) -> StoreConfig:
 
 @pytest.fixture
 def store(store_config):
-    opened = open_store(store_config)
-    before = set(opened.list_collections())
-    yield opened
-    if store_config.url:  # leave a shared server as we found it
-        for name in set(opened.list_collections()) - before:
-            opened.delete_collection(name)
-    opened.close()
+    with open_store(store_config) as opened:
+        before = set(opened.list_collections())
+        yield opened
+        if store_config.url:  # leave a shared server as we found it
+            for name in set(opened.list_collections()) - before:
+                opened.delete_collection(name)
 
 
 def edge_store(path):
@@ -186,14 +185,25 @@ def test_reopening_keeps_points_spec_and_aliases(store_config, filled):
     store, points = filled
     store.set_alias("current", "items")
     store.close()
-    reopened = open_store(store_config)
-    try:
+    with open_store(store_config) as reopened:
         assert reopened.count("items") == N
         assert reopened.collection_spec("items") == make_spec()
         assert reopened.resolve_alias("current") == "items"
         assert reopened.search("items", IMAGE_VECTOR, points[9].vectors[IMAGE_VECTOR], limit=1)[0].item_id == "item-9"
-    finally:
-        reopened.close()
+
+
+def test_a_with_block_closes_the_store_however_it_ends(store_config):
+    """`with open_store(config) as store:` releases the store's folder lock (edge, local) even when the block
+    raises, so the next open in this process gets it and finds the points written."""
+    if str(store_config.path) == ":memory:":
+        pytest.skip("an in-memory store does not outlive its client")
+    with pytest.raises(RuntimeError, match="boom"), open_store(store_config) as store:
+        store.create_collection(make_spec("with-block"))
+        store.upsert("with-block", make_points(5))
+        raise RuntimeError("boom")
+    with open_store(store_config) as reopened:
+        assert reopened.count("with-block") == 5
+        reopened.delete_collection("with-block")  # a shared server is left as found
 
 
 def test_threads_can_search_while_another_upserts(filled):
@@ -210,17 +220,13 @@ def test_threads_can_search_while_another_upserts(filled):
 
 def test_a_second_edge_store_cannot_open_a_shard_in_use(tmp_path):
     # A second EdgeShard.load on an open shard damages it (see edge_store.py), so the lock must refuse first.
-    first, second = edge_store(tmp_path), edge_store(tmp_path)
-    try:
+    with edge_store(tmp_path) as first, edge_store(tmp_path) as second:
         first.create_collection(make_spec())
         first.upsert("items", make_points(5))
         with pytest.raises(StoreError, match="another process"):
             second.count("items")
         first.close()
         assert second.count("items") == 5
-    finally:
-        first.close()
-        second.close()
 
 
 def test_unknown_backend_lists_the_choices(tmp_path):
@@ -230,8 +236,7 @@ def test_unknown_backend_lists_the_choices(tmp_path):
 
 def test_edge_reader_follows_the_alias_to_a_generation_the_writer_closed(tmp_path):
     # Two EdgeStores on one folder hold separate file locks, exactly like a server process and an index job.
-    server, job = edge_store(tmp_path), edge_store(tmp_path)
-    try:
+    with edge_store(tmp_path) as server, edge_store(tmp_path) as job:
         for generation, seed in (("gen-1", 0), ("gen-2", 1)):
             job.create_collection(make_spec(generation))
             job.upsert(generation, make_points(10, seed))
@@ -244,9 +249,6 @@ def test_edge_reader_follows_the_alias_to_a_generation_the_writer_closed(tmp_pat
         assert job.list_collections() == ["gen-2"]
         with pytest.raises(StoreError, match="another process"):
             job.delete_collection("gen-2")
-    finally:
-        server.close()
-        job.close()
 
 
 class FlakyClient:
@@ -388,13 +390,10 @@ def run_on_every_backend(tmp_path, plan, limit: int) -> dict[str, list[tuple[str
     for name, config in (("edge", StoreConfig(backend="edge", path=tmp_path / "edge")),
                          ("local", StoreConfig(backend="local", path=tmp_path / "local")),
                          ("memory", StoreConfig(backend="local", path=":memory:"))):
-        store = open_store(config)
-        try:
+        with open_store(config) as store:
             store.create_collection(make_spec())
             store.upsert("items", hybrid_points())
             results[name] = [(h.item_id, round(h.score, 4)) for h in store.query("items", plan, limit)]
-        finally:
-            store.close()
     return results
 
 
