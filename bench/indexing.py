@@ -149,18 +149,16 @@ def naive(model: str, catalog: Path, store_root: Path, limit: int) -> float:
     torch.set_num_threads(psutil.cpu_count())
     encoder = _load(model)
     transform = open_clip.image_transform(encoder.preprocess_cfg.image_size, is_train=False)
-    store = open_store(StoreConfig(backend="edge", path=store_root / "naive"))
-    store.create_collection(CollectionSpec(name="naive", model=model, dim=encoder.dim))
     files = sorted((catalog / "images").glob("*.jpg"))[:limit]
-    started = time.perf_counter()
-    with torch.inference_mode():
-        for path in files:
-            vector = encoder.model.encode_image(transform(Image.open(path).convert("RGB"))[None])
-            vector = torch.nn.functional.normalize(vector, dim=-1)[0].numpy()
-            store.upsert("naive", [Point(path.stem, {IMAGE_VECTOR: vector})])
-    rate = len(files) / (time.perf_counter() - started)
-    store.close()
-    return rate
+    with open_store(StoreConfig(backend="edge", path=store_root / "naive")) as store:
+        store.create_collection(CollectionSpec(name="naive", model=model, dim=encoder.dim))
+        started = time.perf_counter()
+        with torch.inference_mode():
+            for path in files:
+                vector = encoder.model.encode_image(transform(Image.open(path).convert("RGB"))[None])
+                vector = torch.nn.functional.normalize(vector, dim=-1)[0].numpy()
+                store.upsert("naive", [Point(path.stem, {IMAGE_VECTOR: vector})])
+        return len(files) / (time.perf_counter() - started)
 
 
 def measure(model: str, size: str, args, root: Path) -> Row:

@@ -195,11 +195,8 @@ def evaluate(args: argparse.Namespace, command: str = "") -> dict:
     phases.done("index_s")
     queries = load_queries(args.queries, args.max_queries)
     encoder = load_model(cfg.model, device=cfg.device, precision=cfg.precision)
-    store = open_store(cfg.store)
-    try:
+    with open_store(cfg.store) as store:
         report = measure(store, args, catalog, queries, encoder, phases)
-    finally:
-        store.close()
     report["run"] = {"catalog": str(catalog.root), "model": encoder.spec, **report["run"], "index": index_summary,
                      "command": command, "phases_s": phases.seconds, "wall_s": phases.total()}
     return report

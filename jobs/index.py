@@ -84,22 +84,16 @@ def collection_spec(cfg: IndexConfig, model: str, dim: int, catalog_root: Path, 
 def prepare_collection(cfg: IndexConfig, spec: CollectionSpec) -> Target:
     """Create, reuse or resume the collection to write into (retrieval/generations.py); the store is closed again
     so workers can open it."""
-    store = open_store(cfg.store)
-    try:
+    with open_store(cfg.store) as store:
         return target_collection(store, spec, cfg.rebuild, cfg.resume)
-    finally:
-        store.close()
 
 
 def still_to_index(cfg: IndexConfig, target: Target, items: list) -> tuple[list, int]:
     """The items a resumed generation does not hold yet, and how many it holds (a crashed run's work is kept)."""
     if not target.resumed:
         return items, 0
-    store = open_store(cfg.store)
-    try:
+    with open_store(cfg.store) as store:
         held = item_ids(store, target.name)
-    finally:
-        store.close()
     todo = [item for item in items if item.id not in held]
     return todo, len(items) - len(todo)
 
@@ -157,16 +151,13 @@ def fitting_collection(cfg: IndexConfig) -> str | None:
     and holds points, else None."""
     from retrieval.model import canonical_spec
 
-    store = open_store(cfg.store)
-    try:
+    with open_store(cfg.store) as store:
         name = store.resolve_alias(cfg.collection)
         found = store.collection_spec(name) if name else None
         wanted = {"model": canonical_spec(cfg.model), "letterbox": cfg.letterbox, "segmentation": cfg.segment,
                   "vectors": CollectionSpec.model_fields["vectors"].default,
                   "catalog_root": str(open_catalog(cfg.catalog, cfg.catalog_format).root)}
         return name if found and found.problem(**wanted) is None and store.count(name) else None
-    finally:
-        store.close()
 
 
 def ensure_index(cfg: IndexConfig) -> dict:

@@ -95,16 +95,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli.entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    store = open_store(cli.store_config(args))
-    try:
+    with open_store(cli.store_config(args)) as store:
         if args.item:
             view, show = point_detail(store, cli.collection_of(args), args.item), None
         elif args.collection:
             view, show = collection_detail(store, args.collection), print_detail
         else:
             view, show = overview(store), print_overview
-    finally:
-        store.close()
     if args.json or show is None:
         print(json.dumps(view, indent=2, default=str))
     else:

@@ -131,12 +131,9 @@ class QdrantDatasink(Datasink[dict]):
         return not self.store_config.embedded
 
     def on_write_start(self, schema=None) -> None:
-        store = open_store(self.store_config)
-        try:
+        with open_store(self.store_config) as store:
             if store.collection_spec(self.collection) is None:
                 raise StoreError(f"collection {self.collection!r} does not exist; create it before writing")
-        finally:
-            store.close()
         if self.store_config.embedded:
             writer = ray.remote(EmbeddedWriter).options(num_cpus=0, max_restarts=0)
             self._writer = writer.remote(self.store_config, self.collection)

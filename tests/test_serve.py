@@ -156,11 +156,8 @@ def test_encoder_as_its_own_deployment(server, offline_catalog, model_spec, tmp_
 def _switch_alias(cfg, collection: str) -> None:
     from retrieval.store.factory import open_store
 
-    store = open_store(cfg.store)
-    try:
+    with open_store(cfg.store) as store:
         store.set_alias(cfg.collection, collection)
-    finally:
-        store.close()
 
 
 def test_unreachable_store_is_503_not_500(server, model_spec):
