@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from retrieval.rows import item_point
 from retrieval.store.base import (CollectionMismatch, CollectionMissing, Fuse, Nearest, Point, Rescore, StoreError,
                                   item_ids)
 from retrieval.store.factory import open_store
@@ -309,11 +310,8 @@ def hybrid_points(n: int = N, seed: int = 1) -> list[Point]:
     dense /= np.linalg.norm(dense, axis=2, keepdims=True)
     docs = [WORDS[i % len(WORDS)] + " item" * i for i in range(n)]  # every length differs: no tied BM25 scores
     avg = lexical.mean_length(docs)
-    return [Point(item_id=f"item-{i}", payload={"gender": GENDERS[i % 5], "baseColour": COLOURS[i % 3], "text": doc},
-                  vectors={IMAGE_VECTOR: dense[0, i], TEXT_VECTOR: dense[1, i],
-                           BM25_VECTOR: lexical.document_vector(doc, avg),
-                           TERMS_VECTOR: lexical.document_vector(doc, avg).as_query()})
-            for i, doc in enumerate(docs)]
+    return [item_point(f"item-{i}", {"gender": GENDERS[i % 5], "baseColour": COLOURS[i % 3], "text": doc},
+                       dense[0, i], dense[1, i], lexical.document_vector(doc, avg)) for i, doc in enumerate(docs)]
 
 
 @pytest.fixture
@@ -327,10 +325,7 @@ def test_exact_lexical_ties_break_by_item_id_whatever_the_write_order(store):
     from retrieval import lexical
 
     weights, words = lexical.document_vector("Blue Jeans", 2.0), lexical.query_vector("blue jeans")
-    points = [Point(item_id=f"tie-{i}", vectors={IMAGE_VECTOR: np.eye(DIM, dtype=np.float32)[0],
-                                                  **dict(zip((BM25_VECTOR, TERMS_VECTOR),
-                                                             lexical.item_vectors(weights, f"tie-{i}")))})
-              for i in range(30)]
+    points = [item_point(f"tie-{i}", {}, np.eye(DIM, dtype=np.float32)[0], words=weights) for i in range(30)]
     by_factor = sorted((p.item_id for p in points), key=lexical.tie_factor, reverse=True)[:5]
     for name, order in (("forward", points), ("reversed", points[::-1])):
         store.create_collection(make_spec(name))
@@ -342,7 +337,10 @@ def test_exact_lexical_ties_break_by_item_id_whatever_the_write_order(store):
 def test_sparse_vectors_are_stored_as_given(hybrid):
     store, points = hybrid
     (hit,) = store.retrieve("items", ["item-3"])
-    assert hit.vectors[BM25_VECTOR] == points[3].vectors[BM25_VECTOR]  # the same token ids on every backend
+    for name in (BM25_VECTOR, TERMS_VECTOR):  # the same token ids on every backend, the same float32 weights
+        stored, given = hit.vectors[name], points[3].vectors[name]
+        assert stored.indices == given.indices, name
+        assert np.array_equal(np.float32(stored.values), np.float32(given.values)), name
     assert np.allclose(hit.vectors[TEXT_VECTOR], points[3].vectors[TEXT_VECTOR], atol=1e-5)
 
 
@@ -362,7 +360,8 @@ def test_terms_count_the_words_an_item_has_and_a_floor_keeps_those_with_all(hybr
     store, _ = hybrid
     words = lexical.query_vector("red leather").as_query()
     hits = store.query("items", Nearest(TERMS_VECTOR, words, N), N)
-    assert {h.score for h in hits} == {1.0, 2.0}  # no IDF, no length: a count of words
+    # No IDF, no length: a count of words (times the item's tie factor, under 1.001).
+    assert {round(h.score / lexical.tie_factor(h.item_id), 5) for h in hits} == {1.0, 2.0}
     both = store.query("items", Rescore((Nearest(TERMS_VECTOR, words, N, 1.5),), IMAGE_VECTOR,
                                         np.ones(DIM, np.float32), N), N)
     assert {h.item_id for h in both} == {f"item-{i}" for i in range(8, N, len(WORDS))}  # "red leather handbag"
