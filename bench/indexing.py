@@ -124,13 +124,13 @@ def ceiling(model: str, catalog: Path, batch_size: int) -> float:
 def pipeline(model: str, catalog: Path, batch_size: int, store: Path, extra: list[str]) -> tuple[float, float]:
     """The real index job (Ray Data read, decode, encode, upsert) into a fresh generation: images/s between the
     first and the last write (steady state), and over the whole pipeline (with worker start-up and model loading)."""
-    from jobs import index
+    from jobs import index, indexer
 
     flags = {k: v for k, v in vars(index.build_parser().parse_args(extra)).items() if v is not None}
     cfg = IndexConfig.from_settings(**{**flags, "catalog": catalog, "model": MODELS[model], "store_path": store,
                                        "rebuild": True, "batch_size": batch_size,
                                        "allow_random_weights": model != "offline"})
-    summary = index.run(cfg)
+    summary = indexer.run(cfg)
     assert summary["indexed"] == summary["read"], summary["skipped"]
     if summary["steady_images_per_s"] is None:
         raise SystemExit("too few images for a steady-state rate (one write); raise --n")

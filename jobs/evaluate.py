@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs import cli, index
+from jobs import cli, indexer
 from jobs.eval_report import summary_line, write_outputs
 from jobs.progress import Progress
 from retrieval.catalogs import Catalog, open_catalog
@@ -191,7 +191,7 @@ def evaluate(args: argparse.Namespace, command: str = "") -> dict:
     cfg = index_config(args)
     args.collection = cfg.collection
     catalog = open_catalog(cfg.catalog, cfg.catalog_format)
-    index_summary = index.ensure_index(cfg)
+    index_summary = indexer.ensure_index(cfg)
     phases.done("index_s")
     queries = load_queries(args.queries, args.max_queries)
     encoder = load_model(cfg.model, device=cfg.device, precision=cfg.precision)

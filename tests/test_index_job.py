@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from bench.resume import kill_shard_holders, run_killed
-from jobs import index
+from jobs import index, indexer
 from retrieval.store.factory import open_store
 from retrieval.store.base import point_id
 from tests.conftest import index_config
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.ray
 
 def run_index(catalog, model_spec, store_path, **overrides):
     cfg = index_config(catalog, model_spec, store_path, **overrides)
-    return cfg, index.run(cfg)
+    return cfg, indexer.run(cfg)
 
 
 def test_salted_catalog_indexes_good_files_and_reports_bad_ones(ray_cluster, salted_catalog, model_spec, tmp_path):
