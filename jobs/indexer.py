@@ -1,5 +1,4 @@
-"""The index job as functions: run() indexes a catalog (the Ray Data pipeline, resume, publish) and ensure_index()
-reuses a fitting collection or runs one; `python -m jobs.index` (jobs/index.py) is their command line."""
+"""The index job's run (pipeline, resume, publish) and ensure_index, for jobs.index, the demo, evaluation and benches."""
 
 from __future__ import annotations
 

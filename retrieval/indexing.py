@@ -1,5 +1,4 @@
-"""Index pipeline stages as plain callable classes on column batches, and the plan that chains them: Ray maps the
-plan (jobs/pipeline.py), run_stages runs it in this process (tests, small catalogs). Columns: retrieval/rows.py."""
+"""Index stages as callable classes on column batches, and their plan: Ray maps it, run_stages runs it in-process."""
 
 from __future__ import annotations
 

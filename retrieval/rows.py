@@ -1,5 +1,4 @@
-"""The index job's rows: every column, the stage that adds it and the one that drops it (one table), and a finished
-row as the store's Point."""
+"""The index job's rows: each column with the stages that add and drop it (one table), and a finished row as a Point."""
 
 from __future__ import annotations
 

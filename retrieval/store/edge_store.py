@@ -235,8 +235,8 @@ class EdgeStore(VectorStore):
 
     def _current_aliases(self) -> dict[str, str]:
         """The alias map, re-read only when the file was replaced; shards the alias map left behind are closed."""
-        aliases, previous = self._alias_file.read()
         with self._lock:
+            aliases, previous = self._alias_file.read()
             if previous is not None:
                 self._retired |= set(previous.values()) - set(aliases.values())
                 self._retired -= set(aliases.values())
