@@ -88,13 +88,11 @@ def test_a_killed_rebuild_is_resumed_and_the_alias_never_sees_it(ray_cluster, of
     killed_at = run_killed(argv, 0.25)
     assert n // 4 <= killed_at < n, killed_at
     kill_shard_holders(store)  # its Ray workers run in sessions of their own: the crash takes them too
-    opened = open_store(first_cfg.store)
-    try:  # the alias stayed on the last complete generation; the dead run's is marked partial
+    # The alias stayed on the last complete generation; the dead run's is marked partial.
+    with open_store(first_cfg.store) as opened:
         assert opened.resolve_alias(first_cfg.collection) == first["collection"]
         (partial,) = [c for c in opened.list_collections() if c != first["collection"]]
         assert not opened.collection_spec(partial).complete
-    finally:
-        opened.close()
     _, second = run_index(offline_catalog, model_spec, store, limit=n, rebuild=True)
     assert second["resumed"] and second["already_in_collection"] >= killed_at
     assert second["indexed"] == n - second["already_in_collection"]  # only what the killed run had not written

@@ -289,10 +289,9 @@ def test_an_unreachable_server_is_a_store_error():
     with socket.socket() as probe:  # a port that was free a moment ago refuses connections
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    store = QdrantStore(QdrantClient(url=f"http://127.0.0.1:{port}", timeout=2, check_compatibility=False))
-    with pytest.raises(StoreError):
+    with QdrantStore(QdrantClient(url=f"http://127.0.0.1:{port}", timeout=2, check_compatibility=False)) as store, \
+            pytest.raises(StoreError):
         store.list_collections()
-    store.close()
 
 
 # ---------------------------------------------------------------------------------------------- hybrid queries
