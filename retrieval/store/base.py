@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Protocol, Sequence, Union
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence, Union
 
 import numpy as np
 
 from schemas.collection import DISTANCES, IDF_VECTORS, CollectionSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 # Fixed namespace: the same catalog id always maps to the same point id, so reruns upsert instead of duplicating.
 POINT_NAMESPACE = uuid.UUID("6f1c3a4e-2b7d-5e8f-9a0b-1c2d3e4f5a6b")
@@ -245,7 +249,7 @@ class VectorStore(Protocol):
     def close(self) -> None:
         """Release files, locks and connections."""
 
-    def __enter__(self) -> "VectorStore":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

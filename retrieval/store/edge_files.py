@@ -10,8 +10,9 @@ import json
 import os
 import re
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from retrieval.store.base import StoreError
 
