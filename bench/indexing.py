@@ -124,13 +124,13 @@ def ceiling(model: str, catalog: Path, batch_size: int) -> float:
 def pipeline(model: str, catalog: Path, batch_size: int, store: Path, extra: list[str]) -> tuple[float, float]:
     """The real index job (Ray Data read, decode, encode, upsert) into a fresh generation: images/s between the
     first and the last write (steady state), and over the whole pipeline (with worker start-up and model loading)."""
-    from jobs import index
+    from jobs import index, indexer
 
     flags = {k: v for k, v in vars(index.build_parser().parse_args(extra)).items() if v is not None}
     cfg = IndexConfig.from_settings(**{**flags, "catalog": catalog, "model": MODELS[model], "store_path": store,
                                        "rebuild": True, "batch_size": batch_size,
                                        "allow_random_weights": model != "offline"})
-    summary = index.run(cfg)
+    summary = indexer.run(cfg)
     assert summary["indexed"] == summary["read"], summary["skipped"]
     if summary["steady_images_per_s"] is None:
         raise SystemExit("too few images for a steady-state rate (one write); raise --n")
@@ -149,18 +149,16 @@ def naive(model: str, catalog: Path, store_root: Path, limit: int) -> float:
     torch.set_num_threads(psutil.cpu_count())
     encoder = _load(model)
     transform = open_clip.image_transform(encoder.preprocess_cfg.image_size, is_train=False)
-    store = open_store(StoreConfig(backend="edge", path=store_root / "naive"))
-    store.create_collection(CollectionSpec(name="naive", model=model, dim=encoder.dim))
     files = sorted((catalog / "images").glob("*.jpg"))[:limit]
-    started = time.perf_counter()
-    with torch.inference_mode():
-        for path in files:
-            vector = encoder.model.encode_image(transform(Image.open(path).convert("RGB"))[None])
-            vector = torch.nn.functional.normalize(vector, dim=-1)[0].numpy()
-            store.upsert("naive", [Point(path.stem, {IMAGE_VECTOR: vector})])
-    rate = len(files) / (time.perf_counter() - started)
-    store.close()
-    return rate
+    with open_store(StoreConfig(backend="edge", path=store_root / "naive")) as store:
+        store.create_collection(CollectionSpec(name="naive", model=model, dim=encoder.dim))
+        started = time.perf_counter()
+        with torch.inference_mode():
+            for path in files:
+                vector = encoder.model.encode_image(transform(Image.open(path).convert("RGB"))[None])
+                vector = torch.nn.functional.normalize(vector, dim=-1)[0].numpy()
+                store.upsert("naive", [Point(path.stem, {IMAGE_VECTOR: vector})])
+        return len(files) / (time.perf_counter() - started)
 
 
 def measure(model: str, size: str, args, root: Path) -> Row:

@@ -75,9 +75,9 @@ async def measure(name: str, concurrency: int, store_path: str) -> dict:
 
 
 def ensure_small_index(store_path) -> None:
-    from jobs import index
+    from jobs import indexer
 
-    index.ensure_index(IndexConfig.from_settings(store_path=store_path, limit=256, encode_cpus=1))
+    indexer.ensure_index(IndexConfig.from_settings(store_path=store_path, limit=256, encode_cpus=1))
 
 
 def measure_in_child(name: str, concurrency: int) -> dict:

@@ -79,16 +79,13 @@ def generations(store: Path) -> dict:
     from retrieval.store.factory import open_store
 
     alias = get_settings().collection
-    s = open_store(StoreConfig(backend="edge", path=store))
-    try:
+    with open_store(StoreConfig(backend="edge", path=store)) as s:
         held = {c: (s.count(c), s.collection_spec(c).complete) for c in s.list_collections()}
         partial = [c for c, (_, complete) in held.items() if not complete]
         started = time.perf_counter()
         listed = len(item_ids(s, partial[0])) if partial else 0
         return {"alias": s.resolve_alias(alias), "generations": held, "held_ids_listed": listed,
                 "listing_s": round(time.perf_counter() - started, 2)}
-    finally:
-        s.close()
 
 
 def summary_of(command: list[str], path: Path) -> dict:

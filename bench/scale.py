@@ -18,10 +18,10 @@ from schemas.settings import PROJECT_ROOT, get_settings
 
 
 def index_size(limit: int, store_path, threads: int) -> dict:
-    from jobs import index
+    from jobs import indexer
 
     cfg = IndexConfig.from_settings(store_path=store_path, rebuild=True, encode_threads=threads, limit=limit or None)
-    return index.run(cfg)
+    return indexer.run(cfg)
 
 
 def query_latency(store_path, repeats: int) -> dict[str, float]:

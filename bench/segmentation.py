@@ -33,7 +33,7 @@ from retrieval.segmentation import (
     png_bytes,
     segment_query,
 )
-from jobs import cli, index
+from jobs import cli, indexer
 from schemas.jobs import IndexConfig
 from schemas.settings import OFFLINE_CATALOG, OFFLINE_MODEL, PROJECT_ROOT, SHARED_ROOT
 
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     queries = make_composites(args.catalog, held_out_ids(rows, args.n, args.seed), args.out / "composites", u2netp,
                               args.seed)
     cfg = index_config(args.catalog, args.model, args.out / "store")
-    index.ensure_index(cfg)
+    indexer.ensure_index(cfg)
     scores = evaluate(queries, args.catalog, args.model, cfg, u2netp, args.k)
     text = report(args, speed, scores)
     (args.out / "results.md").write_text(text)

@@ -16,7 +16,7 @@ import time
 import httpx
 
 from bench.common import in_process_latency, percentiles, query_kinds
-from jobs import cli, index
+from jobs import cli, indexer
 from schemas.jobs import IndexConfig, StoreConfig
 from schemas.settings import get_settings
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     serve_args = ServeArgs(encoder_placement=args.placement)
     threads = serve_args.encoder_config().threads
     bodies = {kind: queries(kind) for kind in ("text", "image", "image+text")}
-    index.ensure_index(IndexConfig.from_settings())  # the settings' own store and collection, as `make serve` uses
+    indexer.ensure_index(IndexConfig.from_settings())  # the settings' own store and collection, as `make serve` uses
     inproc = in_process(args.requests, threads)
     print(f"encoder: {args.placement}, {threads} torch thread(s); Ray Serve env: {serve_env}")
     ray.init(ignore_reinit_error=True, log_to_driver=False)

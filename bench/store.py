@@ -104,17 +104,15 @@ def bench_one(variant: str, points: list[Point], dim: int, queries: int, limit: 
     backend, _, extra = variant.partition("+")
     folder = Path(tempfile.mkdtemp(prefix=f"bench-store-{backend}-", dir=_scratch()))
     try:
-        store = open_store(StoreConfig(backend=backend, path=folder))
-        store.create_collection(CollectionSpec(name=COLLECTION, model="bench", dim=dim))
-        upsert_s = time_upsert(store, points)
-        optimize_s = time_optimize(store) if extra == "hnsw" else None
-        store.close()
+        with open_store(StoreConfig(backend=backend, path=folder)) as store:
+            store.create_collection(CollectionSpec(name=COLLECTION, model="bench", dim=dim))
+            upsert_s = time_upsert(store, points)
+            optimize_s = time_optimize(store) if extra == "hnsw" else None
         started = time.perf_counter()
-        store = open_store(StoreConfig(backend=backend, path=folder))
-        assert store.count(COLLECTION) == len(points)
-        reopen_s = time.perf_counter() - started
-        result = _bench_queries(store, backend, len(points), dim, queries, limit)
-        store.close()
+        with open_store(StoreConfig(backend=backend, path=folder)) as store:
+            assert store.count(COLLECTION) == len(points)
+            reopen_s = time.perf_counter() - started
+            result = _bench_queries(store, backend, len(points), dim, queries, limit)
         return StoreBenchResult(variant, len(points), upsert_s, optimize_s, reopen_s, *result)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

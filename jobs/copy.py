@@ -81,13 +81,10 @@ def copy_collection(source: VectorStore, alias: str, to: StoreConfig, keep: int,
         raise cli.UsageError(f"{name} is a partial generation (its index run did not finish): rerun that run, or "
                              "copy a complete one")
     into = new_generation_name(alias)
-    target = open_store(to)
-    try:
+    with open_store(to) as target:
         target.create_collection(spec.model_copy(update={"name": into, "complete": False}))
         copied = copy_points(source, name, target, into)
         checked = verify(source, name, target, into, copied)
-    finally:
-        target.close()
     _, published = finish_generation(to, alias, into, switch=True, keep=keep, optimize_above=optimize_above)
     return {"source": name, "target": into, "alias": alias, "copied": len(copied), **checked,
             "dropped_generations": published.dropped}
@@ -114,12 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                      path=args.to_store_path.expanduser().resolve() if args.to_store_path else None)
     defaults = IndexConfig.model_fields  # retention and indexing as an index run with its defaults
     s = cli.settings_of(args)
-    source = open_store(StoreConfig.from_settings(s))
-    try:
+    with open_store(StoreConfig.from_settings(s)) as source:
         summary = copy_collection(source, s.collection, to, defaults["keep_generations"].default,
                                   defaults["optimize_above"].default)
-    finally:
-        source.close()
     print(f"copied {summary['copied']} points of {summary['source']} into {summary['target']}; counts agree and "
           f"{summary['sampled']} sampled points match; alias {summary['alias']} switched to it")
     return 0

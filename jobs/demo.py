@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jobs import cli, index, query
+from jobs import cli, index, indexer, query
 from retrieval.catalogs import open_catalog
 from retrieval.search import SearchParams
 from retrieval.service import SearchService
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                                      parents=[index.build_parser()])
     args = parser.parse_args(argv)
     cfg = index.IndexConfig.from_settings(**vars(args))
-    summary = index.ensure_index(cfg)  # a collection that fits is reused; else a new generation is built
+    summary = indexer.ensure_index(cfg)  # a collection that fits is reused; else a new generation is built
     if "reused" in summary:
         print(f"reusing the indexed collection {summary['reused']} (--rebuild to index again)")
     else:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs import cli, index
+from jobs import cli, indexer
 from jobs.eval_report import summary_line, write_outputs
 from jobs.progress import Progress
 from retrieval import strategies
@@ -195,15 +195,12 @@ def evaluate(args: argparse.Namespace, command: str = "") -> dict:
     cfg = index_config(args)
     args.collection = cfg.collection
     catalog = open_catalog(cfg.catalog, cfg.catalog_format)
-    index_summary = index.ensure_index(cfg)
+    index_summary = indexer.ensure_index(cfg)
     phases.done("index_s")
     queries = load_queries(args.queries, args.max_queries)
     encoder = load_model(cfg.model, device=cfg.device, precision=cfg.precision)
-    store = open_store(cfg.store)
-    try:
+    with open_store(cfg.store) as store:
         report = measure(store, args, catalog, queries, encoder, phases)
-    finally:
-        store.close()
     report["run"] = {"catalog": str(catalog.root), "model": encoder.spec, **report["run"], "index": index_summary,
                      "command": command, "phases_s": phases.seconds, "wall_s": phases.total()}
     return report

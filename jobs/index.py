@@ -8,28 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
-import time
-from dataclasses import replace
-from itertools import islice
-from pathlib import Path
 
 from jobs import cli
-from jobs.qdrant_sink import QdrantDatasink
-from retrieval.catalogs import open_catalog
-from retrieval.generations import Target, finish_generation, target_collection
-from jobs.index_progress import IndexProgress, ProgressLogger
-from jobs.pipeline import build_pipeline
-from retrieval import lexical
-from retrieval.catalogs.fields import filter_fields, top_values
-from retrieval.indexing import catalog_rows
-from retrieval.store.base import StoreError, item_ids
-from retrieval.store.factory import open_store
-from schemas.collection import CollectionSpec
+from jobs.indexer import run
 from schemas.jobs import CATALOG_FORMATS, SEGMENTERS, IndexConfig
-
-log = logging.getLogger("jobs.index")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,135 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> IndexConfig:
     """The flags given, over the settings, as a validated IndexConfig."""
     return IndexConfig.from_settings(**vars(build_parser().parse_args(argv)))
-
-
-def model_info(cfg: IndexConfig):
-    """Load the model once on the driver: the collection needs its dimension, the decoders its preprocess config."""
-    from retrieval.model import load_model
-
-    encoder = load_model(cfg.model, device="cpu", precision="fp32", allow_random=cfg.allow_random_weights)
-    return encoder.spec, encoder.dim, replace(encoder.preprocess_cfg.with_letterbox(cfg.letterbox), draft=cfg.draft)
-
-
-def collection_spec(cfg: IndexConfig, model: str, dim: int, catalog_root: Path, items: list) -> CollectionSpec:
-    """What this run's collection holds: the model's vectors, the catalog's filter fields and their common values,
-    and the catalog's mean document length for BM25."""
-    fields = filter_fields(items, cfg.filter_fields)
-    return CollectionSpec(name=cfg.collection, model=model, dim=dim, letterbox=cfg.letterbox,
-                          segmentation=cfg.segment, catalog_root=str(catalog_root), filter_fields=fields,
-                          filter_values=top_values(items, fields),
-                          bm25_avg_len=lexical.mean_length(item.text for item in items))
-
-
-def prepare_collection(cfg: IndexConfig, spec: CollectionSpec) -> Target:
-    """Create, reuse or resume the collection to write into (retrieval/generations.py); the store is closed again
-    so workers can open it."""
-    store = open_store(cfg.store)
-    try:
-        return target_collection(store, spec, cfg.rebuild, cfg.resume)
-    finally:
-        store.close()
-
-
-def still_to_index(cfg: IndexConfig, target: Target, items: list) -> tuple[list, int]:
-    """The items a resumed generation does not hold yet, and how many it holds (a crashed run's work is kept)."""
-    if not target.resumed:
-        return items, 0
-    store = open_store(cfg.store)
-    try:
-        held = item_ids(store, target.name)
-    finally:
-        store.close()
-    todo = [item for item in items if item.id not in held]
-    return todo, len(items) - len(todo)
-
-
-def finish(cfg: IndexConfig, target: Target, tally, n_items: int) -> dict:
-    """Count what landed, then publish the generation if the run is acceptable, and return the summary's part."""
-    skipped = sum(tally.skipped.values())
-    acceptable = n_items > 0 and skipped <= cfg.max_skip_fraction * n_items
-    switch = target.is_new and acceptable
-    points, published = finish_generation(cfg.store, cfg.collection, target.name, switch=switch,
-                                          keep=cfg.keep_generations, optimize_above=cfg.optimize_above)
-    return {"collection": target.name, "alias": cfg.collection, "alias_switched": switch,
-            "points_in_collection": points, "dropped_generations": published.dropped,
-            "removed_partial_generations": published.removed_partial, "acceptable": acceptable}
-
-
-def run(cfg: IndexConfig) -> dict:
-    """Index the catalog; returns the summary (read, indexed, skipped by reason, wall time, images/s)."""
-    import ray
-
-    started = time.perf_counter()
-    catalog = open_catalog(cfg.catalog, cfg.catalog_format, cfg.text_fields)
-    items = list(islice(catalog.items(), cfg.limit))
-    model, dim, preprocess_cfg = model_info(cfg)
-    target = prepare_collection(cfg, collection_spec(cfg, model, dim, catalog.root, items))
-    todo, held = still_to_index(cfg, target, items)
-    log.info("indexing %d items of %s into %s%s (filter fields: %s)", len(todo), catalog.root, target.name,
-             f", resumed: {held} already there" if target.resumed else "", ", ".join(target.spec.filter_fields))
-    sink, pipeline_s = QdrantDatasink(cfg.store, target.name), 0.0
-    if todo:
-        ray.init(ignore_reinit_error=True, log_to_driver=False) if not ray.is_initialized() else None
-        pipeline_started = time.perf_counter()
-        sink.progress = ray.remote(IndexProgress).options(num_cpus=0).remote(target.name, len(todo))
-        try:
-            with ProgressLogger(sink.progress, cfg.progress_every_s):
-                build_pipeline(cfg, target.spec, catalog_rows(catalog, todo), preprocess_cfg,
-                               catalog.root).write_datasink(sink, concurrency=None if not cfg.store.embedded else 1,
-                                                            ray_remote_args={"num_cpus": 0.25})
-            log.info("%s", ray.get(sink.progress.line.remote()))
-        finally:
-            ray.kill(sink.progress)
-        pipeline_s = time.perf_counter() - pipeline_started
-    wall = time.perf_counter() - started
-    return {"read": len(items), "indexed": sink.tally.written, "resumed": target.resumed,
-            "already_in_collection": held, "skipped": dict(sink.tally.skipped),
-            "skipped_examples": sink.tally.examples, "wall_s": round(wall, 2), "pipeline_s": round(pipeline_s, 2),
-            "stage_seconds": {k: round(v, 2) for k, v in sorted(sink.tally.stage_seconds.items())},
-            "steady_images_per_s": round(rate, 1) if (rate := sink.tally.steady_rate()) else None,
-            "images_per_s": round(sink.tally.written / wall, 1) if wall else 0.0,
-            **finish(cfg, target, sink.tally, len(items))}
-
-
-def fitting_collection(cfg: IndexConfig) -> str | None:
-    """The generation behind cfg's alias when it fits this run (model, letterbox, segmentation, vectors, catalog)
-    and holds points, else None."""
-    from retrieval.model import canonical_spec
-
-    store = open_store(cfg.store)
-    try:
-        name = store.resolve_alias(cfg.collection)
-        found = store.collection_spec(name) if name else None
-        wanted = {"model": canonical_spec(cfg.model), "letterbox": cfg.letterbox, "segmentation": cfg.segment,
-                  "vectors": CollectionSpec.model_fields["vectors"].default,
-                  "catalog_root": str(open_catalog(cfg.catalog, cfg.catalog_format).root)}
-        return name if found and found.problem(**wanted) is None and store.count(name) else None
-    finally:
-        store.close()
-
-
-def ensure_index(cfg: IndexConfig) -> dict:
-    """Reuse the collection when it fits (`{"reused": name}`), else index it and return the run's summary; Ray is
-    started and shut down here when nobody had started it. Raises StoreError when the run skipped too much."""
-    import ray
-
-    found = None if cfg.rebuild else fitting_collection(cfg)
-    if found:
-        log.info("reusing collection %s (alias %s)", found, cfg.collection)
-        return {"reused": found}
-    cfg = cfg.model_copy(update={"rebuild": True})  # none, or one that does not fit: a new generation either way
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(include_dashboard=False, log_to_driver=False)
-    try:
-        summary = run(cfg)
-    finally:
-        if started_here:
-            ray.shutdown()
-    if not summary["acceptable"]:
-        raise StoreError(f"indexing skipped too many items: {summary['skipped']}")
-    return summary
 
 
 def print_summary(summary: dict) -> None:

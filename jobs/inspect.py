@@ -97,16 +97,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     s = cli.settings_of(args)
-    store = open_store(StoreConfig.from_settings(s))
-    try:
+    with open_store(StoreConfig.from_settings(s)) as store:
         if args.item:
             view, show = point_detail(store, s.collection, args.item), None
         elif args.collection:
             view, show = collection_detail(store, args.collection), print_detail
         else:
             view, show = overview(store), print_overview
-    finally:
-        store.close()
     if args.json or show is None:
         print(json.dumps(view, indent=2, default=str))
     else:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from retrieval.indexing import DecodeImages, EmbedDocuments, EncodeItems, ReadImages
+from retrieval.indexing import Stage, index_stages
 from schemas.collection import CollectionSpec
 from schemas.jobs import IndexConfig
 
@@ -20,44 +21,32 @@ def encoder_resources(cfg: IndexConfig) -> dict:
 
 
 def build_pipeline(cfg: IndexConfig, spec: CollectionSpec, rows: list[dict], preprocess_cfg, catalog_root: Path):
-    """The Ray Data plan: read, BM25-weigh the documents and decode in CPU tasks, optionally segment in its own actor
-    pool, encode photos and documents in an actor pool."""
+    """The Ray Data plan of retrieval.indexing.index_stages: stateless stages as CPU tasks, the segmenter and the
+    encoder each in its own actor pool."""
     import ray
 
     resources = encoder_resources(cfg)
     device = "cuda" if resources["num_gpus"] > 0 else ("cpu" if cfg.device == "auto" else cfg.device)
     threads = (cfg.encode_threads or max(1, round(cfg.encode_cpus))) if device == "cpu" else None
-    ds = (
-        ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // 256, 400)))
-        # Stateless stages go in as instances, so Ray runs (and fuses) them as CPU tasks, not actors.
-        .map_batches(ReadImages(), batch_size=cfg.batch_size, num_cpus=cfg.decode_cpus, batch_format="numpy")
-        .map_batches(EmbedDocuments(spec.bm25_avg_len, spec.bm25_language), batch_size=cfg.batch_size,
-                     num_cpus=cfg.decode_cpus, batch_format="numpy")
-    )
-    ds = _decode(ds, cfg, preprocess_cfg, catalog_root)
-    return ds.map_batches(
-        EncodeItems, fn_constructor_args=(cfg.model, device, cfg.precision, threads, cfg.allow_random_weights),
-        batch_size=cfg.batch_size, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=cfg.encode_actors), **resources)
+    options = segment_options(cfg, catalog_root) if cfg.segment != "none" else {}
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // 256, 400)))
+    for stage in index_stages(cfg, spec, preprocess_cfg, device=device, threads=threads, segment_options=options):
+        fn, placement = _placement(stage, cfg, resources)
+        ds = ds.map_batches(fn, batch_size=cfg.batch_size, batch_format="numpy", **placement)
+    return ds
 
 
-def _decode(ds, cfg: IndexConfig, preprocess_cfg, catalog_root: Path):
-    """Decode straight to model pixels, or decode to RGB and let the segmentation actors crop and preprocess."""
+def _placement(stage: Stage, cfg: IndexConfig, encoder: dict) -> tuple[Any, dict]:
+    """Where Ray runs a stage: a stateless one goes in as an instance, so Ray runs (and fuses) it as CPU tasks; a
+    stage with a model goes in as its class, built once per actor of its pool."""
     import ray
 
-    if cfg.segment == "none":
-        return ds.map_batches(DecodeImages(preprocess_cfg, cfg.max_image_pixels),
-                              batch_size=cfg.batch_size, num_cpus=cfg.decode_cpus, batch_format="numpy")
-    from retrieval.segmentation import DecodeRGB, SegmentImages
-
-    options = segment_options(cfg, catalog_root)
-    return (ds.map_batches(DecodeRGB(cfg.max_image_pixels, min_side=320, max_side=640),
-                           batch_size=cfg.batch_size, num_cpus=cfg.decode_cpus, batch_format="numpy")
-            .map_batches(SegmentImages, fn_constructor_args=(cfg.segment,),
-                         fn_constructor_kwargs={"preprocess_cfg": preprocess_cfg, **options},
-                         batch_size=cfg.batch_size, batch_format="numpy",
-                         compute=ray.data.ActorPoolStrategy(size=cfg.segment_actors),
-                         num_cpus=cfg.segment_cpus, num_gpus=cfg.segment_gpus))
+    if stage.pool is None:
+        return stage.build(), {"num_cpus": cfg.decode_cpus}
+    size, resources = {"segment": (cfg.segment_actors, {"num_cpus": cfg.segment_cpus, "num_gpus": cfg.segment_gpus}),
+                       "encode": (cfg.encode_actors, encoder)}[stage.pool]
+    return stage.cls, {"fn_constructor_args": stage.args, "fn_constructor_kwargs": stage.kwargs,
+                       "compute": ray.data.ActorPoolStrategy(size=size), **resources}
 
 
 def segment_options(cfg: IndexConfig, catalog_root: Path) -> dict:

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
 from typing import Any, Iterable
 
-import numpy as np
 import ray
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 from ray.data.datasource.datasink import WriteResult
 
-from retrieval import lexical
-from retrieval.store.base import Point, SparseVector, StoreError
+from retrieval.rows import row_point
+from retrieval.store.base import Point, StoreError
 from retrieval.store.factory import open_store
-from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TERMS_VECTOR, TEXT_VECTOR
 from schemas.jobs import StoreConfig
 
 log = logging.getLogger(__name__)
@@ -69,28 +66,16 @@ class WriteTally:
 
 
 def rows_to_points(rows: Iterable[dict[str, Any]], tally: WriteTally) -> list[Point]:
-    """Accepted rows become Points; rejected rows are only counted (no vector is ever made up for them, and an
-    item without words has no text or bm25 vector)."""
+    """Accepted rows become Points (retrieval.rows.row_point); rejected rows are only counted (no vector is ever
+    made up for them); every row's stage seconds are added up."""
     points = []
     for row in rows:
         tally.stage_seconds.update({key[2:]: float(value) for key, value in row.items() if key.startswith("t_")})
         if row["error"]:
             tally.skip(row["id"], row["error"])
             continue
-        points.append(Point(item_id=row["id"], vectors=row_vectors(row), payload=json.loads(row["payload"])))
+        points.append(row_point(row))
     return points
-
-
-def row_vectors(row: dict[str, Any]) -> dict[str, Any]:
-    """The named vectors a pipeline row carries: the photo's, and the document's where it has words."""
-    vectors = {IMAGE_VECTOR: np.frombuffer(row["vector"], dtype=np.float32)}
-    if row.get("text_vector"):
-        vectors[TEXT_VECTOR] = np.frombuffer(row["text_vector"], dtype=np.float32)
-    if row.get("bm25_ids"):
-        words = SparseVector(tuple(np.frombuffer(row["bm25_ids"], np.uint32).tolist()),
-                             tuple(np.frombuffer(row["bm25_weights"], np.float32).tolist()))
-        vectors[BM25_VECTOR], vectors[TERMS_VECTOR] = lexical.item_vectors(words, row["id"])
-    return vectors
 
 
 class EmbeddedWriter:
@@ -131,12 +116,9 @@ class QdrantDatasink(Datasink[dict]):
         return not self.store_config.embedded
 
     def on_write_start(self, schema=None) -> None:
-        store = open_store(self.store_config)
-        try:
+        with open_store(self.store_config) as store:
             if store.collection_spec(self.collection) is None:
                 raise StoreError(f"collection {self.collection!r} does not exist; create it before writing")
-        finally:
-            store.close()
         if self.store_config.embedded:
             writer = ray.remote(EmbeddedWriter).options(num_cpus=0, max_restarts=0)
             self._writer = writer.remote(self.store_config, self.collection)

@@ -110,20 +110,14 @@ def finish_generation(config: StoreConfig, alias: str, name: str, *, switch: boo
     shard before the alias sends searches to it."""
     from retrieval.store.factory import open_store
 
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         points = store.count(name)
         if points > optimize_above:  # brute force is ~1.5 ms at 10k points; an index pays off past ~20k
             store.optimize(name)
-    finally:
-        store.close()
     if not switch:
         return points, Published()
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         return points, publish(store, alias, name, keep)
-    finally:
-        store.close()
 
 def _drop(store: VectorStore, name: str, into: list[str]) -> None:
     try:

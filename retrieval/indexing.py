@@ -1,4 +1,4 @@
-"""Index pipeline stages as plain callable classes on column batches: Ray maps them, tests call them directly."""
+"""Index stages as callable classes on column batches, and their plan: Ray maps it, run_stages runs it in-process."""
 
 from __future__ import annotations
 
@@ -6,16 +6,22 @@ import functools
 import json
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
 
 from retrieval import lexical
 from retrieval.images import ImageRejected, PreprocessConfig, load_and_preprocess
+from retrieval.rows import Batch, Row, as_batch, batch_rows
+
+if TYPE_CHECKING:
+    from schemas.collection import CollectionSpec
+    from schemas.jobs import IndexConfig
 
 log = logging.getLogger(__name__)
-Batch = dict[str, Any]  # column name -> numpy array (Ray Data's "numpy" batch format)
 
 
 def column(values: list, dtype=object) -> np.ndarray:
@@ -149,3 +155,51 @@ def catalog_rows(catalog, items) -> list[dict[str, str]]:
          "payload": json.dumps({**item.metadata, "image": item.image, "text": item.text})}
         for item in items
     ]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the plan: a stage class and its arguments, and where it runs: `pool` None is a stateless CPU
+    task (built once, shipped as an instance), else the actor pool ("segment", "encode") that loads its model once
+    per actor."""
+
+    cls: type
+    args: tuple = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    pool: Literal["segment", "encode"] | None = None
+
+    def build(self) -> Callable[[Batch], Batch]:
+        return self.cls(*self.args, **self.kwargs)
+
+
+def index_stages(cfg: IndexConfig, spec: CollectionSpec, preprocess_cfg: PreprocessConfig, *, device: str = "cpu",
+                 threads: int | None = None, segment_options: dict[str, Any] | None = None) -> list[Stage]:
+    """The index plan in order: read, weigh the documents for BM25, decode (or decode, segment and preprocess),
+    encode photos and documents."""
+    encode = Stage(EncodeItems, (cfg.model, device, cfg.precision, threads, cfg.allow_random_weights), pool="encode")
+    return [Stage(ReadImages), Stage(EmbedDocuments, (spec.bm25_avg_len, spec.bm25_language)),
+            *_decode_stages(cfg, preprocess_cfg, segment_options or {}), encode]
+
+
+def _decode_stages(cfg: IndexConfig, preprocess_cfg: PreprocessConfig, segment_options: dict) -> list[Stage]:
+    """Decode straight to model pixels, or decode to RGB and let the segmentation actors crop and preprocess."""
+    if cfg.segment == "none":
+        return [Stage(DecodeImages, (preprocess_cfg, cfg.max_image_pixels))]
+    from retrieval.segmentation import DecodeRGB, SegmentImages
+
+    return [Stage(DecodeRGB, (cfg.max_image_pixels,), {"min_side": 320, "max_side": 640}),
+            Stage(SegmentImages, (cfg.segment,), {"preprocess_cfg": preprocess_cfg, **segment_options},
+                  pool="segment")]
+
+
+def run_stages(stages: Sequence[Stage], rows: list[Row], batch_size: int = 64) -> list[Row]:
+    """The plan in this process, without Ray: each stage built once (models loaded once), the rows in batches;
+    returns the finished rows, as the sink would receive them."""
+    built = [stage.build() for stage in stages]
+    finished = []
+    for start in range(0, len(rows), batch_size):
+        batch = as_batch(rows[start:start + batch_size])
+        for stage in built:
+            batch = stage(batch)
+        finished.extend(batch_rows(batch))
+    return finished

@@ -97,11 +97,11 @@ def index_config(catalog: Path, model: str, store: Path, **overrides) -> IndexCo
 @pytest.fixture(scope="session")
 def full_index(ray_cluster, tmp_path_factory, offline_catalog, model_spec):
     """The whole offline catalog indexed once per session into an embedded store: (IndexConfig, summary)."""
-    from jobs import index
+    from jobs import indexer
 
     cfg = index_config(offline_catalog, model_spec, tmp_path_factory.mktemp("full-index") / "store",
                        encode_cpus=1, batch_size=64)
-    return cfg, index.run(cfg)
+    return cfg, indexer.run(cfg)
 
 
 @pytest.fixture
@@ -170,38 +170,34 @@ def store(tmp_path):
     from retrieval.store.factory import open_store
     from schemas.jobs import StoreConfig
 
-    opened = open_store(StoreConfig(backend="edge", path=tmp_path))
-    yield opened
-    opened.close()
+    with open_store(StoreConfig(backend="edge", path=tmp_path)) as opened:
+        yield opened
 
 
 SMALL_INDEX_ITEMS = 80
 
 
 @pytest.fixture(scope="session")
-def small_index(tmp_path_factory, offline_catalog, model_spec, encoder) -> IndexConfig:
-    """The first 80 items of the offline catalog through the real index stages and sink conversion, without Ray,
-    into an embedded store behind the alias `fashion`: for tests of what reads an index (API, inspection, copy)."""
+def small_index(tmp_path_factory, offline_catalog, model_spec) -> IndexConfig:
+    """The first 80 items of the offline catalog through the index job's own plan and sink conversion, run in this
+    process without Ray, into an embedded store behind the alias `fashion`: for tests of what reads an index (API,
+    inspection, copy)."""
     from itertools import islice
 
-    from jobs.index import collection_spec
+    from jobs.indexer import collection_spec, model_info
     from jobs.qdrant_sink import WriteTally, rows_to_points
     from retrieval.catalogs import open_catalog
-    from retrieval.indexing import DecodeImages, EmbedDocuments, EncodeItems, ReadImages, catalog_rows
+    from retrieval.indexing import catalog_rows, index_stages, run_stages
     from retrieval.store.factory import open_store
-    from tests.salted import as_batch
 
     cfg = index_config(offline_catalog, model_spec, tmp_path_factory.mktemp("small-index") / "store")
     catalog = open_catalog(offline_catalog)
     items = list(islice(catalog.items(), SMALL_INDEX_ITEMS))
-    spec = collection_spec(cfg, encoder.spec, encoder.dim, catalog.root, items).model_copy(update={"name": "gen-1"})
-    batch = EmbedDocuments(spec.bm25_avg_len)(ReadImages()(as_batch(catalog_rows(catalog, items))))
-    batch = EncodeItems(model_spec, device="cpu")(DecodeImages(encoder.preprocess_cfg, 80_000_000)(batch))
-    store = open_store(cfg.store)
-    try:
+    model, dim, preprocess_cfg = model_info(cfg)
+    spec = collection_spec(cfg, model, dim, catalog.root, items).model_copy(update={"name": "gen-1"})
+    rows = run_stages(index_stages(cfg, spec, preprocess_cfg), catalog_rows(catalog, items), cfg.batch_size)
+    with open_store(cfg.store) as store:
         store.create_collection(spec)
-        store.upsert("gen-1", rows_to_points([dict(zip(batch, row)) for row in zip(*batch.values())], WriteTally()))
+        store.upsert("gen-1", rows_to_points(rows, WriteTally()))
         store.set_alias(cfg.collection, "gen-1")
-    finally:
-        store.close()
     return cfg

@@ -83,12 +83,3 @@ def write_salted_catalog(root: Path, catalog: Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return root
-
-
-def as_batch(rows: list[dict]) -> dict[str, np.ndarray]:
-    """Rows as a column batch, the shape Ray Data hands the pipeline stages."""
-    batch = {}
-    for key in rows[0]:
-        batch[key] = np.empty(len(rows), dtype=object)
-        batch[key][:] = [row[key] for row in rows]
-    return batch

@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from bench.resume import kill_shard_holders, run_killed
-from jobs import index
+from jobs import index, indexer
 from retrieval.store.factory import open_store
 from retrieval.store.base import point_id
 from tests.conftest import index_config
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.ray
 
 def run_index(catalog, model_spec, store_path, **overrides):
     cfg = index_config(catalog, model_spec, store_path, **overrides)
-    return cfg, index.run(cfg)
+    return cfg, indexer.run(cfg)
 
 
 def test_salted_catalog_indexes_good_files_and_reports_bad_ones(ray_cluster, salted_catalog, model_spec, tmp_path):
@@ -28,12 +28,9 @@ def test_salted_catalog_indexes_good_files_and_reports_bad_ones(ray_cluster, sal
     assert summary["indexed"] == good == summary["points_in_collection"]
     assert summary["skipped"] == {reason: 1 for reason in EXPECTED.values() if reason}
     assert summary["alias_switched"] and summary["images_per_s"] > 0
-    store = open_store(cfg.store)
-    try:
+    with open_store(cfg.store) as store:
         hits = store.retrieve(summary["collection"], ["exif-rotated", "cmyk", "zero-byte"])
         assert sorted(h.item_id for h in hits) == ["cmyk", "exif-rotated"]
-    finally:
-        store.close()
 
 
 def test_too_many_bad_files_fail_the_run_without_switching(ray_cluster, salted_catalog, model_spec, tmp_path):
@@ -57,13 +54,10 @@ def test_segmentation_stage_in_the_job(ray_cluster, salted_catalog, model_spec, 
     cfg, summary = run_index(salted_catalog, model_spec, tmp_path / "store", limit=4, segment="u2netp",
                              segment_cpus=0.5)
     assert summary["indexed"] == 4 and summary["skipped"] == {}
-    store = open_store(cfg.store)
-    try:
+    with open_store(cfg.store) as store:
         hits = store.retrieve(summary["collection"], GOOD_IDS[:4], with_vectors=False)
         assert len(hits) == 4 and all(len(h.payload["crop_box"]) == 4 for h in hits)
         assert store.collection_spec(summary["collection"]).segmentation == "u2netp"
-    finally:
-        store.close()
 
 
 @pytest.mark.slow
@@ -73,13 +67,10 @@ def test_full_offline_catalog_every_id_once_and_rerun_is_idempotent(full_index, 
     assert first["skipped"] == {} and first["indexed"] == len(ids) == first["points_in_collection"]
     _, second = run_index(offline_catalog, model_spec, cfg.store.path, encode_cpus=1, limit=300)
     assert second["collection"] == first["collection"] and second["points_in_collection"] == len(ids)
-    store = open_store(cfg.store)
-    try:
+    with open_store(cfg.store) as store:
         found = store.retrieve(first["collection"], ids)
         assert sorted(h.item_id for h in found) == sorted(ids)  # every id exactly once
         assert len({point_id(i) for i in ids}) == len(ids)
-    finally:
-        store.close()
     print(f"\nfull offline catalog: {first['indexed']} images in {first['wall_s']} s "
           f"= {first['images_per_s']} images/s")
 
@@ -98,20 +89,15 @@ def test_a_killed_rebuild_is_resumed_and_the_alias_never_sees_it(ray_cluster, of
     killed_at = run_killed(argv, 0.25)
     assert n // 4 <= killed_at < n, killed_at
     kill_shard_holders(store)  # its Ray workers run in sessions of their own: the crash takes them too
-    opened = open_store(first_cfg.store)
-    try:  # the alias stayed on the last complete generation; the dead run's is marked partial
+    # The alias stayed on the last complete generation; the dead run's is marked partial.
+    with open_store(first_cfg.store) as opened:
         assert opened.resolve_alias(first_cfg.collection) == first["collection"]
         (partial,) = [c for c in opened.list_collections() if c != first["collection"]]
         assert not opened.collection_spec(partial).complete
-    finally:
-        opened.close()
     _, second = run_index(offline_catalog, model_spec, store, limit=n, rebuild=True)
     assert second["resumed"] and second["already_in_collection"] >= killed_at
     assert second["indexed"] == n - second["already_in_collection"]  # only what the killed run had not written
     assert second["points_in_collection"] == n and second["alias_switched"]
-    opened = open_store(first_cfg.store)
-    try:
+    with open_store(first_cfg.store) as opened:
         assert first["collection"] in opened.list_collections()  # the rollback target was kept
         assert opened.collection_spec(second["collection"]).complete
-    finally:
-        opened.close()

@@ -1,5 +1,6 @@
-"""Index pipeline stages and the sink's tally, called directly (no Ray): a salted catalog flows through read, decode
-and encode correctly, and the sink counts what it wrote and skipped."""
+"""The index job's plan and the sink's tally, run in this process (no Ray): a salted catalog flows through read,
+BM25, decode and encode correctly, every stage adds and drops the columns the row contract names, and the sink
+counts what it wrote and skipped."""
 
 from __future__ import annotations
 
@@ -9,17 +10,40 @@ import numpy as np
 import pytest
 
 from jobs.qdrant_sink import WriteTally, rows_to_points
+from retrieval import lexical
 from retrieval.catalogs import open_catalog
-from retrieval.indexing import DecodeImages, EncodeItems, ReadImages, catalog_rows
-from tests.salted import EXPECTED, GOOD_IDS, as_batch
+from retrieval.indexing import catalog_rows, index_stages, run_stages
+from retrieval.rows import as_batch, batch_rows, columns_after
+from schemas.collection import BM25_VECTOR, TERMS_VECTOR, CollectionSpec
+from tests.conftest import index_config
+from tests.salted import EXPECTED, GOOD_IDS
+
+
+def plan(catalog, model_spec, encoder, store, segment: str = "none"):
+    """The index job's stages for the salted catalog (the annotations segmenter needs no model)."""
+    cfg = index_config(catalog.root, model_spec, store, segment=segment)
+    spec = CollectionSpec(name="salted", model=model_spec, dim=encoder.dim,
+                          bm25_avg_len=lexical.mean_length(item.text for item in catalog.items()))
+    return index_stages(cfg, spec, encoder.preprocess_cfg, threads=1)
 
 
 @pytest.fixture(scope="module")
-def encoded(salted_catalog, encoder, model_spec):
+def encoded(salted_catalog, encoder, model_spec, tmp_path_factory):
     catalog = open_catalog(salted_catalog)
-    batch = as_batch(catalog_rows(catalog, catalog.items()))
-    batch = DecodeImages(encoder.preprocess_cfg, 80_000_000)(ReadImages()(batch))
-    return EncodeItems(model_spec, device="cpu", threads=1)(batch)
+    stages = plan(catalog, model_spec, encoder, tmp_path_factory.mktemp("unused"))
+    return as_batch(run_stages(stages, catalog_rows(catalog, catalog.items())))
+
+
+@pytest.mark.parametrize("segment", ["none", "annotations"])
+def test_each_stage_adds_and_drops_the_columns_the_row_contract_names(salted_catalog, encoder, model_spec, tmp_path,
+                                                                      segment):
+    catalog = open_catalog(salted_catalog)
+    batch, ran = as_batch(catalog_rows(catalog, list(catalog.items())[:4])), []
+    assert set(batch) == columns_after([])
+    for stage in plan(catalog, model_spec, encoder, tmp_path, segment):
+        batch = stage.build()(batch)
+        ran.append(stage.cls.__name__)
+        assert set(batch) == columns_after(ran), ran
 
 
 def test_every_row_is_accepted_or_rejected_as_expected(encoded):
@@ -46,9 +70,8 @@ def test_exif_rotated_photo_embeds_like_the_upright_original(encoded):
 
 
 def test_sink_rows_become_points_and_skips_are_counted(encoded):
-    rows = [dict(zip(encoded, values)) for values in zip(*encoded.values())]
     tally = WriteTally()
-    points = rows_to_points(rows, tally)
+    points = rows_to_points(batch_rows(encoded), tally)
     expected_ok = len(GOOD_IDS) + sum(1 for reason in EXPECTED.values() if reason is None)
     assert len(points) == expected_ok
     assert dict(tally.skipped) == {r: 1 for r in EXPECTED.values() if r}
@@ -56,6 +79,9 @@ def test_sink_rows_become_points_and_skips_are_counted(encoded):
     point = next(p for p in points if p.item_id == GOOD_IDS[0])
     assert point.payload["image"] == f"images/{GOOD_IDS[0]}.jpg" and point.payload["articleType"] == "good"
     assert json.dumps(point.payload)  # payloads stay JSON-serialisable for every store
+    terms = point.vectors[TERMS_VECTOR]  # one per word, scaled by the item's tie factor like its BM25 weights
+    assert set(terms.values) == {lexical.tie_factor(GOOD_IDS[0])}
+    assert terms.indices == point.vectors[BM25_VECTOR].indices
 
 
 def test_steady_rate_leaves_out_the_first_write_and_merges_across_workers(monkeypatch):

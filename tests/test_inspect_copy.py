@@ -48,9 +48,8 @@ def test_a_copy_answers_searches_like_the_original(small_index, encoder, tmp_pat
     target = ["--to-store-path", str(tmp_path / "copy"), "--to-store-backend", backend]
     assert copy.main([*STORE_FLAGS(small_index), *target]) == 0
     assert "counts agree" in capsys.readouterr().out
-    copied = open_store(StoreConfig(backend=backend, path=tmp_path / "copy"))
-    original = open_store(small_index.store)
-    try:
+    with open_store(StoreConfig(backend=backend, path=tmp_path / "copy")) as copied, \
+            open_store(small_index.store) as original:
         assert copied.count("fashion") == original.count("fashion") == 80
         assert copied.collection_spec(copied.resolve_alias("fashion")).complete
         like_this = Searcher(original, "fashion", "m").item_vectors("10003", original.resolve_alias("fashion"))
@@ -61,6 +60,3 @@ def test_a_copy_answers_searches_like_the_original(small_index, encoder, tmp_pat
                        for s in (original, copied)]
             assert len(answers[0]) == 10 and [s for _, s in answers[0]] == [s for _, s in answers[1]], strategy
             assert sorted(answers[0]) == sorted(answers[1])  # equal scores may come in either order
-    finally:
-        copied.close()
-        original.close()

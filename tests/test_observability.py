@@ -115,12 +115,12 @@ def dashboard_metrics() -> set[str]:
 def test_the_dashboard_queries_only_exported_metrics(service, metrics_port, ray_cluster, offline_catalog,
                                                      model_spec, tmp_path):
     """A search and an index run in this Ray session, then every metric the dashboard queries is on the port."""
-    from jobs import index
+    from jobs import indexer
 
     url, wanted = f"http://127.0.0.1:{metrics_port}/metrics", dashboard_metrics()
     assert {"ray_fashion_search_requests_total", "ray_fashion_index_items_total"} <= wanted
     service.post("/search", json={"text": "blue jeans"})
-    run = threading.Thread(target=index.run, args=(index_config(offline_catalog, model_spec, tmp_path / "store",
+    run = threading.Thread(target=indexer.run, args=(index_config(offline_catalog, model_spec, tmp_path / "store",
                                                                   limit=1200),))
     run.start()
     exported = lambda s: {re.sub(r"_(bucket|sum|count)$", "", n) for n, _, _ in s}  # noqa: E731

@@ -13,9 +13,10 @@ from retrieval import lexical, strategies
 from retrieval.fusion import fuse, rrf_scores, zscore
 from retrieval.search import (EncodedQuery, FilterError, QueryError, SearchParams, search,
                               validate_filters)
-from retrieval.store.base import Hit, Point
+from retrieval.rows import item_point
+from retrieval.store.base import Hit
 from schemas.api import STRATEGIES
-from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TERMS_VECTOR, TEXT_VECTOR, CollectionSpec
+from schemas.collection import CollectionSpec
 from tests.toys import BOTH, TOY, unit
 
 
@@ -111,10 +112,8 @@ def shop(store):
     avg = lexical.mean_length(doc for doc, _ in SHOP.values())
     store.create_collection(CollectionSpec(name="shop", model="toy", dim=3, filter_fields=("kind",),
                                            bm25_avg_len=avg))
-    store.upsert("shop", [Point(item, {IMAGE_VECTOR: photo, TEXT_VECTOR: clip_text(doc),
-                                       BM25_VECTOR: lexical.document_vector(doc, avg),
-                                       TERMS_VECTOR: lexical.document_vector(doc, avg).as_query()},
-                                {"text": doc, "kind": doc.split()[-1]}) for item, (doc, photo) in SHOP.items()])
+    store.upsert("shop", [item_point(item, {"text": doc, "kind": doc.split()[-1]}, photo, clip_text(doc),
+                                     lexical.document_vector(doc, avg)) for item, (doc, photo) in SHOP.items()])
     return store
 
 
@@ -210,10 +209,8 @@ def test_duplicate_photos_rank_by_item_id_whatever_the_write_order(shop, written
     """Three copies of the red tee's listing score exactly as it does; all four come back in id order, as they
     would from a copy of the store."""
     doc, photo = SHOP["red-tee"]
-    copies = [Point(f"copy-{i}", {IMAGE_VECTOR: photo, TEXT_VECTOR: clip_text(doc),
-                                  BM25_VECTOR: lexical.document_vector(doc, 2.0),
-                                  TERMS_VECTOR: lexical.document_vector(doc, 2.0).as_query()},
-                    {"text": doc, "kind": "tshirt"}) for i in range(3)]
+    copies = [item_point(f"copy-{i}", {"text": doc, "kind": "tshirt"}, photo, clip_text(doc),
+                         lexical.document_vector(doc, 2.0)) for i in range(3)]
     shop.upsert("shop", copies if written == "in id order" else copies[::-1])
     params = SearchParams(k=4, k1=5, strategy=strategy, explain=False, exclude=("white-tee",))
     outcome = search(shop, "shop", composed("red"), params)

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from retrieval.images import PreprocessConfig
+from retrieval.rows import as_batch
 from retrieval.segmentation import (
     QUERY_SEGMENTER_NAMES,
     SEGMENTERS,
@@ -34,7 +35,6 @@ from retrieval.segmentation import (
     segmenter_options,
     with_dynamic_batch,
 )
-from tests.salted import as_batch
 
 COLOURS = ("Black", "Blue", "Navy Blue", "Red", "Green", "Maroon", "Purple")  # products that stand out from white
 MAX_PIXELS = 80_000_000

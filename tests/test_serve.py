@@ -102,7 +102,7 @@ def test_docs_and_page(server):
 
 def test_reindex_while_serving(server, full_index, offline_catalog, model_spec):
     """Searches keep answering while a new generation is built, then see it once the alias switches."""
-    from jobs import index
+    from jobs import indexer
 
     cfg, _ = full_index
     before = server.get("/readyz").json()
@@ -116,7 +116,7 @@ def test_reindex_while_serving(server, full_index, offline_catalog, model_spec):
     searcher = threading.Thread(target=keep_searching)
     searcher.start()
     try:
-        summary = index.run(index_config(offline_catalog, model_spec, cfg.store.path, rebuild=True, limit=300,
+        summary = indexer.run(index_config(offline_catalog, model_spec, cfg.store.path, rebuild=True, limit=300,
                                           decode_cpus=0.25))
     finally:
         stop.set()
@@ -133,11 +133,11 @@ def test_encoder_as_its_own_deployment(server, offline_catalog, model_spec, tmp_
     """The cluster layout: QueryEncoder replicas called through a handle; same answers as the in-ingress encoder."""
     from ray import serve
 
-    from jobs import index
+    from jobs import indexer
     from serve.app import build_app
 
     store = tmp_path / "store"
-    index.run(index_config(offline_catalog, model_spec, store, limit=64, decode_cpus=0.25))
+    indexer.run(index_config(offline_catalog, model_spec, store, limit=64, decode_cpus=0.25))
     serve.run(build_app({"model": model_spec, "store_path": store, "encoder_placement": "deployment",
                          "encoder_cpus": 0.25, "ingress_cpus": 0.1}), name="split", route_prefix="/split",
               blocking=False)
@@ -156,11 +156,8 @@ def test_encoder_as_its_own_deployment(server, offline_catalog, model_spec, tmp_
 def _switch_alias(cfg, collection: str) -> None:
     from retrieval.store.factory import open_store
 
-    store = open_store(cfg.store)
-    try:
+    with open_store(cfg.store) as store:
         store.set_alias(cfg.collection, collection)
-    finally:
-        store.close()
 
 
 def test_unreachable_store_is_503_not_500(server, model_spec):

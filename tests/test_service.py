@@ -10,8 +10,9 @@ import pytest
 from retrieval import lexical
 from retrieval.search import EncodedQuery, SearchParams
 from retrieval.service import ItemNotFound, Searcher, merged
-from retrieval.store.base import CollectionMismatch, Point
-from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TEXT_VECTOR, CollectionSpec
+from retrieval.rows import item_point
+from retrieval.store.base import CollectionMismatch
+from schemas.collection import IMAGE_VECTOR, CollectionSpec
 from tests.toys import unit
 
 DOCS = {"a": ("red tshirt", unit(1, 0.1)), "b": ("red dress", unit(0.2, 1)), "c": ("white tshirt", unit(1, 0))}
@@ -21,8 +22,9 @@ def fill(store, name: str = "gen-1", **spec) -> None:
     spec = CollectionSpec(name=name, model="m", dim=2, **spec)
     store.create_collection(spec)
     for item, (doc, photo) in DOCS.items():
-        vectors = {IMAGE_VECTOR: photo, TEXT_VECTOR: photo, BM25_VECTOR: lexical.document_vector(doc, 2.0)}
-        store.upsert(name, [Point(item, {k: v for k, v in vectors.items() if k in spec.vectors}, {"text": doc})])
+        point = item_point(item, {"text": doc}, photo, photo, lexical.document_vector(doc, 2.0))
+        point.vectors = {k: v for k, v in point.vectors.items() if k in spec.vectors}  # only those the collection has
+        store.upsert(name, [point])
     store.set_alias("shop", name)
 
 

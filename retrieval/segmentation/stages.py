@@ -11,7 +11,8 @@ import numpy as np
 from PIL import Image
 
 from retrieval.images import ImageRejected, PreprocessConfig, decode_image, preprocess
-from retrieval.indexing import Batch, column, timed
+from retrieval.indexing import column, timed
+from retrieval.rows import Batch
 from retrieval.segmentation.base import SegmentResult, Segmenter
 from retrieval.segmentation.factory import make_segmenter
 

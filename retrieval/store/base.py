@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, Sequence, Union
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence, Union
 
 import numpy as np
 
-from schemas.collection import CollectionSpec
+from schemas.collection import DISTANCES, IDF_VECTORS, CollectionSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 # Fixed namespace: the same catalog id always maps to the same point id, so reruns upsert instead of duplicating.
 POINT_NAMESPACE = uuid.UUID("6f1c3a4e-2b7d-5e8f-9a0b-1c2d3e4f5a6b")
@@ -148,6 +152,20 @@ def check_fits(found: CollectionSpec, remedy: str, **wanted: object) -> None:
                                  f"used{asked}: {problem}. {remedy}")
 
 
+def vector_params(spec: CollectionSpec, dense: Callable[[int, str], Any],
+                  sparse: Callable[[bool], Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The spec's named vectors as a client's parameters: `dense(size, distance)` with Qdrant's spelling of the
+    distance, `sparse(idf)`; every backend creates its collections from these."""
+    # IDF by the collection, so it stays right as items come and go (queries carry 1.0 per word).
+    return ({name: dense(spec.dim, DISTANCES[spec.distance]) for name in spec.dense_vectors},
+            {name: sparse(name in IDF_VECTORS) for name in spec.sparse_vectors})
+
+
+def keyword_fields(spec: CollectionSpec) -> tuple[str, ...]:
+    """The payload fields a collection indexes as keywords: its filter fields, then the item id."""
+    return tuple(dict.fromkeys((*spec.filter_fields, ITEM_ID_FIELD)))
+
+
 REBUILD = "Build a new generation with --rebuild (the alias switches when it is complete)."
 
 
@@ -230,3 +248,10 @@ class VectorStore(Protocol):
 
     def close(self) -> None:
         """Release files, locks and connections."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """`with open_store(config) as store:` closes the store however the block ends."""
+        self.close()

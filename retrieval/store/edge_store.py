@@ -32,9 +32,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import re
 import shutil
 import threading
 from dataclasses import dataclass
@@ -42,16 +39,14 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from retrieval.store.base import (
-    REBUILD, check_fits, hit_from_record,
+    REBUILD, check_fits, hit_from_record, keyword_fields, vector_params,
     ITEM_ID_FIELD, CollectionMissing, Filter, Hit, Plan, Point, StoreError, VectorStore, point_id,
 )
+from retrieval.store.edge_files import SPEC_FILE, AliasFile, folder_of, lock_folder, unlock, write_json_atomic
 from retrieval.store.edge_query import edge_point, edge_prefetches, edge_query, to_edge_filter
-from schemas.collection import DISTANCES, IDF_VECTORS, CollectionSpec
+from schemas.collection import CollectionSpec
 
-SPEC_FILE, SHARD_DIR, LOCK_FILE = "spec.json", "shard", "shard.lock"
-ALIASES_FILE, ALIASES_LOCK = "aliases.json", ".aliases.lock"
-# Collection and alias names become folder names: keep them to one safe path component.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
+SHARD_DIR = "shard"
 
 
 @dataclass
@@ -69,8 +64,7 @@ class EdgeStore(VectorStore):
         # One lock for the open-shard dict and every shard call: close() can never pull a shard from under a search.
         self._lock = threading.RLock()
         self._open: dict[str, _OpenShard] = {}
-        self._aliases: dict[str, str] = {}
-        self._aliases_stamp: tuple[int, int, int] | None = None
+        self._alias_file = AliasFile(self.root)
         self._retired: set[str] = set()  # generations the aliases left: closed whenever found open
 
     def create_collection(self, spec: CollectionSpec) -> None:
@@ -85,16 +79,16 @@ class EdgeStore(VectorStore):
             raise StoreError(f"cannot create collection {spec.name!r}: an alias of that name exists")
         folder = self._folder(spec.name)
         folder.mkdir(parents=True, exist_ok=True)
-        fd = _lock_folder(folder, spec.name)
+        fd = lock_folder(folder, spec.name)
         try:
             found = self.collection_spec(spec.name)
             if found is None:
                 self._open[spec.name] = _OpenShard(_build(folder, spec), fd)
                 return None
         except BaseException:
-            _unlock(fd)
+            unlock(fd)
             raise
-        _unlock(fd)
+        unlock(fd)
         return found
 
     def collection_spec(self, name: str) -> CollectionSpec | None:
@@ -150,7 +144,7 @@ class EdgeStore(VectorStore):
             path = self._folder(spec.name) / SPEC_FILE
             if not path.is_file():
                 raise CollectionMissing(f"no collection {spec.name!r} in the store at {self.root}")
-            _write_json_atomic(path, spec.model_dump(mode="json"))
+            write_json_atomic(path, spec.model_dump(mode="json"))
 
     def count(self, collection: str) -> int:
         edge = _edge()
@@ -174,7 +168,7 @@ class EdgeStore(VectorStore):
                 return
             opened = self._open.pop(name, None)
             # Keep the folder locked until it is gone, so that no other process loads a half-deleted shard.
-            fd = opened.lock_fd if opened else _lock_folder(folder, name)
+            fd = opened.lock_fd if opened else lock_folder(folder, name)
             try:
                 if opened:
                     _close_shard(opened)
@@ -182,7 +176,7 @@ class EdgeStore(VectorStore):
                 (folder / SPEC_FILE).unlink(missing_ok=True)
                 shutil.rmtree(folder)
             finally:
-                _unlock(fd)
+                unlock(fd)
             self._drop_aliases_of(name)
 
     def list_collections(self) -> list[str]:
@@ -224,13 +218,13 @@ class EdgeStore(VectorStore):
         folder = self._folder(name)
         if not (folder / SPEC_FILE).is_file():
             raise CollectionMissing(f"no collection {name!r} in the store at {self.root}; index first")
-        fd = _lock_folder(folder, name)
+        fd = lock_folder(folder, name)
         try:
             if not (folder / SPEC_FILE).is_file():  # deleted by another process before we took the lock
                 raise CollectionMissing(f"no collection {name!r} in the store at {self.root}; index first")
             return _OpenShard(_edge().EdgeShard.load(str(folder / SHARD_DIR)), fd)
         except BaseException:
-            _unlock(fd)
+            unlock(fd)
             raise
 
     def _concrete(self, name: str) -> str:
@@ -241,24 +235,13 @@ class EdgeStore(VectorStore):
 
     def _current_aliases(self) -> dict[str, str]:
         """The alias map, re-read only when the file was replaced; shards the alias map left behind are closed."""
-        path = self.root / ALIASES_FILE
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            stamp, aliases = None, {}
-        else:
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if stamp == self._aliases_stamp:
-                if self._retired & self._open.keys():
-                    with self._lock:
-                        self._retire(set(self._retired))
-                return self._aliases
-            aliases = json.loads(path.read_text())
         with self._lock:
-            self._retired |= set(self._aliases.values()) - set(aliases.values())
-            self._retired -= set(aliases.values())
-            self._retire(set(self._retired))
-            self._aliases, self._aliases_stamp = aliases, stamp
+            aliases, previous = self._alias_file.read()
+            if previous is not None:
+                self._retired |= set(previous.values()) - set(aliases.values())
+                self._retired -= set(aliases.values())
+            if self._retired & self._open.keys():
+                self._retire(set(self._retired))
         return aliases
 
     def _retire(self, names: set[str]) -> None:
@@ -270,11 +253,7 @@ class EdgeStore(VectorStore):
                 _release(handle)
 
     def _edit_aliases(self, change: Any) -> None:
-        """Read-modify-write aliases.json under a cross-process lock, replacing the file atomically."""
-        with _flock(self.root / ALIASES_LOCK):
-            path = self.root / ALIASES_FILE
-            current = json.loads(path.read_text()) if path.exists() else {}
-            _write_json_atomic(path, change(current))
+        self._alias_file.edit(change)
         self._current_aliases()
 
     def _drop_aliases_of(self, collection: str) -> None:
@@ -283,9 +262,7 @@ class EdgeStore(VectorStore):
             self._edit_aliases(lambda aliases: {a: c for a, c in aliases.items() if c != collection})
 
     def _folder(self, name: str) -> Path:
-        if not NAME_RE.match(name) or name == ALIASES_FILE:
-            raise StoreError(f"invalid collection or alias name {name!r}: use letters, digits, '_', '-' and '.'")
-        return self.root / name
+        return folder_of(self.root, name)
 
 
 def _edge() -> Any:
@@ -299,19 +276,17 @@ def _build(folder: Path, spec: CollectionSpec) -> Any:
     # A shard folder without spec.json is a creation that died half-way: start it again.
     shutil.rmtree(folder / SHARD_DIR, ignore_errors=True)
     shard = _create_shard(folder / SHARD_DIR, spec)
-    _write_json_atomic(folder / SPEC_FILE, spec.model_dump(mode="json"))
+    write_json_atomic(folder / SPEC_FILE, spec.model_dump(mode="json"))
     return shard
 
 
 def _create_shard(path: Path, spec: CollectionSpec) -> Any:
     edge = _edge()
-    distance = getattr(edge.Distance, DISTANCES[spec.distance])
-    vectors = {name: edge.EdgeVectorParams(size=spec.dim, distance=distance) for name in spec.dense_vectors}
-    # IDF by the collection, so it stays right as items come and go (queries carry 1.0 per word).
-    sparse = {name: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf if name in IDF_VECTORS else None)
-              for name in spec.sparse_vectors}
+    vectors, sparse = vector_params(
+        spec, lambda size, distance: edge.EdgeVectorParams(size=size, distance=getattr(edge.Distance, distance)),
+        lambda idf: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf if idf else None))
     shard = edge.EdgeShard.create(str(path), edge.EdgeConfig(vectors=vectors, sparse_vectors=sparse or None))
-    for field in dict.fromkeys((*spec.filter_fields, ITEM_ID_FIELD)):
+    for field in keyword_fields(spec):
         shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Keyword))
     shard.flush()
     return shard
@@ -329,51 +304,7 @@ def _release(handle: _OpenShard) -> None:
     try:
         _close_shard(handle)
     finally:
-        _unlock(handle.lock_fd)
-
-
-def _lock_folder(folder: Path, name: str) -> int:
-    """Take the collection's cross-process lock, or fail without touching the shard (a failed load corrupts it)."""
-    import fcntl
-
-    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise StoreError(
-            f"collection {name!r} is open in another process (pid {holder}); an edge shard serves one process at a "
-            "time: close it there, or use a Qdrant server for several processes") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
-
-
-def _unlock(fd: int) -> None:
-    os.close(fd)  # closing the descriptor releases its flock
-
-
-@contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
-    import fcntl
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    """Write a sibling temp file, fsync it, then os.replace: readers see the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+        unlock(handle.lock_fd)
 
 
 @contextlib.contextmanager

@@ -9,11 +9,11 @@ import time
 from typing import Any, Callable, Sequence, TypeVar
 
 from retrieval.store.base import (
-    REBUILD, check_fits, hit_from_record,
+    REBUILD, check_fits, hit_from_record, keyword_fields, vector_params,
     ITEM_ID_FIELD, CollectionMismatch, CollectionMissing, Filter, Hit, Plan, Point, StoreError, VectorStore, point_id,
 )
 from retrieval.store.qdrant_query import point_struct, query_args, to_qdrant_filter
-from schemas.collection import DISTANCES, IDF_VECTORS, CollectionSpec
+from schemas.collection import CollectionSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,16 +43,14 @@ class QdrantStore(VectorStore):
             return
         from qdrant_client import models
 
-        vectors = {name: models.VectorParams(size=spec.dim, distance=_distance(spec.distance))
-                   for name in spec.dense_vectors}
-        # IDF by the collection, so it stays right as items come and go (queries carry 1.0 per word).
-        sparse = {name: models.SparseVectorParams(modifier=models.Modifier.IDF if name in IDF_VECTORS else None)
-                  for name in spec.sparse_vectors}
+        vectors, sparse = vector_params(
+            spec, lambda size, distance: models.VectorParams(size=size, distance=models.Distance(distance)),
+            lambda idf: models.SparseVectorParams(modifier=models.Modifier.IDF if idf else None))
         metadata = {SPEC_METADATA_KEY: spec.model_dump(mode="json")}
         self._call(lambda: self.client.create_collection(spec.name, vectors_config=vectors,
                                                          sparse_vectors_config=sparse or None, metadata=metadata))
         # Local mode keeps no payload indexes (it only warns), and filters work without them: skip it there.
-        for field in () if self.local else dict.fromkeys((*spec.filter_fields, ITEM_ID_FIELD)):
+        for field in () if self.local else keyword_fields(spec):
             self._call(lambda: self.client.create_payload_index(
                 spec.name, field, field_schema=models.PayloadSchemaType.KEYWORD, wait=True))  # noqa: B023 - called at once
 
@@ -201,12 +199,6 @@ def _is_not_found(exc: Exception) -> bool:
         return getattr(code(), "name", None) == "NOT_FOUND"
     # Local mode raises ValueError("Collection X not found").
     return isinstance(exc, ValueError) and "not found" in str(exc)
-
-
-def _distance(name: str) -> Any:
-    from qdrant_client import models
-
-    return models.Distance(DISTANCES[name])
 
 
 def _is_local(client: Any) -> bool:
