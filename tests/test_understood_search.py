@@ -10,8 +10,8 @@ from retrieval import lexical
 from retrieval.prepare import with_words
 from retrieval.search import EncodedQuery, SearchParams, search
 from retrieval.service import catalog_words
-from retrieval.store.base import Point
-from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TERMS_VECTOR, TEXT_VECTOR, CollectionSpec
+from retrieval.rows import item_point
+from schemas.collection import CollectionSpec
 from tests.toys import unit
 
 # Photos: shirts and T-shirts look alike (the first axis), a colour adds its own axis. Every T-shirt's document
@@ -44,10 +44,9 @@ def shop(store):
     counts = {"type": {t: 2 * len(COLOURS) for t in TYPES}, "colour": {c: 2 * len(TYPES) for c in COLOURS}}
     store.create_collection(CollectionSpec(name="shop", model="toy", dim=4, filter_fields=("type", "colour"),
                                            filter_values=counts, bm25_avg_len=avg))
-    store.upsert("shop", [Point(item, {IMAGE_VECTOR: photo(t, c, int(item[-1])), TEXT_VECTOR: clip_text(docs[item]),
-                                       BM25_VECTOR: lexical.document_vector(docs[item], avg),
-                                       TERMS_VECTOR: lexical.document_vector(docs[item], avg).as_query()},
-                                {"text": docs[item], "type": t, "colour": c}) for item, (t, c) in ITEMS.items()])
+    store.upsert("shop", [item_point(item, {"text": docs[item], "type": t, "colour": c}, photo(t, c, int(item[-1])),
+                                     clip_text(docs[item]), lexical.document_vector(docs[item], avg))
+                          for item, (t, c) in ITEMS.items()])
     return store
 
 
