@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_field(p, IndexConfig, "catalog_format", choices=CATALOG_FORMATS)
     cli.add_field(p, IndexConfig, "text_fields", type=cli.comma_list, metavar="A,B,...")
     cli.add_field(p, IndexConfig, "filter_fields", type=cli.comma_list, metavar="A,B,...")
+    cli.add_field(p, IndexConfig, "synonyms", metavar="FILE")
     cli.add_model_args(p)
     cli.add_store_args(p)
     for name in ("rebuild", "letterbox", "allow_random_weights"):

@@ -13,11 +13,13 @@ from jobs.pipeline import build_pipeline
 from jobs.qdrant_sink import QdrantDatasink
 from retrieval import lexical
 from retrieval.catalogs import open_catalog
+from retrieval.entry import UsageError
 from retrieval.catalogs.fields import filter_fields, top_values
 from retrieval.generations import Target, finish_generation, target_collection
 from retrieval.indexing import catalog_rows
 from retrieval.store.base import StoreError, item_ids
 from retrieval.store.factory import open_store
+from retrieval.understanding import Synonyms
 from schemas.collection import CollectionSpec
 from schemas.jobs import IndexConfig
 
@@ -38,15 +40,31 @@ def collection_spec(cfg: IndexConfig, model: str, dim: int, catalog_root: Path, 
     fields = filter_fields(items, cfg.filter_fields)
     return CollectionSpec(name=cfg.collection, model=model, dim=dim, letterbox=cfg.letterbox,
                           segmentation=cfg.segment, catalog_root=str(catalog_root), filter_fields=fields,
-                          filter_values=top_values(items, fields),
+                          filter_values=top_values(items, fields), synonyms=synonyms_of(cfg),
                           bm25_avg_len=lexical.mean_length(item.text for item in items))
+
+
+def synonyms_of(cfg: IndexConfig) -> str | None:
+    """The catalog's synonyms file, read and checked (None: the default file applies)."""
+    if cfg.synonyms is None:
+        return None
+    try:
+        text = Path(cfg.synonyms).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"--synonyms {cfg.synonyms}: cannot read it ({err})") from err
+    if not Synonyms.parse(text).rules:
+        raise UsageError(f"--synonyms {cfg.synonyms}: no rule in it (lines like 'a, b, c' or 'a, b => c')")
+    return text
 
 
 def prepare_collection(cfg: IndexConfig, spec: CollectionSpec) -> Target:
     """Create, reuse or resume the collection to write into (retrieval/generations.py); the store is closed again
     so workers can open it."""
     with open_store(cfg.store) as store:
-        return target_collection(store, spec, cfg.rebuild, cfg.resume)
+        target = target_collection(store, spec, cfg.rebuild, cfg.resume)
+        if cfg.synonyms is not None and target.spec.synonyms != spec.synonyms:  # read by queries only: no reindex
+            store.update_spec(target.spec.model_copy(update={"synonyms": spec.synonyms}))
+        return target
 
 
 def still_to_index(cfg: IndexConfig, target: Target, items: list) -> tuple[list, int]:

@@ -61,6 +61,9 @@ class IndexConfig(BaseModel):
                           "and the image; numbers left out)")
     filter_fields: tuple[str, ...] | None = Field(
         None, description="payload fields to filter by (default: the catalog's categorical string fields)")
+    synonyms: Path | None = Field(
+        None, description="the catalog's synonyms file for the search box ('a, b, c' or 'a, b => c' per line; "
+                          "default: retrieval/synonyms.txt), recorded with the collection")
     model: str
     device: str
     precision: str

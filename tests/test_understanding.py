@@ -91,3 +91,25 @@ def test_edit_distance_with_swaps_and_a_limit(a, b, limit, expected):
 
 def test_words_are_normalised():
     assert words_of("T-Shirt, men's & Kids!") == ["tshirt", "mens", "kids"]
+
+
+def test_a_catalogs_synonyms_file_is_checked_and_recorded(tmp_path):
+    from jobs.indexer import synonyms_of
+    from retrieval.entry import UsageError
+    from retrieval.understanding import CatalogWords
+    from schemas.jobs import IndexConfig
+
+    def config(path):
+        return IndexConfig.from_settings(synonyms=path)
+
+    assert synonyms_of(IndexConfig.from_settings()) is None  # the default file applies
+    (tmp_path / "shop.txt").write_text("# ours\nkurta, kurti => kurtas\n")
+    text = synonyms_of(config(tmp_path / "shop.txt"))
+    words = CatalogWords.of({"type": {"Kurtas": 3}}, text)
+    assert [s.names for s in words.understand("blue kurti").spans] == [("Kurtas",)]
+    assert CatalogWords.of({"type": {"Kurtas": 3}}).understand("kurti").spans == ()  # not in the default file
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(UsageError, match="no rule"):
+        synonyms_of(config(tmp_path / "empty.txt"))
+    with pytest.raises(UsageError, match="cannot read"):
+        synonyms_of(config(tmp_path / "missing.txt"))
