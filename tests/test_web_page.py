@@ -46,13 +46,20 @@ def _wait_for(browser, condition, seconds=60):
     return WebDriverWait(browser, seconds).until(lambda _: condition())
 
 
-def test_search_shows_result_images_and_refines(server, browser):
+def _search_for(server, browser, words: str) -> None:
+    """The page, fresh, searching for `words` until results show."""
     from selenium.webdriver.common.by import By
 
     browser.get(f"{server.base_url}/")
-    browser.find_element(By.ID, "text").send_keys("blue jeans")
+    browser.find_element(By.ID, "text").send_keys(words)
     browser.find_element(By.CSS_SELECTOR, "#search button[type=submit]").click()
     _wait_for(browser, lambda: len(_cards(browser)) > 0)
+
+
+def test_search_shows_result_images_and_refines(server, browser):
+    from selenium.webdriver.common.by import By
+
+    _search_for(server, browser, "blue jeans")
     images = browser.find_elements(By.CSS_SELECTOR, "#results .card img")
     loaded = "return arguments[0].complete && arguments[0].naturalWidth > 0"
     _wait_for(browser, lambda: all(browser.execute_script(loaded, i) for i in images[:8]))
@@ -77,10 +84,7 @@ def test_the_page_says_what_the_words_were_understood_as(server, browser):
     result says which of them it has; the correction is one click."""
     from selenium.webdriver.common.by import By
 
-    browser.get(f"{server.base_url}/")
-    browser.find_element(By.ID, "text").send_keys("blue jeens")
-    browser.find_element(By.CSS_SELECTOR, "#search button[type=submit]").click()
-    _wait_for(browser, lambda: len(_cards(browser)) > 0)
+    _search_for(server, browser, "blue jeens")
     line = browser.find_element(By.ID, "understood").text
     assert "Did you mean: blue jeans" in line and "Understood: baseColour Blue, articleType Jeans" in line
     values = [v.text for v in browser.find_elements(By.CSS_SELECTOR, "#results .card .values")[:3]]
