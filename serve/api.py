@@ -13,6 +13,7 @@ from fastapi import HTTPException, Request
 from fastapi.responses import FileResponse
 from ray import serve
 
+from retrieval.model import public_name
 from retrieval.search import DEFAULT_STRATEGY, FilterError, QueryError, SearchParams, StrategyError, mode_of
 from retrieval.service import ItemNotFound, Searcher
 from retrieval.store.base import StoreError
@@ -20,7 +21,7 @@ from retrieval.store.factory import open_store
 from schemas.api import STRATEGIES, ReadyResponse, ResultItem, SearchRequest, SearchResponse
 from schemas.jobs import StoreConfig
 from serve.encoder import EncoderClient
-from serve.http import Refused, parse_search
+from serve.http import BODY_TIMEOUTS, CLIENT_GONE, BodyTimeouts, Refused, parse_search
 from serve.metrics import service_metrics
 from serve.routes import create_app
 
@@ -42,6 +43,16 @@ def log_search(record: dict) -> None:
     log.info("%s", json.dumps(record, sort_keys=True))
 
 
+def log_to_serve() -> None:
+    """On a replica, Serve writes only its own `ray.serve` logger to the replica's file (logs/serve/replica_*.log
+    of the Ray session): the search lines go through its handlers, and at INFO."""
+    for handler in logging.getLogger("ray.serve").handlers:
+        if handler not in log.handlers:
+            log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def to_params(request: SearchRequest) -> SearchParams:
     """Only what the request sets; the rest keeps SearchParams' evaluated defaults."""
     chosen = {k: v for k, v in request.model_dump(include={"k1", "text_weight", "strategy"}).items() if v is not None}
@@ -59,9 +70,11 @@ def to_item(result) -> ResultItem:
 class SearchHandlers:
     """What each route does, without Ray: the store and the alias (Searcher) and the encoder (EncoderClient)."""
 
-    def __init__(self, encoder, store: StoreConfig, collection: str, model: str, max_upload_bytes: int):
+    def __init__(self, encoder, store: StoreConfig, collection: str, model: str, max_upload_bytes: int,
+                 body_timeouts: BodyTimeouts = BODY_TIMEOUTS):
         self.metrics = service_metrics()
         self.encoder, self.max_upload_bytes = EncoderClient(encoder), max_upload_bytes
+        self.body_timeouts = body_timeouts
         self.searcher = Searcher(open_store(store), collection, model)
 
     async def ready(self) -> ReadyResponse:
@@ -74,7 +87,7 @@ class SearchHandlers:
             await self.encoder.model_spec()
         except Exception as err:  # noqa: BLE001 - an encoder replica that is down or starting: not ready
             raise HTTPException(503, f"encoder not ready: {type(err).__name__}: {err}") from err
-        return ReadyResponse(status="ready", collection=collection, points=points, model=spec.model,
+        return ReadyResponse(status="ready", collection=collection, points=points, model=public_name(spec.model),
                              filter_fields=list(spec.filter_fields), filter_values=spec.filter_values,
                              default_strategy=DEFAULT_STRATEGY, strategies=list(STRATEGIES))
 
@@ -82,12 +95,16 @@ class SearchHandlers:
         """Parse, search, and account for it: metrics by outcome and one log line, whatever the outcome."""
         started, record = time.perf_counter(), {"request_id": request_id(request), "mode": "unknown"}
         try:
-            search, image = await parse_search(request, self.max_upload_bytes)
+            search, image = await parse_search(request, self.max_upload_bytes, self.body_timeouts)
             record.update(mode=request_mode(search, image), k=search.k, text=(search.text or "")[:TEXT_LOGGED])
             response, mode = await self._search(search, image, started)
         except Refused as refusal:
             self.metrics.refused(record["mode"], refusal.status_code, refusal.reason)
             log_search({**record, "status": refusal.status_code, "reason": refusal.reason})
+            raise
+        except asyncio.CancelledError:  # Serve cancels a request whose client hung up: the client's doing, not ours
+            self.metrics.refused(record["mode"], CLIENT_GONE, "client_disconnected")
+            log_search({**record, "status": CLIENT_GONE, "reason": "client_disconnected"})
             raise
         except Exception as err:  # a bug or a dead encoder replica: counted and logged, then Serve answers 500
             self.metrics.refused(record["mode"], 500, "internal_error")
@@ -118,7 +135,8 @@ class SearchHandlers:
         response and the mode searched (an item alone searches by its photo and its words)."""
         # Store calls (the alias, an item's vectors) off the event loop, as in finish: a slow Qdrant must not stall
         # the other requests this replica is parsing.
-        pending = await asyncio.to_thread(self.searcher.begin, image, search.text, search.item_id, started)
+        pending = await asyncio.to_thread(self.searcher.begin, image, search.text, search.item_id, started,
+                                          search.filters)
         query, rejected = await self.encoder.encode(pending.image, pending.text, pending.spec.letterbox,
                                                     search.segment and pending.image is not None)
         if rejected:
@@ -144,8 +162,9 @@ class SearchIngress(SearchHandlers):
     """The handlers as a Serve ingress: Serve calls this after the constructor, on the replica."""
 
     def __serve_build_asgi_app__(self):
+        log_to_serve()
         return create_app(self, echo_request_ids=False)  # Serve echoes X-Request-ID itself
 
 
-SearchAPI = serve.deployment(name="SearchAPI", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)(
+SearchAPI = serve.deployment(name="SearchAPI", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)(
     serve.ingress()(SearchIngress))

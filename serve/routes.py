@@ -25,7 +25,7 @@ def errors(*codes: int) -> dict[int, dict]:
     return {code: {"model": ErrorResponse} for code in codes}
 
 
-SEARCH_ERRORS = errors(400, 404, 413, 415, 422, 503)
+SEARCH_ERRORS = errors(400, 404, 408, 413, 415, 422, 503)
 
 
 def form_field(schema: dict) -> dict:
@@ -46,7 +46,7 @@ FORM_FIELDS = {
 }
 SEARCH_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": SearchRequest.model_json_schema(ref_template="#/components/schemas/{model}")},
-    "multipart/form-data": {"schema": {"type": "object", "properties": FORM_FIELDS,
+    "multipart/form-data": {"schema": {"type": "object", "properties": FORM_FIELDS, "additionalProperties": False,
                                        "anyOf": [{"required": [name]} for name in ("text", "image", "item_id")]}},
 }}}
 IMAGE_RESPONSE = {200: {"description": "The item's image file", "content": {"image/*": {}}}, **errors(404)}
