@@ -10,7 +10,9 @@ MAX_K = 100
 MAX_K1 = 1000
 MAX_FILTER_FIELDS = 32
 MAX_FILTER_VALUES = 100  # values of one field (matched as any of them)
-INT64 = (-2**63, 2**63 - 1)  # the store matches integers as signed 64-bit; past that is no value it holds
+# A filter integer: JSON's interoperable range (RFC 7493, I-JSON: what a double holds exactly), inside the store's
+# signed 64 bits. Bounds at 2**63 would let the float 9.2e18 pass a schema check and then overflow the store.
+SAFE_INTEGERS = (-(2**53 - 1), 2**53 - 1)
 
 
 def _whole(value: Any) -> Any:
@@ -19,7 +21,7 @@ def _whole(value: Any) -> Any:
 
 
 # Bounds first, then the validator: so the bounds check the whole number, and the schema still shows them.
-Integer = Annotated[int, Field(ge=INT64[0], le=INT64[1]), BeforeValidator(_whole)]
+Integer = Annotated[int, Field(ge=SAFE_INTEGERS[0], le=SAFE_INTEGERS[1]), BeforeValidator(_whole)]
 Results = Annotated[int, Field(ge=1, le=MAX_K), BeforeValidator(_whole)]
 Candidates = Annotated[int, Field(ge=1, le=MAX_K1), BeforeValidator(_whole)]
 FilterWord = Annotated[str, Field(min_length=1, max_length=200)]
