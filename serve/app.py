@@ -20,6 +20,7 @@ from schemas.jobs import QUERY_SEGMENTERS, STORE_SETTINGS, StoreConfig
 from schemas.settings import get_settings
 from serve.api import SearchAPI
 from serve.encoder import EncoderSpec, QueryEncoder
+from serve.http import BodyTimeouts
 
 
 def _settings_default(name: str):
@@ -42,6 +43,13 @@ class ServeArgs(BaseModel):
     store_backend: str = Field(default_factory=_settings_default("store_backend"))
     store_path: Path | str = Field(default_factory=_settings_default("store_path"))
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    body_idle_timeout_s: float = Field(BodyTimeouts.idle_s, gt=0, description="a request body that sends nothing "
+                                       "for this long is refused (408), freeing its request slot")
+    body_timeout_s: float = Field(BodyTimeouts.total_s, gt=0, description="a request body must arrive whole "
+                                  "within this (408)")
+    max_ongoing_requests: int = Field(256, ge=1, description="requests one ingress replica holds at once; a request "
+                                      "still sending its body holds one (for at most body_timeout_s), so this is "
+                                      "how many slow uploads a replica absorbs without queueing other searches")
     query_max_pixels: int = Field(default_factory=_settings_default("query_max_pixels"), gt=0,
                                   description="larger query photos are refused from their header")
     query_decode_budget: int = Field(default_factory=_settings_default("query_decode_budget"), gt=0,
@@ -69,7 +77,8 @@ class ServeArgs(BaseModel):
 
     def ingress_args(self) -> tuple:
         """The ingress's arguments after the encoder (serve/api.py's SearchHandlers)."""
-        return self.store(), self.collection, canonical_spec(self.model), self.max_upload_bytes
+        return (self.store(), self.collection, canonical_spec(self.model), self.max_upload_bytes,
+                BodyTimeouts(self.body_idle_timeout_s, self.body_timeout_s))
 
 
 def build_app(args: ServeArgs) -> Application:
@@ -82,14 +91,15 @@ def build_app(args: ServeArgs) -> Application:
                          "replica has one encoder: scale ingress_replicas)")
     encoder_args, ingress_args = args.encoder_args(), args.ingress_args()
     if args.encoder_placement == "ingress":
-        ingress = SearchAPI.options(num_replicas=args.ingress_replicas, ray_actor_options={
-            "num_cpus": args.ingress_cpus + args.encoder_cpus, "num_gpus": args.encoder_gpus})
+        ingress = SearchAPI.options(num_replicas=args.ingress_replicas, max_ongoing_requests=args.max_ongoing_requests,
+                                    ray_actor_options={"num_cpus": args.ingress_cpus + args.encoder_cpus,
+                                                       "num_gpus": args.encoder_gpus})
         return ingress.bind(EncoderSpec(args=encoder_args), *ingress_args)
     encoder = QueryEncoder.options(
         num_replicas=args.encoder_replicas,
         ray_actor_options={"num_cpus": args.encoder_cpus, "num_gpus": args.encoder_gpus},
     ).bind(*encoder_args)
-    ingress = SearchAPI.options(num_replicas=args.ingress_replicas,
+    ingress = SearchAPI.options(num_replicas=args.ingress_replicas, max_ongoing_requests=args.max_ongoing_requests,
                                 ray_actor_options={"num_cpus": args.ingress_cpus})
     return ingress.bind(encoder, *ingress_args)
 
