@@ -43,12 +43,24 @@ def log_search(record: dict) -> None:
     log.info("%s", json.dumps(record, sort_keys=True))
 
 
+class ToServeLog(logging.Handler):
+    """Hands a search line to Serve's replica log handler and writes it out at once: under
+    RAY_SERVE_THROUGHPUT_OPTIMIZED Serve buffers 1,000 lines, and the last of them never reach the file when the
+    replica stops."""
+
+    def __init__(self, serve_handler: logging.Handler):
+        super().__init__()
+        self.serve_handler = serve_handler
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.serve_handler.handle(record)
+        self.serve_handler.flush()
+
+
 def log_to_serve() -> None:
     """On a replica, Serve writes only its own `ray.serve` logger to the replica's file (logs/serve/replica_*.log
-    of the Ray session): the search lines go through its handlers, and at INFO."""
-    for handler in logging.getLogger("ray.serve").handlers:
-        if handler not in log.handlers:
-            log.addHandler(handler)
+    of the Ray session): the search lines go through its handlers (with its request ids and format), at INFO."""
+    log.handlers = [ToServeLog(handler) for handler in logging.getLogger("ray.serve").handlers]
     log.setLevel(logging.INFO)
     log.propagate = False
 
