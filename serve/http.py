@@ -23,6 +23,7 @@ from schemas.api import SearchRequest
 JSON_TYPES = ("application/json",)
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 MAX_FORM_FIELDS = 16  # the form has 9 fields; more is not a search
+FORM_BOOLEANS = {"true": True, "false": False}  # a boolean as form text (pydantic would also take 0, yes, on, ...)
 MESSAGE_CHARS = 300  # of a parser's own message, in ours
 CLIENT_GONE = 499  # nginx's status for a client that closed the connection before the answer
 
@@ -159,7 +160,16 @@ async def _parse_form(request: Request, body: bytes, max_bytes: int) -> tuple[Se
         await form.close()
     if "filters" in fields:
         fields["filters"] = loads(fields["filters"], "filters")
+    if "segment" in fields:
+        fields["segment"] = _form_boolean("segment", fields["segment"])
     return _validate(fields, strict=False), image or None
+
+
+def _form_boolean(name: str, text: str) -> bool:
+    """The schema says boolean: in a form that is `true` or `false`."""
+    if text.lower() not in FORM_BOOLEANS:
+        raise Refused(422, "invalid_request", f"{name}: Input should be true or false, not {text[:20]!r}")
+    return FORM_BOOLEANS[text.lower()]
 
 
 async def _form(headers: Headers, body: bytes, max_bytes: int) -> FormData:

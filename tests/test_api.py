@@ -84,6 +84,8 @@ def test_deeply_nested_multipart_filters_are_a_400(client):
     ({"text": "red", "filter": json.dumps({"gender": "Men"})}, 422, "did you mean 'filters'"),
     ({"text": "red", "filters": ""}, 200, '"results"'),  # an empty field is a field not given
     ({"text": "red", "k": "", "strategy": "", "item_id": ""}, 200, '"results"'),
+    ({"text": "red", "segment": "0"}, 422, "segment: Input should be true or false"),  # the schema's boolean
+    ({"text": "red", "segment": "True"}, 200, '"results"'),
 ])
 def test_form_fields_follow_the_json_rules(client, fields, status, words):
     response = client.post("/search", files={name: (None, value) for name, value in fields.items()})
