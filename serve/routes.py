@@ -28,7 +28,7 @@ def errors(*codes: int) -> dict[int, dict]:
 SEARCH_ERRORS = errors(400, 404, 408, 413, 415, 422, 503)
 
 
-NOT_GIVEN = {"type": "string", "maxLength": 0, "description": "Empty: not given (a browser sends unfilled inputs)"}
+NOT_GIVEN = {"enum": [""], "description": "Empty: not given (a browser sends unfilled inputs)"}
 
 
 def form_field(schema: dict) -> dict:
