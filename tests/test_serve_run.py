@@ -39,6 +39,7 @@ def service(small_index, model_spec, tmp_path):
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
     try:
         wait_for_status(client, "/readyz", seconds=240)
+        printed(tmp_path / "out.log", r"^logs (\S+)/logs ")  # /readyz may answer before the line is out
         yield process, (tmp_path / "out.log"), client, port
     finally:
         client.close()
@@ -47,9 +48,18 @@ def service(small_index, model_spec, tmp_path):
         log.close()
 
 
+def printed(out: Path, pattern: str, seconds: float = 60) -> re.Match:
+    """The first match of `pattern` in the process's output, waiting for it (bounded)."""
+    deadline = time.monotonic() + seconds
+    while not (found := re.search(pattern, out.read_text(), re.MULTILINE)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert found, f"{pattern!r} never printed: {out.read_text()[-2000:]}"
+    return found
+
+
 def test_sigterm_drains_stops_serve_and_ray_and_exits_0(service):
     process, out, client, port = service
-    session = Path(re.search(r"^logs (\S+)/logs ", out.read_text(), re.MULTILINE).group(1))
+    session = Path(printed(out, r"^logs (\S+)/logs ").group(1))
     assert (session / "logs" / "serve").is_dir(), "the printed log folder is this run's own and exists"
     assert "prom_metrics_service_discovery" not in out.read_text()  # a file this service never writes
     assert client.post("/search", json={"text": "red dress"}).status_code == 200
