@@ -23,10 +23,12 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_SERVE_THROUGHPUT_OPTIMIZED ?= 1
 export RAY_SERVE_ENABLE_HA_PROXY ?= 1
 export RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S ?= 2
+# HAProxy drops a client idle for 30 s, headers included (Ray's default is 3,600 s; docs/operations.md).
+export RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S ?= 30
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: help venv demo test test-fast lint index query submit serve inspect eval bench bench-serve bench-store \
-	bench-scale bench-memory bench-resume clean
+	bench-scale bench-memory bench-resume bench-slow-clients clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -92,6 +94,9 @@ bench-memory: $(STAMP) ## peak memory of the search handlers under 16 concurrent
 
 bench-resume: $(STAMP) ## a full-catalog index run killed at 25 %, then resumed: what is kept, what is redone
 	$(BIN)/python -m bench.resume $(ARGS)
+
+bench-slow-clients: $(STAMP) ## 200 stalled uploads while 4 clients search for 60 s: their errors and p95, how long each stall lasts
+	$(BIN)/python -m bench.slow_clients $(ARGS)
 
 clean: ## remove the embedded store and artifacts (keeps .venv)
 	rm -rf var artifacts

@@ -53,6 +53,12 @@ def canonical_spec(spec: str) -> str:
     return str(ModelSpec.parse(spec))
 
 
+def public_name(spec: str) -> str:
+    """A model spec as it may be shown to anyone: a local folder by its name, not by its path on the server."""
+    local = ModelSpec.parse(spec).local_dir
+    return f"local-dir:{local.name}" if local is not None else spec
+
+
 def resolve_device(device: str = "auto") -> str:
     """auto picks the first CUDA GPU when there is one."""
     import torch

@@ -16,7 +16,7 @@ from retrieval import lexical
 from retrieval.model import ClipEncoder, load_model
 from retrieval.prepare import checked_query, encode_query, query_segmenter, with_words
 from retrieval.search import EncodedQuery, QueryError, SearchOutcome, SearchParams, search, validate_filters
-from retrieval.store.base import CollectionMissing, Nearest, VectorStore, check_fits
+from retrieval.store.base import CollectionMissing, Filter, Nearest, VectorStore, check_fits
 from retrieval.understanding import CatalogWords
 from retrieval.store.factory import open_store
 from schemas.collection import BM25_VECTOR, DENSE_VECTORS, IMAGE_VECTOR, SPARSE_VECTORS, TEXT_VECTOR, CollectionSpec
@@ -71,12 +71,13 @@ class Searcher:
         return spec
 
     def begin(self, image: bytes | None = None, text: str | None = None, item_id: str | None = None,
-              started: float | None = None) -> Pending:
-        """Resolve the generation, fetch an item's vectors for "more like this", and refuse an empty query;
-        `started`: when the request began (default: now)."""
+              started: float | None = None, filters: Filter | None = None) -> Pending:
+        """Resolve the generation, fetch an item's vectors for "more like this", and refuse an empty query or an
+        unknown filter field (before anything is encoded); `started`: when the request began (default: now)."""
         started = time.perf_counter() if started is None else started
         collection, spec = self.current()
         image, phrase = checked_query(image, text, item=bool(item_id))
+        validate_filters(filters, spec.filter_fields)
         item = self.item_vectors(item_id, collection) if item_id else None
         return Pending(collection, spec, image, phrase, item, (item_id,) if item_id else (), started)
 
@@ -84,7 +85,6 @@ class Searcher:
         """Search the generation `begin` chose with what was encoded (a photo or words given with an item replace
         the item's own); timings: encode (since begin), the search's stages, total."""
         encoded = time.perf_counter()
-        validate_filters(params.filters, pending.spec.filter_fields)
         query = with_words(query, pending.phrase, pending.spec.bm25_language,
                            catalog_words(self.store, pending.collection, pending.spec))
         if pending.item is not None:
@@ -149,7 +149,7 @@ class SearchService:
 
     def search(self, *, image: bytes | None = None, text: str | None = None, item_id: str | None = None,
                params: SearchParams = SearchParams()) -> SearchOutcome:
-        pending = self.searcher.begin(image, text, item_id)
+        pending = self.searcher.begin(image, text, item_id, filters=params.filters)
         query = encode_query(self.encoder, pending.image, pending.phrase, letterbox=pending.spec.letterbox,
                              max_pixels=self.max_pixels, segmenter=self.segmenter)
         return self.searcher.finish(pending, query, params)

@@ -12,6 +12,9 @@ MAX_K = 100
 MAX_K1 = 1000
 MAX_FILTER_FIELDS = 32
 MAX_FILTER_VALUES = 100  # values of one field (matched as any of them)
+# A filter integer: JSON's interoperable range (RFC 7493, I-JSON: what a double holds exactly), inside the store's
+# signed 64 bits. Bounds at 2**63 would let the float 9.2e18 pass a schema check and then overflow the store.
+SAFE_INTEGERS = (-(2**53 - 1), 2**53 - 1)
 
 
 def _whole(value: Any) -> Any:
@@ -20,7 +23,7 @@ def _whole(value: Any) -> Any:
 
 
 # Bounds first, then the validator: so the bounds check the whole number, and the schema still shows them.
-Integer = Annotated[int, BeforeValidator(_whole)]
+Integer = Annotated[int, Field(ge=SAFE_INTEGERS[0], le=SAFE_INTEGERS[1]), BeforeValidator(_whole)]
 Results = Annotated[int, Field(ge=1, le=MAX_K), BeforeValidator(_whole)]
 Candidates = Annotated[int, Field(ge=1, le=MAX_K1), BeforeValidator(_whole)]
 FilterWord = Annotated[str, Field(min_length=1, max_length=200)]
@@ -36,9 +39,10 @@ NEEDS_A_QUERY = {"anyOf": [{"required": [name], "properties": {name: {"type": "s
 
 
 class SearchRequest(BaseModel):
-    """A JSON search: text and/or a base64 image (or a catalog item), with ranking knobs and payload filters."""
+    """A JSON search: text and/or a base64 image (or a catalog item), with ranking knobs and payload filters. An
+    unknown field is an error: a typo (`filter` for `filters`) must not silently search without it."""
 
-    model_config = ConfigDict(json_schema_extra=NEEDS_A_QUERY)
+    model_config = ConfigDict(json_schema_extra=NEEDS_A_QUERY, extra="forbid")
 
     text: str | None = Field(None, max_length=500, pattern=r"\S", description="What the shopper typed")
     item_id: str | None = Field(None, min_length=1, max_length=500,

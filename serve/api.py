@@ -17,6 +17,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from retrieval import strategies
+from retrieval.model import public_name
 from retrieval.search import FilterError, QueryError, SearchParams, StrategyError, mode_of
 from retrieval.service import ItemNotFound, Searcher
 from retrieval.store.base import StoreError
@@ -24,7 +25,7 @@ from retrieval.store.factory import open_store
 from schemas.api import STRATEGIES, ReadyResponse, ResultItem, SearchRequest, SearchResponse, Understood
 from schemas.jobs import StoreConfig
 from serve.encoder import EncoderClient, EncoderConfig
-from serve.http import Refused, parse_search
+from serve.http import BODY_TIMEOUTS, CLIENT_GONE, BodyTimeouts, Refused, parse_search
 from serve.metrics import service_metrics
 from serve.routes import create_app
 
@@ -44,6 +45,28 @@ def request_id(request: Request) -> str:
 def log_search(record: dict) -> None:
     """One JSON line per search: id, mode, strategy, k, result count, stage timings, status (no image bytes)."""
     log.info("%s", json.dumps(record, sort_keys=True))
+
+
+class ToServeLog(logging.Handler):
+    """Hands a search line to Serve's replica log handler and writes it out at once: under
+    RAY_SERVE_THROUGHPUT_OPTIMIZED Serve buffers 1,000 lines, and the last of them never reach the file when the
+    replica stops."""
+
+    def __init__(self, serve_handler: logging.Handler):
+        super().__init__()
+        self.serve_handler = serve_handler
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.serve_handler.handle(record)
+        self.serve_handler.flush()
+
+
+def log_to_serve() -> None:
+    """On a replica, Serve writes only its own `ray.serve` logger to the replica's file (logs/serve/replica_*.log
+    of the Ray session): the search lines go through its handlers (with its request ids and format), at INFO."""
+    log.handlers = [ToServeLog(handler) for handler in logging.getLogger("ray.serve").handlers]
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def to_params(request: SearchRequest) -> SearchParams:
@@ -78,6 +101,7 @@ class SearchAPIConfig(BaseModel):
     collection: str  # the alias searched
     model: str  # the canonical model spec the collection must have been built with
     max_upload_bytes: int
+    body_timeouts: BodyTimeouts = BODY_TIMEOUTS
 
 
 class SearchAPI:
@@ -87,10 +111,12 @@ class SearchAPI:
     def __init__(self, encoder: EncoderConfig | DeploymentHandle, config: SearchAPIConfig):
         self.metrics = service_metrics()
         self.encoder, self.max_upload_bytes = EncoderClient(encoder), config.max_upload_bytes
+        self.body_timeouts = config.body_timeouts
         self.searcher = Searcher(open_store(config.store), config.collection, config.model)
 
     def __serve_build_asgi_app__(self):
         """Serve calls this on the replica, after the constructor: the routes over this object."""
+        log_to_serve()
         return create_app(self, echo_request_ids=False)  # Serve echoes X-Request-ID itself
 
     async def ready(self) -> ReadyResponse:
@@ -103,7 +129,7 @@ class SearchAPI:
             await self.encoder.model_spec()
         except Exception as err:  # an encoder replica that is down or starting: not ready
             raise HTTPException(503, f"encoder not ready: {type(err).__name__}: {err}") from err
-        return ReadyResponse(status="ready", collection=collection, points=points, model=spec.model,
+        return ReadyResponse(status="ready", collection=collection, points=points, model=public_name(spec.model),
                              filter_fields=list(spec.filter_fields), filter_values=spec.filter_values,
                              default_strategy=strategies.defaults(), strategies=list(STRATEGIES))
 
@@ -111,12 +137,16 @@ class SearchAPI:
         """Parse, search, and account for it: metrics by outcome and one log line, whatever the outcome."""
         started, record = time.perf_counter(), {"request_id": request_id(request), "mode": "unknown"}
         try:
-            search, image = await parse_search(request, self.max_upload_bytes)
+            search, image = await parse_search(request, self.max_upload_bytes, self.body_timeouts)
             record.update(mode=request_mode(search, image), k=search.k, text=(search.text or "")[:TEXT_LOGGED])
             response, mode = await self._search(search, image, started)
         except Refused as refusal:
             self.metrics.refused(record["mode"], refusal.status_code, refusal.reason)
             log_search({**record, "status": refusal.status_code, "reason": refusal.reason})
+            raise
+        except asyncio.CancelledError:  # Serve cancels a request whose client hung up: the client's doing, not ours
+            self.metrics.refused(record["mode"], CLIENT_GONE, "client_disconnected")
+            log_search({**record, "status": CLIENT_GONE, "reason": "client_disconnected"})
             raise
         except Exception as err:  # a bug or a dead encoder replica: counted and logged, then Serve answers 500
             self.metrics.refused(record["mode"], 500, "internal_error")
@@ -147,7 +177,8 @@ class SearchAPI:
         response and the mode searched (an item alone searches by its photo and its words)."""
         # Store calls (the alias, an item's vectors) off the event loop, as in finish: a slow Qdrant must not stall
         # the other requests this replica is parsing.
-        pending = await asyncio.to_thread(self.searcher.begin, image, search.text, search.item_id, started)
+        pending = await asyncio.to_thread(self.searcher.begin, image, search.text, search.item_id, started,
+                                          search.filters)
         query, rejected = await self.encoder.encode(pending.image, pending.phrase, pending.spec.letterbox,
                                                     search.segment and pending.image is not None)
         if rejected:
@@ -171,6 +202,6 @@ class SearchAPI:
 
 
 # SearchAPI as the Serve ingress, under its own name: the manifests' `deployments` and the metrics' `deployment` tag
-# say SearchAPI.
+# say SearchAPI. Its request slots are ServeArgs.max_ongoing_requests (a slow upload holds one for a bounded time).
 SearchAPIDeployment = serve.deployment(name=SearchAPI.__name__, ray_actor_options={"num_cpus": 0.25},
-                                       max_ongoing_requests=64)(serve.ingress()(SearchAPI))
+                                       max_ongoing_requests=256)(serve.ingress()(SearchAPI))

@@ -19,6 +19,7 @@ from schemas.jobs import QUERY_SEGMENTERS, StoreConfig
 from schemas.settings import Settings, get_settings
 from serve.api import SearchAPIConfig, SearchAPIDeployment
 from serve.encoder import EncoderConfig, QueryEncoder
+from serve.http import BodyTimeouts
 
 # The settings the service takes as arguments, by their names (`model=...`); it reads the others, `metrics` among
 # them, from FASHION_* in each replica, so an argument could not change them.
@@ -35,6 +36,13 @@ class ServeArgs(BaseModel):
     settings: Settings = Field(default_factory=get_settings, description="FASHION_* with the settings given here "
                                                                           "in their place")
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    body_idle_timeout_s: float = Field(BodyTimeouts.idle_s, gt=0, description="a request body that sends nothing "
+                                       "for this long is refused (408), freeing its request slot")
+    body_timeout_s: float = Field(BodyTimeouts.total_s, gt=0, description="a request body must arrive whole "
+                                  "within this (408)")
+    max_ongoing_requests: int = Field(256, ge=1, description="requests one ingress replica holds at once; a request "
+                                      "still sending its body holds one (for at most body_timeout_s), so this is "
+                                      "how many slow uploads a replica absorbs without queueing other searches")
     encoder_placement: Literal["ingress", "deployment"] = Field(
         "ingress", description="ingress: the model runs in the ingress process (no hop, lowest latency on one "
                                "machine); deployment: QueryEncoder replicas of their own (GPUs, scaling apart)")
@@ -72,7 +80,8 @@ class ServeArgs(BaseModel):
     def search_api_config(self) -> SearchAPIConfig:
         """What SearchAPI is built from, besides its encoder."""
         return SearchAPIConfig(store=self.store(), collection=self.settings.collection,
-                               model=canonical_spec(self.settings.model), max_upload_bytes=self.max_upload_bytes)
+                               model=canonical_spec(self.settings.model), max_upload_bytes=self.max_upload_bytes,
+                               body_timeouts=BodyTimeouts(self.body_idle_timeout_s, self.body_timeout_s))
 
 
 def build_app(args: ServeArgs) -> Application:
@@ -84,14 +93,16 @@ def build_app(args: ServeArgs) -> Application:
         raise ValueError("encoder_replicas needs encoder_placement: deployment (in the ingress, each ingress "
                          "replica has one encoder: scale ingress_replicas)")
     if args.encoder_placement == "ingress":
-        ingress = SearchAPIDeployment.options(num_replicas=args.ingress_replicas, ray_actor_options={
-            "num_cpus": args.ingress_cpus + args.encoder_cpus, "num_gpus": args.encoder_gpus})
+        ingress = SearchAPIDeployment.options(
+            num_replicas=args.ingress_replicas, max_ongoing_requests=args.max_ongoing_requests,
+            ray_actor_options={"num_cpus": args.ingress_cpus + args.encoder_cpus, "num_gpus": args.encoder_gpus})
         return ingress.bind(args.encoder_config(), args.search_api_config())
     encoder = QueryEncoder.options(
         num_replicas=args.encoder_replicas,
         ray_actor_options={"num_cpus": args.encoder_cpus, "num_gpus": args.encoder_gpus},
     ).bind(args.encoder_config())
     ingress = SearchAPIDeployment.options(num_replicas=args.ingress_replicas,
+                                          max_ongoing_requests=args.max_ongoing_requests,
                                           ray_actor_options={"num_cpus": args.ingress_cpus})
     return ingress.bind(encoder, args.search_api_config())
 

@@ -1,41 +1,68 @@
-"""Request parsing for POST /search: JSON or multipart, size, type, encoding and depth limits, mapped to SearchRequest
-or an HTTP error. Any body, however malformed, gets a 4xx that says what is wrong, never a 500."""
+"""Request parsing for POST /search: JSON or multipart, size, time, type, encoding and depth limits, mapped to
+SearchRequest or an HTTP error. Any body, however malformed, gets a 4xx that says what is wrong, never a 500; a
+client that hangs up is a 499 (nginx's convention), its own outcome and not a server error."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import difflib
 import json
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 from fastapi import HTTPException, Request
 from pydantic import ValidationError
+from starlette.datastructures import FormData, Headers
+from starlette.formparsers import MultiPartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
 from schemas.api import SearchRequest
 
 JSON_TYPES = ("application/json",)
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 MAX_FORM_FIELDS = 16  # the form has 9 fields; more is not a search
+FORM_BOOLEANS = {"true": True, "false": False}  # a boolean as form text (pydantic would also take 0, yes, on, ...)
 MESSAGE_CHARS = 300  # of a parser's own message, in ours
+CLIENT_GONE = 499  # nginx's status for a client that closed the connection before the answer
+
+
+@dataclass(frozen=True)
+class BodyTimeouts:
+    """How long a body may take: `idle_s` without a byte arriving, `total_s` in all. A stalled client then holds a
+    replica's request slot for a bounded time (408) instead of until the proxy's hour-long client timeout. The
+    defaults let a phone on a poor network through: 10 MB in 120 s is 0.7 Mbit/s, and 20 s of silence is longer
+    than a cell handover."""
+
+    idle_s: float = 20.0
+    total_s: float = 120.0
+
+
+BODY_TIMEOUTS = BodyTimeouts()
 
 
 class Refused(HTTPException):
-    """An HTTP refusal with a short reason to count it by (fashion_search_rejected_total)."""
+    """An HTTP refusal with a short reason to count it by (fashion_search_rejected_total); `close` when the body was
+    left unread (the connection cannot serve another request: without it the server would wait for the rest)."""
 
-    def __init__(self, status: int, reason: str, detail: str):
-        super().__init__(status, detail)
+    def __init__(self, status: int, reason: str, detail: str, close: bool = False):
+        super().__init__(status, detail, headers={"Connection": "close"} if close else None)
         self.reason = reason
 
 
-async def parse_search(request: Request, max_bytes: int) -> tuple[SearchRequest, bytes | None]:
-    """The validated request and the raw image bytes (if any); 413/415/422/400 on bad input."""
+async def parse_search(request: Request, max_bytes: int,
+                       timeouts: BodyTimeouts = BODY_TIMEOUTS) -> tuple[SearchRequest, bytes | None]:
+    """The validated request and the raw image bytes (if any); 413/415/422/400/408 on bad input, 499 when the
+    client hangs up."""
     declared = _declared_length(request)
     if declared > max_bytes:
-        raise Refused(413, "too_large", f"request of {declared} bytes is over the {max_bytes}-byte limit")
+        raise Refused(413, "too_large", f"request of {declared} bytes is over the {max_bytes}-byte limit", close=True)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind in JSON_TYPES:
-        return await _parse_json(request, max_bytes)
+        return await _parse_json(await read_body(request, max_bytes, timeouts))
     if kind in FORM_TYPES:
-        return await _parse_form(request, max_bytes)
+        return await _parse_form(request, await read_body(request, max_bytes, timeouts), max_bytes)
     raise Refused(415, "unsupported_content_type",
                   f"content type {kind or '(none)'} not supported; send application/json or multipart/form-data")
 
@@ -47,13 +74,29 @@ def _declared_length(request: Request) -> int:
     return int(text)
 
 
-async def _read_limited(request: Request, max_bytes: int) -> bytes:
-    body = bytearray()
-    async for chunk in request.stream():  # a lying or absent content-length must not let a huge body through
+async def read_body(request: Request, max_bytes: int, timeouts: BodyTimeouts) -> bytes:
+    """The whole body within the size and time limits; a lying or absent content-length must not let a huge body
+    through, and a client that stops sending must not hold the request forever."""
+    body, chunks = bytearray(), request.stream()
+    deadline = asyncio.get_running_loop().time() + timeouts.total_s
+    while (chunk := await _next_chunk(chunks, deadline, timeouts)) is not None:
         body.extend(chunk)
         if len(body) > max_bytes:
-            raise Refused(413, "too_large", f"request body is over the {max_bytes}-byte limit")
+            raise Refused(413, "too_large", f"request body is over the {max_bytes}-byte limit", close=True)
     return bytes(body)
+
+
+async def _next_chunk(chunks, deadline: float, timeouts: BodyTimeouts) -> bytes | None:
+    """The next piece of the body, None at its end; 408 past either deadline, 499 when the client hangs up."""
+    wait = min(timeouts.idle_s, deadline - asyncio.get_running_loop().time())
+    try:
+        async with asyncio.timeout(max(wait, 0)):
+            return await anext(chunks, None)
+    except TimeoutError as err:
+        raise Refused(408, "body_timeout", f"the request body did not arrive in time (limits: {timeouts.idle_s:g} "
+                                           f"s without data, {timeouts.total_s:g} s in all)", close=True) from err
+    except ClientDisconnect as err:
+        raise Refused(CLIENT_GONE, "client_disconnected", "the client closed the connection mid-body") from err
 
 
 def loads(data: bytes | str, what: str) -> object:
@@ -78,11 +121,20 @@ def _validate(fields: dict, strict: bool) -> SearchRequest:
 
 
 def _validation_message(err: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors(include_url=False))[:2000]
+    return "; ".join(_error_message(e) for e in err.errors(include_url=False))[:2000]
 
 
-async def _parse_json(request: Request, max_bytes: int) -> tuple[SearchRequest, bytes | None]:
-    fields = loads(await _read_limited(request, max_bytes) or b"{}", "body")
+def _error_message(error: dict) -> str:
+    """pydantic's message, but an unknown top-level field (a typo such as `filter`) names the closest known one."""
+    where = ".".join(map(str, error["loc"]))
+    if error["type"] != "extra_forbidden" or len(error["loc"]) != 1:
+        return f"{where}: {error['msg']}"
+    close = difflib.get_close_matches(str(error["loc"][0]), list(SearchRequest.model_fields), n=1)
+    return f"{where}: unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+async def _parse_json(body: bytes) -> tuple[SearchRequest, bytes | None]:
+    fields = loads(body or b"{}", "body")
     if not isinstance(fields, dict):
         raise Refused(422, "invalid_request", "body must be a JSON object")
     search = _validate(fields, strict=True)
@@ -96,34 +148,71 @@ def _b64(text: str) -> bytes:
         raise Refused(400, "bad_base64", "image_base64 is not valid base64") from err
 
 
-async def _parse_form(request: Request, max_bytes: int) -> tuple[SearchRequest, bytes | None]:
-    """The body is read within the limit first (with or without a Content-Length), then parsed as a form."""
-    body = await _read_limited(request, max_bytes)
-    try:
-        form = await Request(request.scope, _replay(body)).form(max_files=1, max_fields=MAX_FORM_FIELDS,
-                                                                 max_part_size=max_bytes)
-    except Exception as err:  # starlette's multipart errors vary; all mean a malformed body
-        raise Refused(400, "bad_body", f"malformed form body: {str(err)[:MESSAGE_CHARS]}") from err
+async def _parse_form(request: Request, body: bytes, max_bytes: int) -> tuple[SearchRequest, bytes | None]:
+    """The body, read within the limits first (with or without a Content-Length), parsed as a form. An empty field
+    is a field not given (a browser sends every input of a form, filled or not)."""
+    form = await _form(request.headers, body, max_bytes)
     try:
         upload = form.get("image")
         image = await upload.read() if upload is not None and hasattr(upload, "read") else None
-        fields = {k: v for k, v in form.items() if k != "image" and isinstance(v, str)}  # "" is a value, as in JSON
+        fields = {k: v for k, v in form.items() if k != "image" and isinstance(v, str) and v != ""}
     finally:
         await form.close()
     if "filters" in fields:
         fields["filters"] = loads(fields["filters"], "filters")
+    if "segment" in fields:
+        fields["segment"] = _form_boolean("segment", fields["segment"])
     return _validate(fields, strict=False), image or None
 
 
-def _replay(body: bytes):
-    """An ASGI receive that hands over a body already read."""
-    sent = False
+def _form_boolean(name: str, text: str) -> bool:
+    """The schema says boolean: in a form that is `true` or `false`."""
+    if text.lower() not in FORM_BOOLEANS:
+        raise Refused(422, "invalid_request", f"{name}: Input should be true or false, not {text[:20]!r}")
+    return FORM_BOOLEANS[text.lower()]
 
-    async def receive() -> dict:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
 
-    return receive
+async def _form(headers: Headers, body: bytes, max_bytes: int) -> FormData:
+    """Multipart or urlencoded, with the JSON body's rule for text: UTF-8 or a 400 (starlette would read bad bytes
+    as Latin-1 or as replacement characters, and search for them)."""
+    if not headers.get("content-type", "").lower().startswith("multipart/"):
+        return _urlencoded(body)
+    _check_complete(headers, body)
+    try:
+        return await StrictMultiPart(headers, _chunks(body), max_files=1, max_fields=MAX_FORM_FIELDS,
+                                     max_part_size=max_bytes).parse()
+    except UnicodeDecodeError as err:
+        raise Refused(400, "bad_body", f"a form field is not valid UTF-8 (byte {err.start})") from err
+    except Exception as err:  # starlette's multipart errors vary; all mean a malformed body
+        raise Refused(400, "bad_body", f"malformed form body: {str(err)[:MESSAGE_CHARS]}") from err
+
+
+def _urlencoded(body: bytes) -> FormData:
+    try:
+        return FormData(parse_qsl(body.decode("utf-8"), keep_blank_values=True, encoding="utf-8", errors="strict",
+                                  max_num_fields=MAX_FORM_FIELDS))
+    except UnicodeDecodeError as err:
+        raise Refused(400, "bad_body", f"a form field is not valid UTF-8 (byte {err.start})") from err
+    except ValueError as err:  # more fields than a search has
+        raise Refused(400, "bad_body", f"malformed form body: {str(err)[:MESSAGE_CHARS]}") from err
+
+
+def _check_complete(headers: Headers, body: bytes) -> None:
+    """A multipart body ends with its closing boundary; without it the body was cut short (the parser would return
+    the parts it saw, and the search would miss the rest without a word)."""
+    boundary = parse_options_header(headers["content-type"])[1].get(b"boundary")
+    if boundary and b"--" + boundary + b"--" not in body:
+        raise Refused(400, "truncated_body", "the multipart body is truncated: it lacks its closing boundary")
+
+
+class StrictMultiPart(MultiPartParser):
+    """starlette's parser, with a text part's bytes required to be UTF-8 (it falls back to Latin-1)."""
+
+    def on_part_end(self) -> None:
+        if self._current_part.file is None:
+            bytes(self._current_part.data).decode("utf-8")
+        super().on_part_end()
+
+
+async def _chunks(body: bytes):
+    yield body

@@ -25,14 +25,17 @@ def errors(*codes: int) -> dict[int, dict]:
     return {code: {"model": ErrorResponse} for code in codes}
 
 
-SEARCH_ERRORS = errors(400, 404, 413, 415, 422, 503)
+SEARCH_ERRORS = errors(400, 404, 408, 413, 415, 422, 503)
+
+
+NOT_GIVEN = {"enum": [""], "description": "Empty: not given (a browser sends unfilled inputs)"}
 
 
 def form_field(schema: dict) -> dict:
-    """A JSON body field as a form field: its non-null branch with the field's bounds and description (a form field
-    is either given or not)."""
+    """A JSON body field as a form field: its non-null branch with the field's bounds, or empty for not given (a form
+    field has no null), with the field's description and default."""
     branch = next((b for b in schema.get("anyOf", [schema]) if b.get("type") != "null"), schema)
-    return {**{k: v for k, v in schema.items() if k in ("description", "default")}, **branch}
+    return {**{k: v for k, v in schema.items() if k in ("description", "default")}, "anyOf": [branch, NOT_GIVEN]}
 
 
 # The JSON body's fields with their bounds (the same validation runs on both), but the photo is a file and the
@@ -46,8 +49,10 @@ FORM_FIELDS = {
 }
 SEARCH_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": SearchRequest.model_json_schema(ref_template="#/components/schemas/{model}")},
-    "multipart/form-data": {"schema": {"type": "object", "properties": FORM_FIELDS,
-                                       "anyOf": [{"required": [name]} for name in ("text", "image", "item_id")]}},
+    "multipart/form-data": {"schema": {"type": "object", "properties": FORM_FIELDS, "additionalProperties": False,
+                                       "anyOf": [{"required": ["image"]}, *[
+                                           {"required": [name], "properties": {name: FORM_FIELDS[name]["anyOf"][0]}}
+                                           for name in ("text", "item_id")]]}},
 }}}
 IMAGE_RESPONSE = {200: {"description": "The item's image file", "content": {"image/*": {}}}, **errors(404)}
 

@@ -4,15 +4,19 @@ python -m serve.run cluster/serve-config.yaml [--metrics-port 8080]
 
 `serve run` starts Ray with a random metrics port; this starts it on --metrics-port (Prometheus scrapes
 http://127.0.0.1:<port>/metrics), deploys every application of the config with its builder and args, prints where
-the page, the API, the metrics and the dashboards' scrape file are, and runs until Ctrl-C.
+the page, the API, the metrics and this Ray session's logs are, and runs until Ctrl-C or SIGTERM (what Kubernetes,
+systemd and every process manager send): both drain the requests in flight (Serve's graceful shutdown), stop Serve
+and Ray, and exit 0; a stop that takes over --stop-timeout-s exits 1 instead of hanging.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
-import time
+import threading
 from pathlib import Path
 
 import yaml
@@ -47,11 +51,51 @@ def deploy(config: dict) -> list[str]:
     return routes
 
 
+class Stop(Exception):
+    """SIGTERM arrived: stop as Ctrl-C does."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Stop()
+
+
+def run_until_stopped(stop_timeout_s: float) -> None:
+    """Wait for Ctrl-C or SIGTERM, then drain and stop Serve and Ray; past `stop_timeout_s`, exit 1 regardless.
+    Ray's driver installs a handler of its own that aborts with a stack trace: ours replaces it."""
+    import ray
+    from ray import serve
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        threading.Event().wait()
+    except (KeyboardInterrupt, Stop):
+        pass
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the drain short
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    watchdog = threading.Timer(stop_timeout_s, os._exit, (1,))
+    watchdog.daemon = True
+    watchdog.start()
+    print("stopping: draining requests in flight", flush=True)
+    serve.shutdown()
+    ray.shutdown()
+    watchdog.cancel()
+    print("stopped", flush=True)
+
+
+def where(http: dict, route: str, metrics_port: int, session_dir: str) -> str:
+    """The line printed at start: every address and folder in it belongs to this run."""
+    base = f"http://{http['host']}:{http['port']}"
+    return (f"search page {base}{route}  API docs {base}/docs  metrics http://127.0.0.1:{metrics_port}/metrics\n"
+            f"logs {session_dir}/logs (the service's own: {session_dir}/logs/serve/)  Ctrl-C or SIGTERM stops")
+
+
 @entry
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serve.run", description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path, help="a Serve config file (cluster/serve-config.yaml)")
     parser.add_argument("--metrics-port", type=int, default=8080, help="Ray's Prometheus port on this node")
+    parser.add_argument("--stop-timeout-s", type=float, default=60.0,
+                        help="longest a stop (drain, Serve and Ray shutdown) may take before exiting 1")
     args = parser.parse_args(argv)
     use_fast_path()  # before Ray starts: Serve reads these at import
     import ray
@@ -62,18 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"{args.config}: {', '.join(unhandled(config))} not applied by python -m serve.run; "
                          "use `serve run` or `serve deploy` for such a config")
     http = {"host": "127.0.0.1", "port": 8000, **config.get("http_options", {})}
-    ray.init(_metrics_export_port=args.metrics_port, include_dashboard=False)
+    context = ray.init(_metrics_export_port=args.metrics_port, include_dashboard=False)
     serve.start(proxy_location=config.get("proxy_location"), http_options=http)
     routes = deploy(config)
-    base = f"http://{http['host']}:{http['port']}"
-    print(f"search page {base}{routes[0]}  API docs {base}/docs  metrics http://127.0.0.1:{args.metrics_port}/metrics"
-          f"  (Prometheus file_sd: /tmp/ray/prom_metrics_service_discovery.json; Ctrl-C stops)", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        serve.shutdown()
-        ray.shutdown()
+    print(where(http, routes[0], args.metrics_port, context.address_info["session_dir"]), flush=True)
+    run_until_stopped(args.stop_timeout_s)
     return 0
 
 

@@ -4,7 +4,9 @@ with every check against a real index."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 
 import pytest
 import schemathesis
@@ -17,19 +19,26 @@ from retrieval.model import canonical_spec
 from schemas.api import STRATEGIES
 from serve.api import SearchAPI, SearchAPIConfig
 from serve.encoder import EncoderConfig
+from serve.http import BodyTimeouts, Refused, parse_search
 from serve.routes import create_app
 
 MAX_UPLOAD = 2_000_000
+TOO_BIG = 2**63  # one past the 64 bits the store matches (a 500 before filter integers had bounds)
 
 
 @pytest.fixture(scope="module")
-def app(small_index, model_spec):
+def handlers(small_index, model_spec):
     encoder = EncoderConfig(model=model_spec, device="cpu", precision="fp32", threads=None, segmenter="none",
                             max_pixels=80_000_000, decode_budget=48_000_000)
     api = SearchAPI(encoder, SearchAPIConfig(store=small_index.store, collection=small_index.collection,
                                              model=canonical_spec(model_spec), max_upload_bytes=MAX_UPLOAD))
-    yield create_app(api)
+    yield api
     api.searcher.store.close()
+
+
+@pytest.fixture(scope="module")
+def app(handlers):
+    return create_app(handlers)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +60,15 @@ def client(app):
     (b'{"text": "red", "k": 1.5}', "application/json", 422, "k: Input should be a valid integer"),
     (b'{"text": "red", "k": 5.0, "k1": 60.0}', "application/json", 200, '"id"'),  # JSON Schema: 5.0 is an integer
     (b"--x\r\nContent-Disposition: form-data; name=text\r\n\r\nred\r\n--x--", "multipart/form-data", 400, "form"),
+    (b'{"text": "red", "filters": {"gender": %d}}' % TOO_BIG, "application/json", 422, "less than or equal"),
+    (b'{"text": "red", "filters": {"gender": -%d}}' % (TOO_BIG + 1), "application/json", 422, "greater than"),
+    (b'{"text": "red dress", "filter": {"gender": "Men"}}', "application/json", 422, "did you mean 'filters'"),
+    (b'{"text": "red", "colour": "Red"}', "application/json", 422, "colour: unknown field"),
+    (b'--x\r\nContent-Disposition: form-data; name="text"\r\n\r\nred \xff dress\r\n--x--\r\n',
+     "multipart/form-data; boundary=x", 400, "not valid UTF-8"),
+    (b"text=red%FF", "application/x-www-form-urlencoded", 400, "not valid UTF-8"),
+    (b'--x\r\nContent-Disposition: form-data; name="text"\r\n\r\nred dr', "multipart/form-data; boundary=x", 400,
+     "truncated"),
 ])
 def test_malformed_bodies_get_a_clear_4xx(client, body, content_type, status, words):
     response = client.post("/search", content=body, headers={"content-type": content_type})
@@ -61,6 +79,105 @@ def test_malformed_bodies_get_a_clear_4xx(client, body, content_type, status, wo
 def test_deeply_nested_multipart_filters_are_a_400(client):
     response = client.post("/search", data={"text": "red", "filters": "[" * 5000 + "]" * 5000})
     assert response.status_code == 400 and "nests too deeply" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("fields, status, words", [
+    ({"text": "red", "filters": json.dumps({"gender": TOO_BIG})}, 422, "less than or equal"),
+    ({"text": "red", "filter": json.dumps({"gender": "Men"})}, 422, "did you mean 'filters'"),
+    ({"text": "red", "filters": ""}, 200, '"results"'),  # an empty field is a field not given
+    ({"text": "red", "k": "", "strategy": "", "item_id": ""}, 200, '"results"'),
+    ({"text": "red", "segment": "0"}, 422, "segment: Input should be true or false"),  # the schema's boolean
+    ({"text": "red", "segment": "True"}, 200, '"results"'),
+])
+def test_form_fields_follow_the_json_rules(client, fields, status, words):
+    response = client.post("/search", files={name: (None, value) for name, value in fields.items()})
+    assert response.status_code == status, response.text
+    assert words in response.text
+
+
+def test_an_unknown_filter_field_is_refused_before_anything_is_encoded(client, handlers, monkeypatch):
+    encoded = []
+    original = handlers.encoder.encode
+    monkeypatch.setattr(handlers.encoder, "encode", lambda *a, **k: encoded.append(a) or original(*a, **k))
+    response = client.post("/search", json={"text": "red dress", "filters": {"colour": "Red"}})
+    assert response.status_code == 422 and "colour" in response.json()["detail"] and encoded == []
+    assert client.post("/search", json={"text": "red dress"}).status_code == 200 and len(encoded) == 1
+
+
+def test_readyz_names_the_model_without_the_servers_paths(client, model_spec):
+    body = client.get("/readyz")
+    folder = model_spec.removeprefix("local-dir:")
+    assert body.json()["model"] == "local-dir:fashion-clip-mini" and folder not in body.text
+
+
+def receiving(*messages, then: str = "stall"):
+    """An ASGI receive that hands over `messages` (body pieces), then ends the body, stalls or reports a
+    disconnect."""
+    queue = [{"type": "http.request", "body": m, "more_body": True} for m in messages]
+    if then == "end":
+        queue[-1]["more_body"] = False
+
+    async def receive() -> dict:
+        if queue:
+            return queue.pop(0)
+        if then == "disconnect":
+            return {"type": "http.disconnect"}
+        await asyncio.sleep(3600)
+
+    return receive
+
+
+def post(body_receive, length: int = 1000):
+    from starlette.requests import Request
+
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(length).encode())]
+    return Request({"type": "http", "method": "POST", "path": "/search", "headers": headers}, body_receive)
+
+
+@pytest.mark.parametrize("pieces, timeouts, took", [
+    ([b'{"text"'], BodyTimeouts(idle_s=0.3, total_s=5), 0.3),  # stalls mid-body: the idle limit
+    ([b'{"te', b'xt"'], BodyTimeouts(idle_s=0.3, total_s=5), 0.3),
+    ([], BodyTimeouts(idle_s=5, total_s=0.4), 0.4),  # the total limit holds even when each piece is in time
+])
+def test_a_stalled_body_is_a_408_within_its_limit(pieces, timeouts, took):
+    async def attempt():
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(Refused) as refused:
+            await parse_search(post(receiving(*pieces)), MAX_UPLOAD, timeouts)
+        return refused.value, asyncio.get_running_loop().time() - started
+
+    refusal, elapsed = asyncio.run(attempt())
+    assert refusal.status_code == 408 and refusal.reason == "body_timeout" and took <= elapsed < took + 0.5
+    assert refusal.headers == {"Connection": "close"}  # the body was left unread: no keep-alive after it
+
+
+def test_a_client_that_hangs_up_is_a_499_logged_at_info(handlers, caplog):
+    """Its own status and reason (nginx's 499), an INFO line without a traceback, not a 500."""
+    with caplog.at_level("INFO"), pytest.raises(Refused) as refused:
+        asyncio.run(handlers.search(post(receiving(b'{"text"', then="disconnect"))))
+    assert (refused.value.status_code, refused.value.reason) == (499, "client_disconnected")
+    lines = [r for r in caplog.records if r.name == "fashion.search"]
+    assert [(r.levelno, json.loads(r.getMessage())["status"]) for r in lines] == [(logging.INFO, 499)]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+def test_a_search_cancelled_with_its_client_is_a_499(handlers, caplog, monkeypatch):
+    """Serve cancels the request of a client that hangs up after its body: counted as the client's, at INFO."""
+    async def hang(*args, **kwargs):
+        await asyncio.sleep(3600)
+
+    async def cancelled():
+        task = asyncio.create_task(handlers.search(post(receiving(b'{"text": "red"}', then="end"), 15)))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    monkeypatch.setattr(handlers.encoder, "encode", hang)
+    with caplog.at_level("INFO"):
+        asyncio.run(cancelled())
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "fashion.search"]
+    assert [(line["status"], line["reason"]) for line in lines] == [(499, "client_disconnected")]
 
 
 def test_a_non_image_is_refused_without_internals(client):
@@ -93,10 +210,12 @@ def test_request_ids_and_one_log_line_per_search(client, caplog):
 def test_openapi_documents_statuses_content_types_and_bounds(client):
     doc = client.get("/openapi.json").json()
     search = doc["paths"]["/search"]["post"]
-    assert {"200", "400", "404", "413", "415", "422", "503"} <= set(search["responses"])
+    assert {"200", "400", "404", "408", "413", "415", "422", "503"} <= set(search["responses"])
     assert search["requestBody"]["required"] is True
     form = search["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
-    assert (form["k"]["minimum"], form["k"]["maximum"]) == (1, 100) and form["strategy"]["enum"] == list(STRATEGIES)
+    given = {name: field["anyOf"][0] for name, field in form.items() if "anyOf" in field}  # or empty: not given
+    assert (given["k"]["minimum"], given["k"]["maximum"]) == (1, 100) and given["strategy"]["enum"] == list(STRATEGIES)
+    assert all(field["anyOf"][1]["enum"] == [""] for name, field in form.items() if name in given)
     image = doc["paths"]["/items/{item_id}/image"]["get"]["responses"]
     assert "image/*" in image["200"]["content"] and "application/json" not in image["200"]["content"]
 

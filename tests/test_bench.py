@@ -109,3 +109,37 @@ def test_peak_memory_sees_an_allocation():
         time.sleep(0.1)
         del block
     assert during.peak - before.peak >= 200 * 2**20
+
+def test_slow_clients_stays_on_loopback_and_within_its_bounds(capsys):
+    from bench import slow_clients
+
+    assert slow_clients.main(["--url", "http://10.0.0.1:8000"]) == 2
+    assert slow_clients.main(["--url", "http://127.0.0.1:8000", "--stalled", "100000"]) == 2
+    assert "127.0.0.1" in capsys.readouterr().err
+
+
+def test_a_stalled_connection_is_timed_to_its_answer_and_its_close():
+    """Against a stand-in server that answers a stalled body after 0.2 s and closes 0.2 s later."""
+    import asyncio
+    import time
+
+    from bench import slow_clients
+
+    async def stand_in(reader, writer):
+        await reader.readuntil(b'{"text"')
+        await asyncio.sleep(0.2)
+        writer.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n")
+        await asyncio.sleep(0.2)
+        writer.close()
+
+    async def run() -> list:
+        server = await asyncio.start_server(stand_in, "127.0.0.1", 0)
+        held: list = []
+        async with server:
+            await slow_clients.stall("127.0.0.1", server.sockets[0].getsockname()[1], time.monotonic() + 0.6, held)
+        return held
+
+    held = asyncio.run(run())
+    answered, closed, status = held[0]
+    assert status == "HTTP/1.1 408 Request Timeout" and 0.2 <= answered < 0.35 and 0.4 <= closed < 0.6
+    assert held[-1][2] in ("open", "HTTP/1.1 408 Request Timeout")  # the last one may outlive the run

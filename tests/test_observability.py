@@ -135,4 +135,7 @@ def test_the_prometheus_config_points_at_rays_discovery_file():
     config = yaml.safe_load((ROOT / "cluster" / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert jobs["ray"]["file_sd_configs"][0]["files"] == ["/tmp/ray/prom_metrics_service_discovery.json"]
+    # make serve starts Ray without the dashboard that writes that file: its own port is scraped directly
+    port = re.search(r"^METRICS_PORT \?= (\d+)$", (ROOT / "Makefile").read_text(), re.MULTILINE).group(1)
+    assert jobs["serve-local"]["static_configs"][0]["targets"] == [f"127.0.0.1:{port}"]
     assert jobs["kubernetes-pods"]["relabel_configs"][0]["regex"] == "true"

@@ -50,3 +50,9 @@ def test_makefile_exports_the_same_variables():
     expected = fast_path_env()
     assert set(exported) == set(expected)
     assert exported == expected
+
+
+def test_haproxy_drops_idle_clients_long_before_rays_hour():
+    """A stalled client holds a proxy connection for RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S (Ray's default: 3,600 s)
+    after the ingress's own 408; a phone pausing for a cell handover still passes."""
+    assert 20 <= int(fast_path_env()["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"]) <= 60
