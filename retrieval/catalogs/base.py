@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,15 @@ def safe_image_path(root: str | Path | None, image: str | None) -> Path | None:
     base = Path(root).resolve()
     path = (base / image).resolve()
     return path if path.is_relative_to(base) and path.is_file() else None
+
+
+@contextlib.contextmanager
+def csv_rows(path: Path) -> Iterator[csv.DictReader]:
+    """A UTF-8 CSV file's rows by its header; a missing file is a CatalogError."""
+    if not path.is_file():
+        raise CatalogError(f"{path} not found")
+    with path.open(newline="", encoding="utf-8") as handle:
+        yield csv.DictReader(handle)
 
 
 def detect_format(root: Path) -> str:

@@ -3,11 +3,10 @@ text fields become the item's document."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from retrieval.catalogs.base import CatalogError
+from retrieval.catalogs.base import CatalogError, csv_rows
 from schemas.catalog import CatalogItem
 
 ID_COLUMNS = ("id", "item_id", "sku")
@@ -48,10 +47,7 @@ def read_csv_catalog(root: Path, text_fields: Sequence[str] | None = None) -> It
     """Items of `root/catalog.csv` (or of the CSV file `root` itself). The document is made of `text_fields`
     (default: every column but the id and the image, in file order; numbers left out)."""
     path = root if root.suffix == ".csv" else root / "catalog.csv"
-    if not path.is_file():
-        raise CatalogError(f"{path} not found")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
+    with csv_rows(path) as reader:
         header = list(reader.fieldnames or [])
         id_col, image_col = _pick(header, ID_COLUMNS, "id", path), _pick(header, IMAGE_COLUMNS, "image", path)
         fields = _text_fields(header, text_fields, (id_col, image_col), path)

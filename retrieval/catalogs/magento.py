@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from retrieval.catalogs.base import CatalogError
+from retrieval.catalogs.base import CatalogError, csv_rows
 from schemas.catalog import CatalogItem
 
 MAPPING_FILE = "catalog-mapping.yaml"
@@ -184,10 +184,7 @@ def image_of(row: dict[str, str], mapping: Mapping) -> str:
 
 def read_rows(path: Path, mapping: Mapping) -> list[dict[str, str]]:
     """The export's product rows (a row with a store view code only overrides another row's words for one store)."""
-    if not path.is_file():
-        raise CatalogError(f"{path} not found")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
+    with csv_rows(path) as reader:
         missing = {mapping.id, mapping.image, mapping.row_type} - set(reader.fieldnames or [])
         if missing:
             raise CatalogError(f"{path}: no column {', '.join(sorted(missing))}; a mapping names the columns "
