@@ -14,11 +14,16 @@ Two principles, so that the ranking is never below its best single signal:
   CLIP vector against the items' photos and documents) and the words (BM25 against the documents; their CLIP vector
   against the items' photos and documents). Words that were all understood as values have had their say in the
   tier: with a photo, the photo then orders the tier; without one, the words do.
+- **The photo says what kind of thing it is, where the words do not.** The values most of the photo's 20 nearest
+  items share, far more often than the catalog does ("this t-shirt, but red": the neighbours agree on type
+  Tshirts and gender Men), join the words' values in a first, narrower tier; the words win on a field they name.
+  On the photo + "in <colour>" dev queries: Myntra 0.600 -> 0.681 (300 queries), luma 0.404 -> 0.457.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 
 from retrieval.store.base import Filter, Fuse, Nearest, Plan, Rescore
 from retrieval.understanding import Understood
@@ -57,6 +62,35 @@ def named_values(understood: Understood | None) -> Filter | None:
     for span in (understood.spans if understood else ()):
         narrowed[span.field] = list(dict.fromkeys([*narrowed.get(span.field, []), *span.names]))
     return {field: names[0] if len(names) == 1 else names for field, names in narrowed.items()} or None
+
+
+# The photo's say in the tier: the values most of its NEIGHBOURS share, far more often than the catalog does.
+NEIGHBOURS, AGREE, LIFT = 20, 0.6, 1.5
+
+
+def with_photo_values(store, collection: str, query, params):
+    """The query with what its photo's neighbours agree it is ("this t-shirt, but red": type Tshirts, gender Men),
+    in the fields the words named none of; only for words that named values (they make the tier it joins)."""
+    if query.photo_vector is None or named_values(query.understood) is None:
+        return query
+    hits = store.search(collection, IMAGE_VECTOR, query.photo_vector, NEIGHBOURS + len(params.exclude),
+                        params.filters)
+    hits = [hit for hit in hits if hit.item_id not in set(params.exclude)][:NEIGHBOURS]
+    named = {span.field for span in query.understood.spans}
+    voted = {field: value for field, counts in query.understood.counts.items() if field not in named
+             and (value := agreed(hits, field, counts)) is not None}
+    return replace(query, photo_values=voted or None)
+
+
+def agreed(hits: list, field: str, counts: dict[str, int]) -> str | None:
+    """The value of `field` that at least AGREE of the hits have, at least LIFT times as often as the catalog's
+    items do (a value most items have says nothing of the photo)."""
+    values = Counter(hit.payload.get(field) for hit in hits if isinstance(hit.payload.get(field), str))
+    if not values or not hits:
+        return None
+    value, n = values.most_common(1)[0]
+    share, base = n / len(hits), counts.get(value, 0) / max(1, sum(counts.values()))
+    return value if share >= AGREE and share >= LIFT * base else None
 
 
 def candidate_legs(query, k1: int, meaning: bool) -> tuple[Plan, ...]:
@@ -101,4 +135,7 @@ def plans(query, k1: int, text_weight: float) -> list[Tier]:
     ranked = [evidence_plan(query, legs, len(legs) * k1, words_speak)
               for legs in (lexical, meaning[len(lexical):] and meaning) if legs]
     narrowed = named_values(query.understood)
-    return [Tier(ranked[0], narrowed)] * bool(narrowed) + [Tier(plan) for plan in ranked]
+    tiers = [Tier(ranked[0], narrowed)] if narrowed else []
+    if narrowed and query.photo_values:  # the photo's values below the words': words win on a field
+        tiers.insert(0, Tier(ranked[0], {**query.photo_values, **narrowed}))
+    return tiers + [Tier(plan) for plan in ranked]

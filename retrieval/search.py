@@ -76,6 +76,7 @@ class EncodedQuery:
     words_bm25: SparseVector | None = None
     phrase: str | None = None
     understood: Understood | None = None  # what the words name in the catalog (retrieval/understanding.py)
+    photo_values: Filter | None = None  # what the photo's neighbours agree it is (retrieval/evidence.py)
 
     @property
     def signals(self) -> set[str]:
@@ -142,6 +143,8 @@ def rank(store: VectorStore, collection: str, query: EncodedQuery, params: Searc
     """The resolved strategy's ranking: hits with their final score, best first."""
     strategy = strategies.REGISTRY[params.strategy]
     check_strategy(query, strategy)
+    if strategy.prepare is not None:
+        query = strategy.prepare(store, collection, query, params)
     if strategy.plans is not None:
         return hybrid_hits(store, collection, query, params, strategy.plans)
     return ties_by_id(strategy.rank(store, collection, query, params))

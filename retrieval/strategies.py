@@ -47,6 +47,7 @@ class Strategy:
     default: dict[str, Knobs] = field(default_factory=dict)  # the query modes it is the default of, its knobs there
     modes: tuple[str, ...] = ()  # the modes the evaluation runs it in (elsewhere it is another strategy's twin)
     grid_rank: int = 0  # its place in the evaluation's grid: the earlier of two equal configurations wins
+    prepare: Callable | None = None  # (store, collection, query, params) -> the query, read further, before plans
 
     def knobs_in(self, mode: str) -> Knobs:
         return self.default.get(mode, self.settled)
@@ -60,7 +61,8 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
              settled=Knobs(1000, 0.5), modes=("text", "image+text"), grid_rank=3),
     Strategy("hybrid_rescore", plans=hybrid.rescore_plans, uses=ALL, knobs=("k1", "text_weight"),
              settled=Knobs(1000, 0.2), modes=("text", "image+text"), grid_rank=5),
-    Strategy("hybrid_understood", plans=evidence.plans, uses=ALL, knobs=("k1",), settled=Knobs(1000, 0.5),
+    Strategy("hybrid_understood", plans=evidence.plans, prepare=evidence.with_photo_values, uses=ALL, knobs=("k1",),
+             settled=Knobs(1000, 0.5),
              default={"text": Knobs(50, 0.5), "image+text": Knobs(1000, 0.5)}, modes=("text", "image+text"),
              grid_rank=10),
     Strategy("bm25", plans=hybrid.bm25_plans, needs=("lexical",), uses=("lexical",), settled=Knobs(100, 0.5),

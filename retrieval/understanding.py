@@ -122,6 +122,7 @@ class Understood:
     corrections: Mapping[str, str] = field(default_factory=dict)
     rest: tuple[str, ...] = ()
     text: str = ""  # the words as typed
+    counts: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # the catalog's values' item counts
 
     def __bool__(self) -> bool:
         return bool(self.spans)
@@ -254,7 +255,7 @@ def understand(text: str | None, vocabulary: Vocabulary, synonyms: Synonyms = Sy
     typed = set(words_of(text or ""))
     searched = " ".join([text.strip(), *(w for w in dict.fromkeys(added) if w not in typed)])
     rest_words = tuple(w for _, typed in rest for w in typed if stem(w) is not None)
-    return Understood(spans, searched, corrections, rest_words, text or "")
+    return Understood(spans, searched, corrections, rest_words, text or "", vocabulary.counts)
 
 
 @dataclass(frozen=True)

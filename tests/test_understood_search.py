@@ -103,3 +103,31 @@ def test_named_values_never_filter(shop):
     assert {r.payload["type"] for r in filtered.results} == {"T-shirt"}
     contradicted = top(shop, "blue shirt", k=2, filters={"colour": "White"})
     assert [r.payload["colour"] for r in contradicted.results] == ["White", "White"]
+
+
+def test_the_photo_says_what_most_of_its_neighbours_share_and_the_catalog_does_not():
+    from retrieval.evidence import agreed
+    from retrieval.store.base import Hit
+
+    def hits(*values):
+        return [Hit(str(i), 1.0, {"type": v, "sizes": ["S", "M"]}) for i, v in enumerate(values)]
+
+    catalog = {"Shirt": 10, "T-shirt": 10, "Jeans": 80}
+    assert agreed(hits(*["Shirt"] * 7, *["Jeans"] * 3), "type", catalog) == "Shirt"  # 0.7 of them, 0.1 of all
+    assert agreed(hits(*["Shirt"] * 5, *["Jeans"] * 5), "type", catalog) is None  # no majority
+    assert agreed(hits(*["Jeans"] * 9, "Shirt"), "type", catalog) is None  # 0.9, but 0.8 of the catalog is Jeans
+    assert agreed(hits("Shirt"), "sizes", {"S": 5}) is None  # a list-valued field does not vote
+
+
+def test_the_photos_values_make_the_first_tier_and_the_words_win(shop):
+    """"this, but blue" with a photo its neighbours agree is a T-shirt: blue T-shirts, then the other blue items;
+    on this catalog of 16 the 20 neighbours are every item, which agree on nothing, so the photo adds no tier."""
+    from dataclasses import replace
+
+    from retrieval import evidence
+
+    understood = query(shop, "blue", photo("T-shirt", "White", 9))
+    voted = replace(understood, photo_values={"type": "T-shirt", "colour": "White"})
+    tiers = evidence.plans(voted, 10, 0.5)
+    assert [t.narrowed for t in tiers[:3]] == [{"type": "T-shirt", "colour": "Blue"}, {"colour": "Blue"}, None]
+    assert evidence.with_photo_values(shop, "shop", understood, SearchParams()).photo_values is None
