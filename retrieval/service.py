@@ -53,6 +53,7 @@ class Searcher:
     def __init__(self, store: VectorStore, alias: str, model_spec: str):
         self.store, self.alias, self.model_spec = store, alias, model_spec
         self._checked: dict[str, CollectionSpec] = {}
+        self._words: dict[str, CatalogWords] = {}
         self._lock = threading.Lock()
 
     def current(self) -> tuple[str, CollectionSpec]:
@@ -62,6 +63,13 @@ class Searcher:
             if name not in self._checked:
                 self._checked[name] = self._check(name)
             return name, self._checked[name]
+
+    def words(self, collection: str, spec: CollectionSpec) -> CatalogWords:
+        """What queries' words are read against in this generation, built once per generation."""
+        with self._lock:
+            if collection not in self._words:
+                self._words[collection] = catalog_words(self.store, collection, spec)
+            return self._words[collection]
 
     def _check(self, name: str) -> CollectionSpec:
         spec = self.store.collection_spec(name)
@@ -86,7 +94,7 @@ class Searcher:
         the item's own); timings: encode (since begin), the search's stages, total."""
         encoded = time.perf_counter()
         query = with_words(query, pending.phrase, pending.spec.bm25_language,
-                           catalog_words(self.store, pending.collection, pending.spec))
+                           self.words(pending.collection, pending.spec))
         if pending.item is not None:
             query = merged(pending.item, query)
         if pending.exclude:
