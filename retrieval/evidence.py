@@ -59,7 +59,7 @@ def named_values(understood: Understood | None) -> Filter | None:
     if not understood or len(understood.rest) > sum(len(span.typed.split()) for span in understood.spans):
         return None
     narrowed: dict[str, list[str]] = {}
-    for span in (understood.spans if understood else ()):
+    for span in understood.spans:
         narrowed[span.field] = list(dict.fromkeys([*narrowed.get(span.field, []), *span.names]))
     return {field: names[0] if len(names) == 1 else names for field, names in narrowed.items()} or None
 
@@ -75,7 +75,8 @@ def with_photo_values(store, collection: str, query, params):
         return query
     hits = store.search(collection, IMAGE_VECTOR, query.photo_vector, NEIGHBOURS + len(params.exclude),
                         params.filters)
-    hits = [hit for hit in hits if hit.item_id not in set(params.exclude)][:NEIGHBOURS]
+    excluded = set(params.exclude)
+    hits = [hit for hit in hits if hit.item_id not in excluded][:NEIGHBOURS]
     named = {span.field for span in query.understood.spans}
     voted = {field: value for field, counts in query.understood.counts.items() if field not in named
              and (value := agreed(hits, field, counts)) is not None}
@@ -132,9 +133,9 @@ def plans(query, k1: int, text_weight: float) -> list[Tier]:
     ranked by the evidence of the photo and of the words not named."""
     words_speak = not query.understood or bool(query.understood.rest)
     lexical, meaning = candidate_legs(query, k1, False), candidate_legs(query, k1, True)
-    ranked = [evidence_plan(query, legs, len(legs) * k1, words_speak)
-              for legs in (lexical, meaning[len(lexical):] and meaning) if legs]
-    narrowed = named_values(query.understood)
+    last = meaning if len(meaning) > len(lexical) else ()  # a last tier only where meaning adds candidates
+    ranked = [evidence_plan(query, legs, len(legs) * k1, words_speak) for legs in (lexical, last) if legs]
+    narrowed = named_values(query.understood) if ranked else None
     tiers = [Tier(ranked[0], narrowed)] if narrowed else []
     if narrowed and query.photo_values:  # the photo's values below the words': words win on a field
         tiers.insert(0, Tier(ranked[0], {**query.photo_values, **narrowed}))
