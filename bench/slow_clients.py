@@ -151,10 +151,10 @@ def start_service() -> str:
     use_fast_path()  # before anything imports ray.serve
     import ray
 
-    from jobs import index
+    from jobs import indexer
     from schemas.jobs import IndexConfig
 
-    index.ensure_index(IndexConfig.from_settings())
+    indexer.ensure_index(IndexConfig.from_settings())
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

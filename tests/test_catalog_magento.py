@@ -127,16 +127,15 @@ def test_luma_sample_one_item_per_product_colour_photo():
 @pytest.mark.ray
 @pytest.mark.skipif(not (LUMA / "products.csv").is_file(), reason="the luma-sample export is not in ../shared")
 def test_luma_indexed_as_it_is_and_filtered_by_list_fields(ray_cluster, model_spec, tmp_path):
-    from jobs import index
+    from jobs import indexer
     from retrieval.store.factory import open_store
     from tests.conftest import index_config
 
     # MH01 and MH02, three colours each (too few items for colour and size to count as categorical: named here)
     cfg = index_config(LUMA, model_spec, tmp_path / "store", limit=6, filter_fields=("color", "size", "type"))
-    summary = index.run(cfg)
+    summary = indexer.run(cfg)
     assert (summary["indexed"], summary["skipped"]) == (6, {})
-    store = open_store(cfg.store)
-    try:
+    with open_store(cfg.store) as store:
         spec = store.collection_spec(store.resolve_alias(cfg.collection))
         assert spec.filter_fields == ("color", "size", "type")
         (black,) = store.retrieve(cfg.collection, ["MH01-Black"])
@@ -144,5 +143,3 @@ def test_luma_indexed_as_it_is_and_filtered_by_list_fields(ray_cluster, model_sp
         found = store.search(cfg.collection, "image", black.vectors["image"], 10, {"color": "Black", "size": "XS"})
         assert sorted(h.item_id for h in found) == ["MH01-Black", "MH02-Black"]
         assert not store.search(cfg.collection, "image", black.vectors["image"], 10, {"size": "XXL"})
-    finally:
-        store.close()
