@@ -180,21 +180,20 @@ class Vocabulary:
                 rest.append(positions[i])
                 i += 1
                 continue
-            length, words = match
+            length, words, key = match
             typed = " ".join(w for _, t in positions[i:i + length] for w in t)
-            values = tuple(dict.fromkeys(self.values[self._key(words)]))
+            values = tuple(dict.fromkeys(self.values[key]))
             found.append(Span(" ".join(words), values, typed, *condition(values, self.counts)))
             i += length
         return tuple(found), tuple(rest)
 
-    def _key(self, words: list[str]) -> tuple:
-        return next(key for key in (key_of(words), key_of(["".join(words)])) if key in self.values)
-
-    def _match_at(self, positions: list, i: int) -> tuple[int, list[str]] | None:
+    def _match_at(self, positions: list, i: int) -> tuple[int, list[str], tuple] | None:
+        """The longest reading of the positions from i that names a value: its length, words and value key."""
         for length in range(min(self.longest, len(positions) - i), 0, -1):
             for words in _alternatives([alternatives for alternatives, _ in positions[i:i + length]]):
-                if any(key in self.values for key in (key_of(words), key_of(["".join(words)]))):
-                    return length, words
+                key = next((k for k in (key_of(words), key_of(["".join(words)])) if k in self.values), None)
+                if key is not None:
+                    return length, words, key
         return None
 
 
