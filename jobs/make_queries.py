@@ -27,7 +27,6 @@ A catalog with product groups (a shop export: one item per product colour, ROLES
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import sys
@@ -35,14 +34,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from jobs import cli
+from retrieval import splits
 from retrieval.catalogs import open_catalog
 from schemas.jobs import CATALOG_FORMATS
 
-# The payload fields that queries read, per catalog format: type, colour, gender, and for a shop export the
-# product group and its description.
-ROLES = {"csv": {"type": "articleType", "colour": "baseColour", "gender": "gender"},
-         "magento": {"type": "type", "colour": "color", "gender": "gender", "group": "product_group",
-                     "description": "description"}}
 SKIP_COLOURS = {"NA", "Multi"}  # not a colour anyone types
 GENDER_WORDS = {"Men": "for men", "Women": "for women", "Boys": "for boys", "Girls": "for girls"}
 
@@ -50,7 +45,7 @@ GENDER_WORDS = {"Men": "for men", "Women": "for women", "Boys": "for boys", "Gir
 def load_items(catalog: Path, fmt: str = "auto") -> dict[str, dict]:
     """id -> {image, type, colour, gender[, group, description]} for items that have every one of them."""
     cat = open_catalog(catalog, fmt)
-    roles = ROLES.get(cat.format, ROLES["csv"])
+    roles = splits.roles_of(cat.format)
     items = {}
     for item in cat.items():
         meta = {role: str(item.metadata.get(field, "")).strip() for role, field in roles.items()}
@@ -60,10 +55,8 @@ def load_items(catalog: Path, fmt: str = "auto") -> dict[str, dict]:
 
 
 def held_out_by_group(items: dict[str, dict], fraction: float) -> list[str]:
-    """The items whose product group (or id) hashes below `fraction`: the same split on every machine and run."""
-    def unit(key: str) -> float:
-        return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2 ** 64
-    return [i for i, item in items.items() if unit(item.get("group", i)) < fraction]
+    """The items whose product group (or id) hashes below `fraction` (retrieval.splits: the fine-tune job's rule)."""
+    return splits.held_out_by_group({i: item.get("group") for i, item in items.items()}, fraction)
 
 
 def index_by(items: dict[str, dict], *fields: str) -> dict[tuple, list[str]]:
@@ -186,7 +179,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--catalog-format", default="auto", choices=CATALOG_FORMATS)
     p.add_argument("--split-file", type=Path, help="JSON with the model's held-out test_ids (default: a split by "
                                                    "a hash of each item's product group)")
-    p.add_argument("--held-out-fraction", type=float, default=0.5,
+    p.add_argument("--held-out-fraction", type=float, default=splits.HELD_OUT_FRACTION,
                    help="without --split-file, the share of product groups held out (a small catalog needs many "
                         "queries more than it needs training items)")
     p.add_argument("--out", type=Path, required=True, help="JSONL file to write")
@@ -198,9 +191,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def held_out_ids(split_file: Path) -> list[str]:
     """The model's held-out item ids from its split file."""
     try:
-        return [str(i) for i in json.loads(split_file.read_text())["test_ids"]]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise cli.UsageError(f"{split_file}: not a split file with test_ids ({err})") from err
+        return splits.read_split(split_file)
+    except splits.SplitError as err:
+        raise cli.UsageError(str(err)) from err
 
 
 @cli.entry
