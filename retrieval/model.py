@@ -79,9 +79,24 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
+# Architectures this project ships as named open_clip configs (fashion-clip-mini: the offline model's), so a model
+# can be trained from scratch by name (jobs.finetune --from-scratch).
+MODEL_CONFIGS = Path(__file__).with_name("model_configs")
+
+
+def register_configs() -> None:
+    """Add the shipped architectures to open_clip's registry (once; open_clip rescans its paths on each add)."""
+    import open_clip
+
+    if not set(p.stem for p in MODEL_CONFIGS.glob("*.json")) <= set(open_clip.list_models()):
+        open_clip.add_model_config(MODEL_CONFIGS)
+
+
 def _check_spec(spec: ModelSpec, allow_random: bool) -> None:
     """Fail before any download with a message naming valid choices, never fall back to random weights."""
     import open_clip
+
+    register_configs()
 
     local = spec.local_dir
     if local is not None:
@@ -114,6 +129,35 @@ def _create(spec: ModelSpec, device: str, precision: str):
             "open_clip_model.safetensors), or set HF_HUB_OFFLINE=0 / HF_HOME to a cache that holds them") from err
     model.eval()
     return model, open_clip.get_tokenizer(spec.name)
+
+
+def model_config(spec: str) -> dict:
+    """The open_clip architecture of a spec (`model_cfg`), as a model folder's open_clip_config.json records it."""
+    import open_clip
+
+    register_configs()
+    parsed = ModelSpec.parse(spec)
+    cfg = open_clip.get_model_config(parsed.name)
+    if cfg is None:
+        raise ModelLoadError(f"no open_clip config for model spec {spec}")
+    return dict(cfg)
+
+
+def load_trainable(spec: str, *, from_scratch: bool = False):
+    """(model in fp32 and train mode, tokenizer) for fine-tuning a spec, or its architecture from random weights."""
+    parsed = ModelSpec.parse(spec)
+    if from_scratch and (parsed.local_dir is not None or parsed.name.startswith("hf-hub:")):
+        raise ModelLoadError(f"--from-scratch takes an architecture name, not {spec}; valid: {', '.join(_names())}")
+    _check_spec(ModelSpec(parsed.name, None if from_scratch else parsed.pretrained), allow_random=from_scratch)
+    model, tokenizer = _create(ModelSpec(parsed.name, None if from_scratch else parsed.pretrained), "cpu", "fp32")
+    return model.train(), tokenizer
+
+
+def _names() -> list[str]:
+    import open_clip
+
+    register_configs()
+    return open_clip.list_models()
 
 
 def load_model(spec: str, device: str = "auto", precision: str = "fp32", *,
