@@ -144,7 +144,8 @@ def test_inspect_item_shows_its_payload_and_vectors_and_404s_an_unknown_id(clien
     assert image["kind"] == "dense" and image["dim"] == handlers.searcher.current()[1].dim
     assert bm25["kind"] == "sparse" and bm25["terms"] > 3 and "dim" not in bm25  # what does not apply is left out
     missing = client.get("/inspect/items/no such/item")
-    assert missing.status_code == 404 and missing.json()["detail"] == "no catalog item 'no such/item' in collection gen-1"
+    assert missing.status_code == 404
+    assert missing.json()["detail"] == "no catalog item 'no such/item' in collection gen-1"
 
 
 def receiving(*messages, then: str = "stall"):
