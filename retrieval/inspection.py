@@ -36,11 +36,12 @@ def collection_row(store: VectorStore, name: str, aliases: dict[str, str]) -> di
 
 
 def overview(store: VectorStore, names: list[str] | None = None) -> dict[str, Any]:
-    """The collections `names` (default: every one) with their rows, and the aliases pointing at them."""
+    """The collections `names` with their rows and the aliases pointing at them; default: every collection and
+    every alias (one pointing at a missing collection too)."""
     aliases = store.aliases()
+    shown = aliases if names is None else {a: c for a, c in aliases.items() if c in names}
     names = store.list_collections() if names is None else names
-    return {"aliases": {a: c for a, c in aliases.items() if c in names},
-            "collections": [collection_row(store, name, aliases) for name in names]}
+    return {"aliases": shown, "collections": [collection_row(store, name, aliases) for name in names]}
 
 
 def value_counts(store: VectorStore, collection: str, spec: CollectionSpec,
