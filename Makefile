@@ -68,7 +68,7 @@ submit: $(STAMP) ## reindex through `ray job submit` against a running `ray star
 serve: $(STAMP) ## run the search service on http://127.0.0.1:8000 (page at /, API docs at /docs, metrics on METRICS_PORT)
 	$(BIN)/python -m serve.run cluster/serve-config.yaml --metrics-port $(METRICS_PORT)
 
-inspect: $(STAMP) ## what the store holds: make inspect ARGS="--collection fashion" (or --item ID, --json)
+inspect: $(STAMP) ## what the store holds: make inspect ARGS="--collection fashion" (or --item ID, --json, --url URL)
 	$(BIN)/python -m jobs.inspect $(ARGS)
 
 eval: $(STAMP) ## retrieval quality on held-out dev queries of CATALOG, then LUMA: every strategy x weight x depth (docs/evaluation.md)

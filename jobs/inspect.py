@@ -3,6 +3,8 @@
 python -m jobs.inspect                         # aliases, collections and generations, point counts, completeness
 python -m jobs.inspect --collection fashion    # its spec and the value counts of its filter fields
 python -m jobs.inspect --item 10003            # one point: payload, vectors (norms, BM25 terms)
+python -m jobs.inspect --url http://127.0.0.1:8000   # the same from a running service: its alias's generations,
+                                                     # the live one's spec and value counts (and with --item)
 Add --json for the same as JSON. The store flags (--store-path, --qdrant-url, ...) pick the store.
 """
 
@@ -12,58 +14,76 @@ import argparse
 import json
 import sys
 from typing import Any
-
-import numpy as np
+from urllib.parse import quote
 
 from jobs import cli
-from retrieval.store.base import SparseVector, StoreError, VectorStore
+from retrieval import inspection
+from retrieval.store.base import VectorStore
 from retrieval.store.factory import open_store
 from schemas.jobs import StoreConfig
 
-FACET_VALUES = 20
-
-
-def overview(store: VectorStore) -> dict[str, Any]:
-    """Every collection with its size, model and completeness, and which aliases point at it."""
-    aliases = store.aliases()
-    rows = []
-    for name in store.list_collections():
-        row = {"name": name, "aliases": sorted(a for a, c in aliases.items() if c == name)}
-        try:
-            spec = store.collection_spec(name)
-            row.update(complete=spec.complete, model=spec.model, dim=spec.dim, vectors=list(spec.vectors),
-                       letterbox=spec.letterbox, segmentation=spec.segmentation)
-            row["points"] = store.count(name)
-        except StoreError as err:  # open in another process (the service, a run), or not made by this project
-            row["problem"] = str(err)
-        rows.append(row)
-    return {"aliases": aliases, "collections": rows}
+# Bounded waits on a service: connecting (a service that is down answers at once, a wrong host never) and reading
+# (counting each filter field's values over the whole live generation).
+CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5.0, 60.0
 
 
 def collection_detail(store: VectorStore, name: str) -> dict[str, Any]:
-    """A collection's spec and, for each filter field, its most common values with point counts."""
+    """A collection (or the one an alias points at): its spec and its filter fields' most common values."""
     concrete, spec = cli.existing_collection(store, name, "; python -m jobs.inspect lists them")
-    facets = {field: store.facet(concrete, field, FACET_VALUES) for field in spec.filter_fields}
-    return {"collection": concrete, "points": store.count(concrete), "spec": spec.model_dump(mode="json",
-            exclude={"filter_values"}), "filter_values": facets}
+    return inspection.collection_detail(store, concrete, spec)
 
 
 def point_detail(store: VectorStore, name: str, item_id: str) -> dict[str, Any]:
-    """One catalog item's point: its payload, and a summary of each named vector."""
+    """One catalog item's point in a collection (or the one an alias points at)."""
     concrete = store.resolve_alias(name) or name
-    hits = store.retrieve(concrete, [item_id], with_vectors=True)
-    if not hits:
+    view = inspection.point_detail(store, concrete, item_id)
+    if view is None:
         raise cli.UsageError(f"no item {item_id!r} in {concrete}")
-    return {"collection": concrete, "item_id": item_id, "payload": hits[0].payload,
-            "vectors": {n: describe(v) for n, v in sorted((hits[0].vectors or {}).items())}}
+    return view
 
 
-def describe(vector) -> dict[str, Any]:
-    if isinstance(vector, SparseVector):
-        return {"kind": "sparse", "terms": len(vector.indices), "max_weight": round(max(vector.values, default=0), 4)}
-    array = np.asarray(vector)
-    return {"kind": "dense", "dim": int(array.shape[0]), "norm": round(float(np.linalg.norm(array)), 4),
-            "head": [round(float(x), 4) for x in array[:4]]}
+def local_view(args: argparse.Namespace) -> tuple[dict, Any]:
+    """What to print, read from the store the flags and settings name, and its printer (None: JSON only)."""
+    s = cli.settings_of(args)
+    with open_store(StoreConfig.from_settings(s)) as store:
+        if args.item:
+            return point_detail(store, s.collection, args.item), None
+        if args.collection:
+            return collection_detail(store, args.collection), print_detail
+        return inspection.overview(store), print_overview
+
+
+def served_view(args: argparse.Namespace) -> tuple[dict, Any]:
+    """The same from a running service's inspection API (the store it serves from, which it holds): its alias's
+    generations and the live one's detail, or one item's point."""
+    if args.collection:
+        raise cli.UsageError("--collection does not apply with --url: the service shows the alias it serves")
+    if args.item:
+        return fetch(args.url, f"/inspect/items/{quote(args.item, safe='')}"), None
+    return fetch(args.url, "/inspect"), print_served
+
+
+def fetch(url: str, path: str) -> dict:
+    """GET a service's JSON, with bounded waits; an unreachable service or an error answer is one clear line."""
+    import httpx
+
+    timeout = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+    try:
+        response = httpx.get(url.rstrip("/") + path, timeout=timeout)
+    except httpx.HTTPError as err:
+        raise cli.UsageError(f"cannot reach the service at {url} ({type(err).__name__}: {err}); is it running "
+                             "(make serve)?") from err
+    if response.status_code != 200:
+        raise cli.UsageError(f"{url}{path} answered {response.status_code}: {detail_of(response)}")
+    return response.json()
+
+
+def detail_of(response) -> str:
+    """The API's error detail, or the start of whatever else answered."""
+    try:
+        return str(response.json()["detail"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]
 
 
 def print_overview(view: dict) -> None:
@@ -85,10 +105,18 @@ def print_detail(view: dict) -> None:
         print(f"  {field}: " + ", ".join(f"{value} ({count})" for value, count in counts.items()))
 
 
+def print_served(view: dict) -> None:
+    """A service's GET /inspect as the overview of its alias's generations, then the live one's detail."""
+    print_overview({"aliases": view["aliases"], "collections": view["generations"]})
+    print_detail(view)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m jobs.inspect", description=__doc__.splitlines()[0])
     p.add_argument("--item", help="show this catalog item's point (in --collection, default the settings' alias)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--url", help="a running service (e.g. http://127.0.0.1:8000): what it serves from, read "
+                                 "through its API (the store flags do not apply)")
     cli.add_store_args(p)
     return p.parse_args(argv)
 
@@ -96,14 +124,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli.entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    s = cli.settings_of(args)
-    with open_store(StoreConfig.from_settings(s)) as store:
-        if args.item:
-            view, show = point_detail(store, s.collection, args.item), None
-        elif args.collection:
-            view, show = collection_detail(store, args.collection), print_detail
-        else:
-            view, show = overview(store), print_overview
+    view, show = served_view(args) if args.url else local_view(args)
     if args.json or show is None:
         print(json.dumps(view, indent=2, default=str))
     else:

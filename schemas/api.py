@@ -119,3 +119,84 @@ class ReadyResponse(BaseModel):
                                                                   "their item counts")
     default_strategy: dict[str, str] = Field(description="The strategy used per query mode when none is asked")
     strategies: list[str]
+
+
+MAX_FACET_VALUES = 100  # values per filter field an inspection may ask for
+
+
+def _none(value: Any) -> bool:
+    return value is None
+
+
+def unless_none(description: str | None = None) -> Any:
+    """A summary's field that may not apply: left out of the JSON when None, as jobs.inspect prints it."""
+    return Field(None, exclude_if=_none, description=description)
+
+
+class GenerationInfo(BaseModel):
+    """One generation (concrete collection) of the alias; `problem` instead of the rest when it cannot be read."""
+
+    name: str
+    aliases: list[str] = Field(description="The aliases pointing at it")
+    live: bool = Field(description="Whether the service's alias points at it (searches read it)")
+    complete: bool | None = unless_none("False while its index run has not finished")
+    model: str | None = unless_none("The model its vectors were made with (by its public name)")
+    dim: int | None = unless_none()
+    vectors: list[str] | None = unless_none("Its named vectors")
+    letterbox: bool | None = unless_none()
+    segmentation: str | None = unless_none()
+    points: int | None = unless_none()
+    problem: str | None = unless_none()
+
+
+class InspectedSpec(BaseModel):
+    """A collection's spec as the service shows it: the model by its public name, no path on the server."""
+
+    name: str
+    model: str
+    dim: int
+    vectors: list[str]
+    distance: str
+    letterbox: bool
+    segmentation: str
+    filter_fields: list[str]
+    bm25_avg_len: float
+    bm25_language: str
+    complete: bool
+
+
+class InspectResponse(BaseModel):
+    """What the service serves from (GET /inspect): the alias, its generations, and the live one's spec, point count
+    and filter value counts, read through the service's own open store."""
+
+    alias: str = Field(description="The alias the service searches")
+    collection: str = Field(description="The live generation: the collection the alias points at")
+    points: int
+    spec: InspectedSpec
+    filter_values: dict[str, dict[str, int]] = Field(
+        description="Each filter field's most common values (at most facet_limit) with their point counts, counted "
+                    "by the store now")
+    facet_limit: int
+    aliases: dict[str, str] = Field(description="Aliases pointing at these generations: alias -> generation")
+    generations: list[GenerationInfo] = Field(description="The alias's generations, oldest first")
+
+
+class VectorInfo(BaseModel):
+    """One named vector of a point: a dense one's dimension, norm and first values, a sparse one's term count."""
+
+    kind: Literal["dense", "sparse"]
+    dim: int | None = unless_none("Dense: its dimension")
+    norm: float | None = unless_none()
+    head: list[float] | None = unless_none("Dense: its first values")
+    terms: int | None = unless_none("Sparse: its non-zero terms")
+    max_weight: float | None = unless_none()
+
+
+class ItemInspection(BaseModel):
+    """One catalog item's point in the live generation (GET /inspect/items/{id}): its payload and named vectors."""
+
+    collection: str
+    item_id: str
+    payload: dict[str, Any]
+    vectors: dict[str, VectorInfo] = Field(description="The named vectors it holds (an item without words has no "
+                                                       "text or bm25 vector)")

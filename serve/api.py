@@ -16,13 +16,14 @@ from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from retrieval import strategies
+from retrieval import inspection, strategies
 from retrieval.model import public_name
 from retrieval.search import FilterError, QueryError, SearchParams, StrategyError, mode_of
 from retrieval.service import ItemNotFound, Searcher
 from retrieval.store.base import StoreError
 from retrieval.store.factory import open_store
-from schemas.api import STRATEGIES, ReadyResponse, ResultItem, SearchRequest, SearchResponse, Understood
+from schemas.api import (STRATEGIES, InspectResponse, ItemInspection, ReadyResponse, ResultItem, SearchRequest,
+                         SearchResponse, Understood)
 from schemas.jobs import StoreConfig
 from serve.encoder import EncoderClient, EncoderConfig
 from serve.http import BODY_TIMEOUTS, CLIENT_GONE, BodyTimeouts, Refused, parse_search
@@ -90,6 +91,15 @@ def understood_of(understood) -> dict:
         return {}
     return {"understood": [Understood(words=s.typed, field=s.field, values=list(s.names)) for s in understood.spans],
             "did_you_mean": understood.did_you_mean()}
+
+
+async def read_store(read, *args):
+    """A read of the store off the event loop (facets count points; a slow Qdrant must not stall the searches this
+    replica is parsing); the store unavailable is a 503."""
+    try:
+        return await asyncio.to_thread(read, *args)
+    except StoreError as err:
+        raise HTTPException(503, f"store unavailable: {err}") from err
 
 
 class SearchAPIConfig(BaseModel):
@@ -190,6 +200,26 @@ class SearchAPI:
                                   results=[to_item(r) for r in outcome.results], timings_ms=timings,
                                   **understood_of(outcome.understood))
         return response, outcome.mode
+
+    async def inspect(self, facet_limit: int) -> InspectResponse:
+        """What the service serves from (the alias, its generations, the live one's spec, count and value counts),
+        read through its own open store: an embedded store serves one process, so no other could read it."""
+        return InspectResponse.model_validate(await read_store(self._inspected, facet_limit))
+
+    def _inspected(self, facet_limit: int) -> dict:
+        collection, spec = self.searcher.current()
+        return inspection.served(self.searcher.store, self.searcher.alias, collection, spec, facet_limit)
+
+    async def inspect_item(self, item_id: str) -> ItemInspection:
+        """One item's point in the live generation: its payload and the named vectors it holds."""
+        collection, view = await read_store(self._item_point, item_id)
+        if view is None:
+            raise HTTPException(404, f"no catalog item {item_id!r} in collection {collection}")
+        return ItemInspection.model_validate(view)
+
+    def _item_point(self, item_id: str) -> tuple[str, dict | None]:
+        collection, _ = self.searcher.current()
+        return collection, inspection.point_detail(self.searcher.store, collection, item_id)
 
     def item_image(self, item_id: str) -> FileResponse:
         try:

@@ -12,10 +12,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
-from schemas.api import MAX_FILTER_FIELDS, ErrorResponse, ReadyResponse, SearchRequest, SearchResponse
+from retrieval.inspection import FACET_VALUES
+from schemas.api import (MAX_FACET_VALUES, MAX_FILTER_FIELDS, ErrorResponse, InspectResponse, ItemInspection,
+                         ReadyResponse, SearchRequest, SearchResponse)
 
 STATIC = Path(__file__).parent / "static"
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # a caller's id is echoed only if it is a plain token
@@ -101,6 +103,15 @@ def create_app(api: Any, echo_request_ids: bool = True) -> FastAPI:
     @app.post("/search", response_model=SearchResponse, responses=SEARCH_ERRORS, openapi_extra=SEARCH_BODY)
     async def search(request: Request) -> SearchResponse:
         return await api.search(request)
+
+    @app.get("/inspect", response_model=InspectResponse, responses=errors(503))
+    async def inspect(facet_limit: int = Query(FACET_VALUES, ge=1, le=MAX_FACET_VALUES,
+                                               description="Values shown per filter field")) -> InspectResponse:
+        return await api.inspect(facet_limit)
+
+    @app.get("/inspect/items/{item_id:path}", response_model=ItemInspection, responses=errors(404, 503))
+    async def inspect_item(item_id: str) -> ItemInspection:
+        return await api.inspect_item(item_id)
 
     @app.get("/items/{item_id:path}/image", response_class=FileResponse, responses=IMAGE_RESPONSE)
     def item_image(item_id: str) -> FileResponse:

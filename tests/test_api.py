@@ -15,12 +15,14 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import positive_data_acceptance
 from starlette.testclient import TestClient
 
+from retrieval import inspection
 from retrieval.model import canonical_spec
 from schemas.api import STRATEGIES
 from serve.api import SearchAPI, SearchAPIConfig
 from serve.encoder import EncoderConfig
 from serve.http import BodyTimeouts, Refused, parse_search
 from serve.routes import create_app
+from tests.conftest import SMALL_INDEX_ITEMS
 
 MAX_UPLOAD = 2_000_000
 TOO_BIG = 2**63  # one past the 64 bits the store matches (a 500 before filter integers had bounds)
@@ -108,6 +110,42 @@ def test_readyz_names_the_model_without_the_servers_paths(client, model_spec):
     body = client.get("/readyz")
     folder = model_spec.removeprefix("local-dir:")
     assert body.json()["model"] == "local-dir:fashion-clip-mini" and folder not in body.text
+
+
+def test_inspect_shows_the_served_alias_generation_model_count_and_value_counts(client, handlers, model_spec):
+    response = client.get("/inspect")
+    body = response.json()
+    assert (body["alias"], body["collection"], body["points"]) == ("fashion", "gen-1", SMALL_INDEX_ITEMS)
+    assert body["aliases"] == {"fashion": "gen-1"}
+    (generation,) = body["generations"]  # gen-1 is not named after the alias: listed because it is live
+    assert generation["live"] and generation["complete"] and generation["points"] == SMALL_INDEX_ITEMS
+    assert body["spec"]["model"] == generation["model"] == "local-dir:fashion-clip-mini"
+    spec = handlers.searcher.store.collection_spec("gen-1")
+    assert model_spec.removeprefix("local-dir:") not in response.text and spec.catalog_root not in response.text
+    assert body["filter_values"] == inspection.value_counts(handlers.searcher.store, "gen-1", spec)
+    assert set(body["filter_values"]) == set(spec.filter_fields) == set(body["spec"]["filter_fields"])
+    assert sum(body["filter_values"]["gender"].values()) == SMALL_INDEX_ITEMS
+
+
+@pytest.mark.parametrize("limit, status", [(1, 200), (100, 200), (0, 422), (101, 422), ("many", 422)])
+def test_inspect_bounds_its_facet_limit(client, limit, status):
+    response = client.get("/inspect", params={"facet_limit": limit})
+    assert response.status_code == status, response.text
+    if status == 200:
+        body = response.json()
+        assert body["facet_limit"] == limit and all(len(v) <= limit for v in body["filter_values"].values())
+
+
+def test_inspect_item_shows_its_payload_and_vectors_and_404s_an_unknown_id(client, handlers):
+    body = client.get("/inspect/items/10003").json()
+    assert body == json.loads(json.dumps(inspection.point_detail(handlers.searcher.store, "gen-1", "10003")))
+    assert body["payload"]["item_id"] == "10003" and set(body["vectors"]) == {"image", "text", "bm25", "terms"}
+    image, bm25 = body["vectors"]["image"], body["vectors"]["bm25"]
+    assert image["kind"] == "dense" and image["dim"] == handlers.searcher.current()[1].dim
+    assert bm25["kind"] == "sparse" and bm25["terms"] > 3 and "dim" not in bm25  # what does not apply is left out
+    missing = client.get("/inspect/items/no such/item")
+    assert missing.status_code == 404
+    assert missing.json()["detail"] == "no catalog item 'no such/item' in collection gen-1"
 
 
 def receiving(*messages, then: str = "stall"):
@@ -216,6 +254,11 @@ def test_openapi_documents_statuses_content_types_and_bounds(client):
     given = {name: field["anyOf"][0] for name, field in form.items() if "anyOf" in field}  # or empty: not given
     assert (given["k"]["minimum"], given["k"]["maximum"]) == (1, 100) and given["strategy"]["enum"] == list(STRATEGIES)
     assert all(field["anyOf"][1]["enum"] == [""] for name, field in form.items() if name in given)
+    inspect = doc["paths"]["/inspect"]["get"]
+    limit = next(p for p in inspect["parameters"] if p["name"] == "facet_limit")["schema"]
+    assert (limit["minimum"], limit["maximum"]) == (1, 100) and "503" in inspect["responses"]
+    assert inspect["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("InspectResponse")
+    assert "404" in doc["paths"]["/inspect/items/{item_id}"]["get"]["responses"]
     image = doc["paths"]["/items/{item_id}/image"]["get"]["responses"]
     assert "image/*" in image["200"]["content"] and "application/json" not in image["200"]["content"]
 
@@ -237,7 +280,8 @@ def test_the_api_honours_its_openapi_document(app, mode):
 
     found = operations(app)
     assert {f"{op.method.upper()} {op.path}" for op in found} >= {"POST /search", "GET /readyz", "GET /healthz",
-                                                                    "GET /items/{item_id}/image"}
+                                                                    "GET /items/{item_id}/image", "GET /inspect",
+                                                                    "GET /inspect/items/{item_id}"}
     unsatisfiable, calls = set(), []
     for operation in found:
         # Invalid multipart data often cannot be sent at all (a non-string form value is dropped on the way), and

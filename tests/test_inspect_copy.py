@@ -4,15 +4,18 @@ between stores without re-encoding, after which searches answer alike."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from jobs import copy, inspect
+from retrieval import inspection
 from retrieval.prepare import with_words
 from retrieval.search import EncodedQuery, SearchParams, search
 from retrieval.service import Searcher
 from retrieval.store.factory import open_store
 from schemas.jobs import StoreConfig
+from tests.conftest import free_port
 
 STORE_FLAGS = lambda cfg: ["--store-path", str(cfg.store.path)]  # noqa: E731
 
@@ -41,6 +44,36 @@ def test_a_point_shows_its_payload_and_vectors(small_index, capsys):
     assert view["payload"]["item_id"] == "10003" and "Tshirts" in view["payload"]["text"]
     assert view["vectors"]["image"]["norm"] == pytest.approx(1.0, abs=1e-3) and view["vectors"]["bm25"]["terms"] > 3
     assert inspect.main([*STORE_FLAGS(small_index), "--item", "nope"]) == 2
+
+
+PARTIAL = "fashion-20260101-000000-000001"  # a generation of the alias whose run has not finished
+
+
+def test_the_served_view_lists_the_aliases_generations_and_marks_the_live_one(small_index, tmp_path):
+    """What GET /inspect shows: the alias's generations (a partial one too), the live one's count and value counts,
+    models by their public names and no catalog root."""
+    shutil.copytree(small_index.store.path, tmp_path / "store")
+    with open_store(StoreConfig(backend="edge", path=tmp_path / "store")) as store:
+        spec = store.collection_spec("gen-1")
+        store.create_collection(spec.model_copy(update={"name": PARTIAL, "complete": False}))
+        view = inspection.served(store, "fashion", "gen-1", spec, limit=2)
+    rows = {row["name"]: row for row in view["generations"]}
+    assert list(rows) == [PARTIAL, "gen-1"] and view["aliases"] == {"fashion": "gen-1"}
+    assert rows["gen-1"]["live"] and rows["gen-1"]["points"] == 80 and rows["gen-1"]["complete"]
+    assert not rows[PARTIAL]["live"] and rows[PARTIAL]["complete"] is False and rows[PARTIAL]["points"] == 0
+    assert {row["model"] for row in rows.values()} == {view["spec"]["model"]} == {"local-dir:fashion-clip-mini"}
+    assert "catalog_root" not in view["spec"] and all(len(v) <= 2 for v in view["filter_values"].values())
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--url", "http://127.0.0.1:{port}"], "cannot reach the service at http://127.0.0.1:{port}"),
+    (["--url", "http://127.0.0.1:{port}", "--collection", "fashion"], "--collection does not apply with --url"),
+])
+def test_inspect_url_errors_are_one_line(argv, words, capsys):
+    port = free_port()  # nothing listens there
+    assert inspect.main([a.format(port=port) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert words.format(port=port) in err and "Traceback" not in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("backend", ["edge", "local"])

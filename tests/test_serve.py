@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from collections import Counter
@@ -177,3 +178,32 @@ def test_unreachable_store_is_503_not_500(server, model_spec):
         assert response.status_code == 503 and "Traceback" not in response.text
     finally:
         serve.delete("dead-store")
+
+
+def test_inspect_url_shows_the_store_the_service_holds(server, full_index, capsys):
+    """With the service holding the embedded store, jobs.inspect cannot read it but `--url` can: the alias, the
+    live generation, the model, the count and each filter field's value counts."""
+    from jobs import inspect
+
+    cfg, _ = full_index
+    ready = server.get("/readyz").json()
+    assert inspect.main(["--store-path", str(cfg.store.path), "--json"]) == 0
+    local = json.loads(capsys.readouterr().out)
+    live = next(row for row in local["collections"] if row["name"] == ready["collection"])
+    assert "open in another process" in live["problem"] and "points" not in live
+    assert inspect.main(["--url", str(server.base_url), "--json"]) == 0
+    view = json.loads(capsys.readouterr().out)
+    assert (view["alias"], view["collection"], view["points"]) == ("fashion", ready["collection"], ready["points"])
+    assert [g["name"] for g in view["generations"] if g["live"]] == [ready["collection"]]
+    assert view["spec"]["model"] == ready["model"] and set(view["filter_values"]) == set(ready["filter_fields"])
+    assert sum(view["filter_values"]["gender"].values()) == ready["points"]  # every item has a gender
+    assert inspect.main(["--url", str(server.base_url)]) == 0
+    text = capsys.readouterr().out
+    genders = ", ".join(f"{value} ({count})" for value, count in view["filter_values"]["gender"].items())
+    assert f"fashion -> {ready['collection']}" in text and f"{ready['collection']}: {ready['points']} points" in text
+    assert f"model: {ready['model']}" in text and f"gender: {genders}" in text
+    assert inspect.main(["--url", str(server.base_url), "--item", TEE, "--json"]) == 0
+    item = json.loads(capsys.readouterr().out)
+    assert item["payload"]["item_id"] == TEE and item["vectors"]["image"]["dim"] == view["spec"]["dim"]
+    assert inspect.main(["--url", str(server.base_url), "--item", "no-such-item"]) == 2
+    assert "404: no catalog item 'no-such-item'" in capsys.readouterr().err

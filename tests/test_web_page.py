@@ -1,5 +1,5 @@
 """The web page in headless Chromium: a text search shows result images with the words that matched, the filters are
-the collection's own, and clicking a result searches for more like it."""
+the collection's own, clicking a result searches for more like it, and the Inspect view shows what is served."""
 
 from __future__ import annotations
 
@@ -92,3 +92,29 @@ def test_the_page_says_what_the_words_were_understood_as(server, browser):
     browser.find_element(By.ID, "did-you-mean").click()
     _wait_for(browser, lambda: "Did you mean" not in browser.find_element(By.ID, "understood").text)
     assert browser.find_element(By.ID, "text").get_attribute("value") == "blue jeans"
+
+
+def test_the_inspect_view_shows_the_alias_generation_model_count_and_value_counts(server, browser):
+    """The Inspect tab shows what GET /inspect reads through the service's store; the Search tab comes back."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{server.base_url}/")
+    browser.find_element(By.ID, "tab-inspect").click()
+    _wait_for(browser, lambda: browser.find_elements(By.CSS_SELECTOR, "#facets table"))
+    body = server.get("/inspect").json()
+    summary = browser.find_element(By.ID, "inspect-summary").text
+    assert summary == (f"Alias {body['alias']} → generation {body['collection']} · model {body['spec']['model']} · "
+                       f"{body['points']} items")
+    assert body["collection"] in browser.find_element(By.CSS_SELECTOR, "#generations .live").text
+    for field, counts in body["filter_values"].items():
+        table = browser.find_element(By.CSS_SELECTOR, f"#facets table[data-field={field}]")
+        cells = [r.find_elements(By.TAG_NAME, "td") for r in table.find_elements(By.TAG_NAME, "tr")]
+        assert {value.text: int(count.text) for value, count in cells} == counts, field
+        top = len(counts) == body["facet_limit"]  # more values than shown: the caption says so
+        assert table.find_element(By.TAG_NAME, "caption").text == (f"{field} (top 20)" if top else field)
+    assert not browser.find_element(By.ID, "search").is_displayed()
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "web-inspect.png"))
+    browser.find_element(By.ID, "tab-search").click()
+    _wait_for(browser, lambda: browser.find_element(By.ID, "search").is_displayed())
+    assert not browser.find_element(By.ID, "inspect").is_displayed()
