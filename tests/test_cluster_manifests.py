@@ -31,6 +31,7 @@ CLUSTER = ROOT / "cluster"
 DOC = ROOT / "docs" / "cluster.md"
 MANIFESTS = sorted(CLUSTER.rglob("*.yaml"))
 RAY_JOB = CLUSTER / "kuberay" / "ray-job.reindex.yaml"
+FINETUNE_JOB = CLUSTER / "kuberay" / "ray-job.finetune.yaml"
 RAY_SERVICE = CLUSTER / "kuberay" / "ray-service.search.yaml"
 LAUNCHER = CLUSTER / "ray-cluster.gpu.yaml"
 QDRANT_VALUES = CLUSTER / "qdrant" / "values.yaml"
@@ -45,7 +46,7 @@ RAY_IMAGE_TAG = re.compile(r"^(\d+\.\d+\.\d+)-py(\d)(\d+)(-gpu|-cu\d+)?$")
 PINNED_CODE = re.compile(r"https://github\.com/([\w.-]+/[\w.-]+)/archive/([^\"'\s/]+)\.zip|git\+\S+?@([\w.-]+)")
 SHA = re.compile(r"^[0-9a-f]{40}$")
 GPU = "nvidia.com/gpu"
-JOBS_WITH_PARSERS = ("jobs.index", "jobs.query")  # their parse_args(argv) only parses: no I/O
+JOBS_WITH_PARSERS = ("jobs.index", "jobs.query", "jobs.finetune")  # their parse_args(argv) only parses: no I/O
 
 
 def load(path: Path) -> dict:
@@ -188,7 +189,7 @@ def index_config(argv: list[str], capsys, monkeypatch):
 
 
 def test_there_is_something_to_check():
-    assert {RAY_JOB, RAY_SERVICE, LAUNCHER, QDRANT_VALUES, COMPOSE} <= set(MANIFESTS)
+    assert {RAY_JOB, FINETUNE_JOB, RAY_SERVICE, LAUNCHER, QDRANT_VALUES, COMPOSE} <= set(MANIFESTS)
     assert DOC.is_file()
     assert {m for _, m, _ in ENTRYPOINTS} >= {"jobs.index"}
     assert any(src == RAY_JOB.name and m == "jobs.index" for src, m, _ in ENTRYPOINTS)
@@ -269,7 +270,7 @@ def test_one_ray_version_everywhere():
     python_ok = SpecifierSet(re.search(r'^requires-python\s*=\s*"([^"]+)"', pyproject, flags=re.M)[1])
     versions = [v for p in MANIFESTS for k, v in walk(load(p)) if k == "rayVersion"]
     tags = {tag for p in MANIFESTS for s in strings(load(p)) for tag in RAY_IMAGE.findall(s)}
-    assert len(versions) == 2 and tags
+    assert len(versions) == len(kuberay()) and tags
     assert set(versions) == {ray.__version__}, versions
     assert len(tags) == 1, f"one image everywhere, found {sorted(tags)}"
     for tag in tags:
@@ -351,6 +352,22 @@ def test_a_gpu_for_every_encoder(capsys, monkeypatch):
         assert 0 <= node["min_workers"] <= node["max_workers"] <= launcher["max_workers"]
 
 
+def test_a_gpu_for_every_training_worker(capsys, monkeypatch):
+    """The fine-tune job's workers each get a whole GPU, and its checkpoints and model folder lie on storage that
+    every pod mounts (rank 0 writes checkpoints on a worker pod, the driver writes the folder on the head)."""
+    job = load(FINETUNE_JOB)
+    cfg = parsed("jobs.finetune", python_modules(job["spec"]["entrypoint"])[0][1], capsys, monkeypatch)
+    assert cfg.gpus == "1" and cfg.workers >= 2, "data-parallel over whole GPUs"
+    gpu_groups = [g for _, g in groups(job) if gpus(ray_container(g))]
+    assert sum(g["replicas"] * gpus(ray_container(g)) for g in gpu_groups) >= cfg.workers
+    assert all(cpus(ray_container(g)) >= cfg.cpus_per_worker for g in gpu_groups)
+    for name, group in groups(job):
+        mounts = {m["mountPath"]: m for m in ray_container(group).get("volumeMounts", [])}
+        for path in (cfg.out, cfg.storage_path):
+            mount = next((m for p, m in mounts.items() if str(path).startswith(p + "/")), None)
+            assert mount and not mount.get("readOnly"), f"{name}: {path} is not on a writable shared mount"
+
+
 def test_the_catalog_is_mounted_where_the_job_reads_it(capsys, monkeypatch):
     """Decode tasks read the photos on any pod, and the service serves them from the recorded catalog root."""
     job = load(RAY_JOB)
@@ -401,7 +418,7 @@ def test_the_same_real_model_on_every_side():
         if "ray start" in command:
             models += [(LAUNCHER.name, m) for m in re.findall(r"\bFASHION_MODEL=(\S+)", command)]
             offline += [(LAUNCHER.name, m) for m in re.findall(r"\bHF_HUB_OFFLINE=(\S+)", command)]
-    assert {name for name, _ in models} == {RAY_JOB.name, RAY_SERVICE.name, LAUNCHER.name}
+    assert {name for name, _ in models} == {RAY_JOB.name, FINETUNE_JOB.name, RAY_SERVICE.name, LAUNCHER.name}
     assert len({m for _, m in models}) == 1, models
     assert {o for _, o in offline} == {"0"}, offline
     spec = ModelSpec.parse(models[0][1])
