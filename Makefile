@@ -27,8 +27,8 @@ export RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S ?= 2
 export RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S ?= 30
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help venv demo test test-fast lint index query submit serve inspect eval bench bench-serve bench-store \
-	bench-scale bench-memory bench-resume bench-slow-clients clean
+.PHONY: help venv demo test test-fast lint index query submit serve inspect eval finetune eval-models bench bench-serve \
+	bench-store bench-scale bench-memory bench-resume bench-slow-clients clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -76,6 +76,20 @@ eval: $(STAMP) ## retrieval quality on held-out dev queries of CATALOG, then LUM
 	$(BIN)/python -m jobs.evaluate --catalog $(CATALOG) --model $(MODEL) --queries var/eval/queries-dev.jsonl --out-dir var/eval $(ARGS)
 	$(BIN)/python -m jobs.make_queries --catalog $(LUMA) --out var/eval/luma/queries-dev.jsonl
 	$(BIN)/python -m jobs.evaluate --catalog $(LUMA) --model $(MODEL) --queries var/eval/luma/queries-dev.jsonl --out-dir var/eval/luma $(ARGS)
+
+# The catalog to fine-tune on, and the model folder written (then compared with MODEL by `make eval-models`).
+TUNE_CATALOG ?= $(LUMA)
+TUNED ?= $(abspath var/models/$(notdir $(TUNE_CATALOG))-ft)
+# The offline catalog holds out what the offline model held out (its split file); another, by product group hash.
+TUNE_SPLIT := $(if $(filter $(CATALOG),$(TUNE_CATALOG)),--split-file $(SPLIT),)
+
+finetune: $(STAMP) ## fine-tune MODEL on TUNE_CATALOG's training split (Ray Train) into TUNED (docs/finetune.md)
+	$(BIN)/python -m jobs.finetune --catalog $(TUNE_CATALOG) --model $(MODEL) --out $(TUNED) $(TUNE_SPLIT) $(ARGS)
+
+eval-models: $(STAMP) ## TUNED against MODEL on TUNE_CATALOG's dev queries: nDCG@10 per mode with intervals
+	$(BIN)/python -m jobs.make_queries --catalog $(TUNE_CATALOG) $(TUNE_SPLIT) --out var/eval/$(notdir $(TUNE_CATALOG))/queries-dev.jsonl
+	$(BIN)/python -m jobs.compare_models --catalog $(TUNE_CATALOG) --queries var/eval/$(notdir $(TUNE_CATALOG))/queries-dev.jsonl \
+	  --base $(MODEL) --tuned local-dir:$(TUNED) --out-dir var/eval/$(notdir $(TUNE_CATALOG))/compare
 
 bench: $(STAMP) ## index throughput: model-only ceiling vs Ray pipeline vs naive loop (two models, two sizes)
 	$(BIN)/python -m bench.indexing $(ARGS)
