@@ -15,7 +15,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
-from schemas.api import MAX_FILTER_FIELDS, ErrorResponse, ReadyResponse, SearchRequest, SearchResponse
+from schemas.api import (MAX_FILTER_FIELDS, ErrorResponse, ReadyResponse, RecommendRequest, RecommendResponse,
+                         SearchRequest, SearchResponse)
 
 STATIC = Path(__file__).parent / "static"
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # a caller's id is echoed only if it is a plain token
@@ -53,6 +54,10 @@ SEARCH_BODY = {"requestBody": {"required": True, "content": {
                                        "anyOf": [{"required": ["image"]}, *[
                                            {"required": [name], "properties": {name: FORM_FIELDS[name]["anyOf"][0]}}
                                            for name in ("text", "item_id")]]}},
+}}}
+RECOMMEND_ERRORS = errors(400, 404, 408, 413, 415, 422, 503)
+RECOMMEND_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": RecommendRequest.model_json_schema(ref_template="#/components/schemas/{model}")},
 }}}
 IMAGE_RESPONSE = {200: {"description": "The item's image file", "content": {"image/*": {}}}, **errors(404)}
 
@@ -101,6 +106,12 @@ def create_app(api: Any, echo_request_ids: bool = True) -> FastAPI:
     @app.post("/search", response_model=SearchResponse, responses=SEARCH_ERRORS, openapi_extra=SEARCH_BODY)
     async def search(request: Request) -> SearchResponse:
         return await api.search(request)
+
+    @app.post("/recommend", response_model=RecommendResponse, responses=RECOMMEND_ERRORS,
+              openapi_extra=RECOMMEND_BODY)
+    async def recommend(request: Request) -> RecommendResponse:
+        """More like the liked catalog items, less like the disliked ones (404 names unknown ids)."""
+        return await api.recommend(request)
 
     @app.get("/items/{item_id:path}/image", response_class=FileResponse, responses=IMAGE_RESPONSE)
     def item_image(item_id: str) -> FileResponse:
