@@ -5,8 +5,11 @@ by words ("summer dress") and away from words ("not floral"), diverse, and one p
   recommend query (`Recommend` on the `image` vector: best_score by default, sum_scores or average_vector asked).
 - Words add the hybrid strategies' word legs (BM25 and CLIP meaning, retrieval/hybrid.py), fused with the examples
   by DBSF as hybrid_dbsf fuses a photo with words: each kind of evidence counts once.
-- Negative words leave out the items whose documents have any of them (a BM25 lookup, up to NOT_WORDS_LIMIT items):
-  "not floral" is a refusal, not a preference; pushing such items down would still show them on a short list.
+- Negative words leave out the items whose documents have any of them: "not floral" is a refusal, not a
+  preference (pushing such items down would still show them on a short list). The store leaves out the first
+  NOT_WORDS_LIMIT such items (a BM25 lookup: enough for a rare word, and cheap), and the service drops any other
+  from a list NOT_WORDS_DEPTH times deeper by the candidates' own BM25 words (a common word such as "white" is in
+  thousands of documents: listing them all cost 14 ms at 9.6k items, the check on the candidates nothing).
 - Diversity is the store's MMR (`Diverse`) over the recommended candidates; its relevance is the similarity to the
   examples' average direction (Qdrant's average_vector), so 0 keeps the recommend query's own order.
 - Group-by keeps the best result of each value of a keyword payload field (Luma's `product_group`: one photo per
@@ -27,12 +30,14 @@ import numpy as np
 from retrieval import hybrid, lexical
 from retrieval.prepare import with_words
 from retrieval.search import EncodedQuery, FilterError, QueryError, validate_filters
-from retrieval.store.base import Diverse, Filter, Hit, Nearest, Plan, Recommend, VectorStore, average_vector
+from retrieval.store.base import (Diverse, Filter, Hit, Nearest, Plan, Recommend, SparseVector, VectorStore,
+                                  average_vector)
 from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, CollectionSpec
 
 GROUP_DEPTH = 5  # candidates read per result when one result per group is kept
 MMR_DEPTH = 10  # candidates MMR chooses from per result it keeps (from k alone it could only reorder them)
-NOT_WORDS_LIMIT = 1000  # items left out for having a negative word, at most
+NOT_WORDS_LIMIT = 200  # items the store leaves out for having a negative word (the service checks the rest)
+NOT_WORDS_DEPTH = 2  # candidates read per result when negative words may drop some of them
 MAX_DEPTH = 1000  # candidates read, at most (the API's k is at most 100)
 FUSION = "dbsf"  # examples with words, as hybrid_dbsf fuses a photo with words
 
@@ -61,8 +66,10 @@ class RecommendParams:
 
     @property
     def depth(self) -> int:
-        """Results read from the store: k, or GROUP_DEPTH times k when one per group is kept."""
-        return min(MAX_DEPTH, self.k * (GROUP_DEPTH if self.group_by else 1))
+        """Results read from the store: k, times GROUP_DEPTH when one per group is kept, times NOT_WORDS_DEPTH when
+        negative words may drop some."""
+        deeper = (GROUP_DEPTH if self.group_by else 1) * (NOT_WORDS_DEPTH if self.not_text else 1)
+        return min(MAX_DEPTH, self.k * deeper)
 
     @property
     def candidates(self) -> int:
@@ -140,13 +147,26 @@ def plan(examples: Examples, words: EncodedQuery | None, params: RecommendParams
     return found
 
 
-def not_words_ids(store: VectorStore, collection: str, spec: CollectionSpec, params: RecommendParams) -> list[str]:
-    """The items (within the filters) whose documents have any of the negative words."""
+def not_words(params: RecommendParams, spec: CollectionSpec) -> SparseVector | None:
+    """The negative words as BM25 tokens of the collection's language (None: none, or only stopwords)."""
     words = lexical.query_vector(params.not_text or "", spec.bm25_language)
-    if not words:
+    return words or None
+
+
+def not_words_ids(store: VectorStore, collection: str, words: SparseVector | None, params: RecommendParams) -> list:
+    """Up to NOT_WORDS_LIMIT items (within the filters) whose documents have any of the negative words."""
+    if words is None:
         return []
     return [h.item_id for h in store.query(collection, Nearest(BM25_VECTOR, words, NOT_WORDS_LIMIT),
                                            NOT_WORDS_LIMIT, params.filters)]
+
+
+def without_words(hits: list[Hit], words: SparseVector | None) -> list[Hit]:
+    """The hits whose own BM25 vectors (their documents' words) have none of `words`."""
+    if words is None:
+        return hits
+    tokens = set(words.indices)
+    return [h for h in hits if tokens.isdisjoint(getattr((h.vectors or {}).get(BM25_VECTOR), "indices", ()))]
 
 
 def one_per_group(hits: list[Hit], field_name: str | None, k: int) -> list[Hit]:
@@ -191,11 +211,12 @@ def explained(hit: Hit, examples: Examples, group_by: str | None) -> Recommended
 def recommend(store: VectorStore, collection: str, spec: CollectionSpec, examples: Examples,
               words: EncodedQuery | None, params: RecommendParams) -> RecommendOutcome:
     """One store call for the candidates (the examples and the negative words' items left out), then one per group
-    and the explanation; timings: search, explain."""
+    and the explanation; timings: search (with the negative words' lookup), explain."""
     started = time.perf_counter()
-    exclude = (*examples.ids, *not_words_ids(store, collection, spec, params)) if params.not_text else examples.ids
-    hits = store.query(collection, plan(examples, words, params), params.depth, params.filters, exclude=exclude,
-                       with_vectors=True)
+    refused = not_words(params, spec)
+    exclude = (*examples.ids, *not_words_ids(store, collection, refused, params))
+    hits = without_words(store.query(collection, plan(examples, words, params), params.depth, params.filters,
+                                     exclude=exclude, with_vectors=True), refused)
     searched = time.perf_counter()
     results = [explained(h, examples, params.group_by) for h in one_per_group(hits, params.group_by, params.k)]
     timings = {"search_ms": (searched - started) * 1000, "explain_ms": (time.perf_counter() - searched) * 1000}

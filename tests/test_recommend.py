@@ -94,9 +94,16 @@ def test_diversity_mixes_products_and_zero_keeps_the_plain_order(searcher):
         return len({i.split("-")[0] for i in ids(outcome)})
 
     assert products(mixed) > products(plain)
+    assert {r.closest_liked for r in mixed.results} == {"dress-red"}  # MMR's results bring their vectors too
 
 
 def test_negative_words_leave_out_the_items_that_have_them(searcher):
+    outcome = run(searcher, liked=("dress-red",), k=10, not_text="floral")
+    assert FLORAL.isdisjoint(ids(outcome)) and len(ids(outcome)) == 12 - 1 - len(FLORAL)
+
+
+def test_negative_words_in_more_documents_than_the_store_lists_are_still_left_out(searcher, monkeypatch):
+    monkeypatch.setattr(recommend, "NOT_WORDS_LIMIT", 1)  # the store leaves out one; the service drops the other
     outcome = run(searcher, liked=("dress-red",), k=10, not_text="floral")
     assert FLORAL.isdisjoint(ids(outcome)) and len(ids(outcome)) == 12 - 1 - len(FLORAL)
 
@@ -105,6 +112,7 @@ def test_words_pull_their_items_in(searcher):
     words = EncodedQuery(words_vector=unit(0, 0, 1))  # what the words' CLIP vector would be: shoes
     outcome = run(searcher, words, liked=("dress-red",), text="shoe", k=4)
     assert {"shoe-red", "shoe-blue", "shoe-green"} & set(ids(outcome)[:2])
+    assert all(r.closest_liked == "dress-red" and r.closest_liked_score > -1 for r in outcome.results)
 
 
 def test_filters_hold(searcher):
