@@ -12,8 +12,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from retrieval import lexical
+from retrieval import lexical, recommend
 from retrieval.model import ClipEncoder, load_model
+from retrieval.recommend import RecommendOutcome, RecommendParams
 from retrieval.prepare import checked_query, encode_query, query_segmenter, with_words
 from retrieval.search import EncodedQuery, QueryError, SearchOutcome, SearchParams, search, validate_filters
 from retrieval.store.base import CollectionMissing, Filter, Nearest, VectorStore, check_fits
@@ -161,6 +162,12 @@ class SearchService:
         query = encode_query(self.encoder, pending.image, pending.phrase, letterbox=pending.spec.letterbox,
                              max_pixels=self.max_pixels, segmenter=self.segmenter)
         return self.searcher.finish(pending, query, params)
+
+    def recommend(self, params: RecommendParams) -> RecommendOutcome:
+        """Items like the liked ones and unlike the disliked ones (retrieval/recommend.py); only words are encoded."""
+        pending = recommend.begin(self.searcher, params)
+        words = encode_query(self.encoder, None, pending.phrase) if pending.phrase else None
+        return recommend.finish(self.searcher, pending, words, params)
 
     def close(self) -> None:
         self.searcher.store.close()

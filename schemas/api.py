@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from retrieval import strategies
+from retrieval.store.base import RECOMMEND_STRATEGIES  # Qdrant's recommend strategies, as the store contract has them
 
 MAX_K = 100
 MAX_K1 = 1000
@@ -30,6 +31,13 @@ FilterWord = Annotated[str, Field(min_length=1, max_length=200)]
 FilterValue = Union[FilterWord, Annotated[list[FilterWord], Field(min_length=1, max_length=MAX_FILTER_VALUES)],
                     Integer]
 STRATEGIES = strategies.names()  # retrieval/strategies.py's table, in its order
+
+
+Filters = dict[str, FilterValue]
+FILTERS = Field(None, max_length=MAX_FILTER_FIELDS,
+                description='Payload filters on the collection\'s filter fields (GET /readyz lists them), e.g. '
+                            '{"gender": "Women", "articleType": ["Dresses", "Tops"]}: each field must match, a list '
+                            'matches any of its values')
 
 
 # A search needs something to search by: words (not only blanks), a photo or a catalog item. Written into the
@@ -58,11 +66,7 @@ class SearchRequest(BaseModel):
     strategy: Literal[STRATEGIES] | None = Field(  # type: ignore[valid-type]
         None, description="How the signals combine; default: the one the evaluation chose for the query's mode "
                           "(docs/evaluation.md)")
-    filters: dict[str, FilterValue] | None = Field(
-        None, max_length=MAX_FILTER_FIELDS,
-        description='Payload filters on the collection\'s filter fields (GET /readyz lists them), e.g. '
-                    '{"gender": "Women", "articleType": ["Dresses", "Tops"]}: each field must match, a list matches '
-                    'any of its values')
+    filters: Filters | None = FILTERS
     segment: bool = Field(False, description="Isolate the garment in the photo first (a street photo, not a packshot)")
 
 
@@ -200,3 +204,57 @@ class ItemInspection(BaseModel):
     payload: dict[str, Any]
     vectors: dict[str, VectorInfo] = Field(description="The named vectors it holds (an item without words has no "
                                                        "text or bm25 vector)")
+
+
+# ----------------------------------------------------------------------------------------------- recommendations
+MAX_LIKED = 16  # examples per request: enough for a session's likes, few enough to keep a query in milliseconds
+MAX_DISLIKED = 16
+ItemId = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class RecommendRequest(BaseModel):
+    """More like the liked items, less like the disliked ones: their stored photo vectors are the examples (nothing
+    is encoded but the words). An unknown field is an error, as in a search."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    liked: list[ItemId] = Field(min_length=1, max_length=MAX_LIKED, description="Catalog item ids the shopper liked")
+    disliked: list[ItemId] = Field([], max_length=MAX_DISLIKED, description="Catalog item ids the shopper disliked")
+    text: str | None = Field(None, max_length=500, pattern=r"\S", description="Words the results should match")
+    not_text: str | None = Field(None, max_length=500, pattern=r"\S",
+                                 description="Words the results must not have in their documents, e.g. 'floral'")
+    filters: Filters | None = FILTERS
+    k: Results = Field(10, description="Results to return")
+    diversity: float = Field(0.0, ge=0.0, le=1.0, description="0: none; up to 1: results ever less alike "
+                                                              "(maximal marginal relevance over deeper candidates)")
+    group_by: str | None = Field(None, min_length=1, max_length=200,
+                                 description="A keyword payload field (one of /readyz's filter_fields, e.g. "
+                                             "product_group): one result per value of it")
+    strategy: Literal[RECOMMEND_STRATEGIES] = Field(  # type: ignore[valid-type]
+        "best_score", description="How the examples score an item (Qdrant's recommend strategies): best_score, its "
+                                  "similarity to the nearest liked item unless a disliked one is nearer; "
+                                  "sum_scores, liked similarities minus disliked ones; average_vector, the nearest "
+                                  "to the liked items' average moved away from the disliked ones'")
+
+
+class RecommendedItem(BaseModel):
+    """One recommendation, with the examples that explain it."""
+
+    id: str
+    score: float = Field(description="The ranking score (with diversity: the similarity to the examples' average, "
+                                     "in the order MMR picked)")
+    closest_liked: str = Field(description="The liked item whose photo this item's is most like (CLIP cosine)")
+    closest_liked_score: float
+    avoided_disliked: str | None = Field(description="The disliked item whose photo this item's is most like: the "
+                                                     "one it was kept apart from (null without disliked items)")
+    avoided_disliked_score: float | None
+    group: str | None = Field(description="Its value of group_by (null without group_by)")
+    payload: dict[str, Any]
+    image_url: str
+
+
+class RecommendResponse(BaseModel):
+    collection: str
+    strategy: str = Field(description="The recommend strategy that scored the examples")
+    results: list[RecommendedItem]
+    timings_ms: dict[str, float]

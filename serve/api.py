@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import time
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import HTTPException, Request
@@ -16,21 +17,23 @@ from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from retrieval import inspection, strategies
+from retrieval import inspection, recommend, strategies
 from retrieval.model import public_name
 from retrieval.search import FilterError, QueryError, SearchParams, StrategyError, mode_of
 from retrieval.service import ItemNotFound, Searcher
 from retrieval.store.base import StoreError
 from retrieval.store.factory import open_store
-from schemas.api import (STRATEGIES, InspectResponse, ItemInspection, ReadyResponse, ResultItem, SearchRequest,
-                         SearchResponse, Understood)
+from schemas.api import (STRATEGIES, InspectResponse, ItemInspection, ReadyResponse, RecommendedItem,
+                         RecommendRequest, RecommendResponse, ResultItem, SearchRequest, SearchResponse,
+                         Understood)
 from schemas.jobs import StoreConfig
 from serve.encoder import EncoderClient, EncoderConfig
-from serve.http import BODY_TIMEOUTS, CLIENT_GONE, BodyTimeouts, Refused, parse_search
+from serve.http import BODY_TIMEOUTS, CLIENT_GONE, BodyTimeouts, Refused, parse_json_body, parse_search
 from serve.metrics import service_metrics
 from serve.routes import create_app
 
 log = logging.getLogger("fashion.search")
+RECOMMEND_MODE = "recommend"  # the metrics' and the request log's mode label of a recommendation
 TEXT_LOGGED = 40  # characters of the query words in the log line: enough to debug, not a record of what people type
 
 
@@ -82,7 +85,25 @@ def to_item(result) -> ResultItem:
                       text_score=result.words_photo_score, document_score=result.words_document_score,
                       lexical_score=result.lexical_score, matched_words=result.matched_words,
                       matched_values=result.matched_values, payload=result.payload,
-                      image_url=f"/items/{quote(result.item_id, safe='')}/image")
+                      image_url=image_url(result.item_id))
+
+
+def to_recommend_params(body: RecommendRequest) -> recommend.RecommendParams:
+    return recommend.RecommendParams(
+        liked=tuple(body.liked), disliked=tuple(body.disliked), text=body.text, not_text=body.not_text,
+        filters=body.filters, k=body.k, diversity=body.diversity, group_by=body.group_by, strategy=body.strategy)
+
+
+def to_recommended(result: recommend.Recommended) -> RecommendedItem:
+    """The one converter from a recommendation to the API's item."""
+    return RecommendedItem(id=result.item_id, score=result.score, closest_liked=result.closest_liked,
+                           closest_liked_score=result.closest_liked_score, avoided_disliked=result.avoided_disliked,
+                           avoided_disliked_score=result.avoided_disliked_score, group=result.group,
+                           payload=result.payload, image_url=image_url(result.item_id))
+
+
+def image_url(item_id: str) -> str:
+    return f"/items/{quote(item_id, safe='')}/image"
 
 
 def understood_of(understood) -> dict:
@@ -146,10 +167,19 @@ class SearchAPI:
     async def search(self, request: Request) -> SearchResponse:
         """Parse, search, and account for it: metrics by outcome and one log line, whatever the outcome."""
         started, record = time.perf_counter(), {"request_id": request_id(request), "mode": "unknown"}
-        try:
+
+        async def answer() -> tuple[SearchResponse, str]:
             search, image = await parse_search(request, self.max_upload_bytes, self.body_timeouts)
             record.update(mode=request_mode(search, image), k=search.k, text=(search.text or "")[:TEXT_LOGGED])
-            response, mode = await self._search(search, image, started)
+            return await self._search(search, image, started)
+
+        return await self._accounted(record, answer)
+
+    async def _accounted(self, record: dict, answer) -> Any:
+        """Run `answer` (which fills in `record` as it learns the request) and account for it, whatever the outcome:
+        metrics by mode and status, and one log line."""
+        try:
+            response, mode = await answer()
         except Refused as refusal:
             self.metrics.refused(record["mode"], refusal.status_code, refusal.reason)
             log_search({**record, "status": refusal.status_code, "reason": refusal.reason})
@@ -220,6 +250,39 @@ class SearchAPI:
     def _item_point(self, item_id: str) -> tuple[str, dict | None]:
         collection, _ = self.searcher.current()
         return collection, inspection.point_detail(self.searcher.store, collection, item_id)
+
+    # -------------------------------------------------------------------------- recommendations (POST /recommend)
+    async def recommend(self, request: Request) -> RecommendResponse:
+        """Parse, recommend, and account for it as a search of mode "recommend" (metrics and the log line)."""
+        started, record = time.perf_counter(), {"request_id": request_id(request), "mode": RECOMMEND_MODE}
+
+        async def answer() -> tuple[RecommendResponse, str]:
+            body = await parse_json_body(request, RecommendRequest, self.max_upload_bytes, self.body_timeouts)
+            record.update(k=body.k, liked=len(body.liked), disliked=len(body.disliked),
+                          text=(body.text or "")[:TEXT_LOGGED])
+            return await self._recommend(body, started), RECOMMEND_MODE
+
+        return await self._accounted(record, answer)
+
+    async def _recommend(self, body: RecommendRequest, started: float) -> RecommendResponse:
+        params = to_recommend_params(body)
+        try:
+            pending = await asyncio.to_thread(recommend.begin, self.searcher, params, started)
+            words = None
+            if pending.phrase:
+                words, _ = await self.encoder.encode(None, pending.phrase, pending.spec.letterbox, False)
+            outcome = await asyncio.to_thread(recommend.finish, self.searcher, pending, words, params)
+        except recommend.ItemsNotFound as err:
+            raise Refused(404, "unknown_item", str(err)) from err
+        except recommend.GroupFieldError as err:
+            raise Refused(422, "unknown_group_field", str(err)) from err
+        except FilterError as err:
+            raise Refused(422, "unknown_filter", str(err)) from err
+        except StoreError as err:
+            raise Refused(503, "store_unavailable", f"store unavailable: {err}") from err
+        timings = {"parse_ms": (pending.parsed - started) * 1000, **outcome.timings_ms}
+        return RecommendResponse(collection=pending.collection, strategy=outcome.strategy,
+                                 results=[to_recommended(r) for r in outcome.results], timings_ms=timings)
 
     def item_image(self, item_id: str) -> FileResponse:
         try:

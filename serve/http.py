@@ -1,6 +1,7 @@
 """Request parsing for POST /search: JSON or multipart, size, time, type, encoding and depth limits, mapped to
-SearchRequest or an HTTP error. Any body, however malformed, gets a 4xx that says what is wrong, never a 500; a
-client that hangs up is a 499 (nginx's convention), its own outcome and not a server error."""
+SearchRequest or an HTTP error (and for POST /recommend: JSON only, the same limits). Any body, however malformed,
+gets a 4xx that says what is wrong, never a 500; a client that hangs up is a 499 (nginx's convention), its own
+outcome and not a server error."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from fastapi import HTTPException, Request
-from pydantic import ValidationError
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, Headers
 from starlette.formparsers import MultiPartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from schemas.api import SearchRequest
 
+Model = TypeVar("Model", bound=BaseModel)
 JSON_TYPES = ("application/json",)
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 MAX_FORM_FIELDS = 16  # the form has 9 fields; more is not a search
@@ -55,16 +59,21 @@ async def parse_search(request: Request, max_bytes: int,
                        timeouts: BodyTimeouts = BODY_TIMEOUTS) -> tuple[SearchRequest, bytes | None]:
     """The validated request and the raw image bytes (if any); 413/415/422/400/408 on bad input, 499 when the
     client hangs up."""
-    declared = _declared_length(request)
-    if declared > max_bytes:
-        raise Refused(413, "too_large", f"request of {declared} bytes is over the {max_bytes}-byte limit", close=True)
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    kind = _content_type(request, max_bytes)
     if kind in JSON_TYPES:
         return await _parse_json(await read_body(request, max_bytes, timeouts))
     if kind in FORM_TYPES:
         return await _parse_form(request, await read_body(request, max_bytes, timeouts), max_bytes)
     raise Refused(415, "unsupported_content_type",
                   f"content type {kind or '(none)'} not supported; send application/json or multipart/form-data")
+
+
+def _content_type(request: Request, max_bytes: int) -> str:
+    """The body's media type, once its declared length is known to be within the limit (413 before reading)."""
+    declared = _declared_length(request)
+    if declared > max_bytes:
+        raise Refused(413, "too_large", f"request of {declared} bytes is over the {max_bytes}-byte limit", close=True)
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 def _declared_length(request: Request) -> int:
@@ -111,34 +120,49 @@ def loads(data: bytes | str, what: str) -> object:
         raise Refused(400, "bad_body", f"{what} nests too deeply") from err
 
 
-def _validate(fields: dict, strict: bool) -> SearchRequest:
+def _validate(fields: dict, strict: bool, model: type[Model] = SearchRequest) -> Model:
     """JSON is validated strictly (`"k": true` is not a 1: the schema says integer); a form's fields are text by
     nature, so there "10" is 10."""
     try:
-        return SearchRequest.model_validate(fields, strict=strict)
+        return model.model_validate(fields, strict=strict)
     except ValidationError as err:
-        raise Refused(422, "invalid_request", _validation_message(err)) from err
+        raise Refused(422, "invalid_request", _validation_message(err, model)) from err
 
 
-def _validation_message(err: ValidationError) -> str:
-    return "; ".join(_error_message(e) for e in err.errors(include_url=False))[:2000]
+def _validation_message(err: ValidationError, model: type[BaseModel]) -> str:
+    return "; ".join(_error_message(e, model) for e in err.errors(include_url=False))[:2000]
 
 
-def _error_message(error: dict) -> str:
+def _error_message(error: dict, model: type[BaseModel]) -> str:
     """pydantic's message, but an unknown top-level field (a typo such as `filter`) names the closest known one."""
     where = ".".join(map(str, error["loc"]))
     if error["type"] != "extra_forbidden" or len(error["loc"]) != 1:
         return f"{where}: {error['msg']}"
-    close = difflib.get_close_matches(str(error["loc"][0]), list(SearchRequest.model_fields), n=1)
+    close = difflib.get_close_matches(str(error["loc"][0]), list(model.model_fields), n=1)
     return f"{where}: unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
-async def _parse_json(body: bytes) -> tuple[SearchRequest, bytes | None]:
+def _json_object(body: bytes, model: type[Model]) -> Model:
     fields = loads(body or b"{}", "body")
     if not isinstance(fields, dict):
         raise Refused(422, "invalid_request", "body must be a JSON object")
-    search = _validate(fields, strict=True)
+    return _validate(fields, strict=True, model=model)
+
+
+async def _parse_json(body: bytes) -> tuple[SearchRequest, bytes | None]:
+    search = _json_object(body, SearchRequest)
     return search, _b64(search.image_base64) if search.image_base64 else None
+
+
+async def parse_json_body(request: Request, model: type[Model], max_bytes: int,
+                          timeouts: BodyTimeouts = BODY_TIMEOUTS) -> Model:
+    """A JSON-only route's body (POST /recommend) as `model`, within the same size, time and encoding limits as a
+    search's (413/415/422/400/408, 499 when the client hangs up)."""
+    kind = _content_type(request, max_bytes)
+    if kind not in JSON_TYPES:
+        raise Refused(415, "unsupported_content_type", f"content type {kind or '(none)'} not supported; send "
+                                                       "application/json")
+    return _json_object(await read_body(request, max_bytes, timeouts), model)
 
 
 def _b64(text: str) -> bytes:

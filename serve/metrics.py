@@ -2,7 +2,8 @@
 each node's metrics port (Ray prefixes them `ray_`), tagged by deployment and replica. Outside Ray they are no-ops.
 
 Names (the Grafana dashboard in cluster/grafana/ queries each one; tests/test_observability.py checks it):
-- fashion_search_requests_total{mode, strategy, status}: searches answered, by HTTP status;
+- fashion_search_requests_total{mode, strategy, status}: searches answered, by HTTP status (a recommendation is
+  one of mode "recommend", its strategy the recommend strategy);
 - fashion_search_rejected_total{reason}: searches refused, by why (too_large, undecodable_image, bad_body, ...);
 - fashion_search_stage_seconds{stage}: time per stage (parse, encode, search, explain, total);
 - fashion_encoder_batch_size{kind}: requests per model call (image, text), a histogram;

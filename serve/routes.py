@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 
 from retrieval.inspection import FACET_VALUES
 from schemas.api import (MAX_FACET_VALUES, MAX_FILTER_FIELDS, ErrorResponse, InspectResponse, ItemInspection,
-                         ReadyResponse, SearchRequest, SearchResponse)
+                         ReadyResponse, RecommendRequest, RecommendResponse, SearchRequest, SearchResponse)
 
 STATIC = Path(__file__).parent / "static"
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # a caller's id is echoed only if it is a plain token
@@ -55,6 +55,10 @@ SEARCH_BODY = {"requestBody": {"required": True, "content": {
                                        "anyOf": [{"required": ["image"]}, *[
                                            {"required": [name], "properties": {name: FORM_FIELDS[name]["anyOf"][0]}}
                                            for name in ("text", "item_id")]]}},
+}}}
+RECOMMEND_ERRORS = errors(400, 404, 408, 413, 415, 422, 503)
+RECOMMEND_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": RecommendRequest.model_json_schema(ref_template="#/components/schemas/{model}")},
 }}}
 IMAGE_RESPONSE = {200: {"description": "The item's image file", "content": {"image/*": {}}}, **errors(404)}
 
@@ -112,6 +116,12 @@ def create_app(api: Any, echo_request_ids: bool = True) -> FastAPI:
     @app.get("/inspect/items/{item_id:path}", response_model=ItemInspection, responses=errors(404, 503))
     async def inspect_item(item_id: str) -> ItemInspection:
         return await api.inspect_item(item_id)
+
+    @app.post("/recommend", response_model=RecommendResponse, responses=RECOMMEND_ERRORS,
+              openapi_extra=RECOMMEND_BODY)
+    async def recommend(request: Request) -> RecommendResponse:
+        """More like the liked catalog items, less like the disliked ones (404 names unknown ids)."""
+        return await api.recommend(request)
 
     @app.get("/items/{item_id:path}/image", response_class=FileResponse, responses=IMAGE_RESPONSE)
     def item_image(item_id: str) -> FileResponse:

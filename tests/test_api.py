@@ -279,9 +279,9 @@ def test_the_api_honours_its_openapi_document(app, mode):
     from hypothesis import assume, given
 
     found = operations(app)
-    assert {f"{op.method.upper()} {op.path}" for op in found} >= {"POST /search", "GET /readyz", "GET /healthz",
-                                                                    "GET /items/{item_id}/image", "GET /inspect",
-                                                                    "GET /inspect/items/{item_id}"}
+    assert {f"{op.method.upper()} {op.path}" for op in found} >= {"POST /search", "POST /recommend", "GET /readyz",
+                                                                    "GET /healthz", "GET /items/{item_id}/image",
+                                                                    "GET /inspect", "GET /inspect/items/{item_id}"}
     unsatisfiable, calls = set(), []
     for operation in found:
         # Invalid multipart data often cannot be sent at all (a non-string form value is dropped on the way), and
@@ -302,14 +302,15 @@ def test_the_api_honours_its_openapi_document(app, mode):
             check()
         except Unsatisfiable:  # e.g. no invalid value exists for an unconstrained path string
             unsatisfiable.add(f"{operation.method.upper()} {operation.path}")
-    assert "POST /search" not in unsatisfiable and len(calls) >= EXAMPLES, len(calls)
+    assert {"POST /search", "POST /recommend"}.isdisjoint(unsatisfiable) and len(calls) >= EXAMPLES, len(calls)
     print(f"\n{mode}: {len(calls)} requests, statuses {sorted(set(calls))}")
 
 
-# What only the collection can refuse in a schema-valid request: a filter field it does not index, an item it does
-# not hold, a strategy the query has no signal for. Any other 404 or 422 would be the schema promising too much.
+# What only the collection can refuse in a schema-valid request: a filter or group_by field it does not index, an
+# item it does not hold, a strategy the query has no signal for. Any other 404 or 422 would be the schema promising
+# too much.
 COLLECTION_REFUSALS = {404: ("no catalog item", "no image for catalog item"),
-                       422: ("unknown filter field", "filter field(s)", "strategy ")}
+                       422: ("unknown filter field", "filter field(s)", "strategy ", "unknown group_by field")}
 
 
 def assert_accepted(case, response) -> None:
@@ -327,3 +328,87 @@ def assert_accepted(case, response) -> None:
     body = case.body if isinstance(case.body, dict) else {}
     assert ("image" in body or "image_base64" in body) and ("image" in detail) or \
         ("filters" in body and "filters" in detail), f"schema-valid request refused: {body!r} -> {detail}"
+
+
+# ---------------------------------------------------------------------------------------------- POST /recommend
+# The small index's first items: 10000-10002 skirts, 10003 and 10005-10010 t-shirts, 10004 shorts.
+LIKED, DISLIKED = ["10003", "10005", "10007"], ["10004"]
+
+
+def photo_vectors(handlers, ids) -> dict:
+    from schemas.collection import IMAGE_VECTOR
+
+    collection, _ = handlers.searcher.current()
+    return {h.item_id: h.vectors[IMAGE_VECTOR] for h in handlers.searcher.store.retrieve(collection, ids)}
+
+
+def test_recommend_names_the_liked_item_each_result_is_closest_to_and_the_disliked_one_it_avoided(client, handlers):
+    import numpy as np
+
+    response = client.post("/recommend", json={"liked": LIKED, "disliked": DISLIKED, "k": 8})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    results = body["results"]
+    assert len(results) == 8 and body["strategy"] == "best_score" and "total_ms" in body["timings_ms"]
+    assert not {r["id"] for r in results} & {*LIKED, *DISLIKED}  # the examples themselves are left out
+    examples = photo_vectors(handlers, [*LIKED, *DISLIKED, *(r["id"] for r in results)])
+    for result in results:
+        cosines = {i: float(examples[i] @ examples[result["id"]]) for i in LIKED}
+        assert result["closest_liked"] == max(cosines, key=cosines.get)
+        assert result["closest_liked_score"] == pytest.approx(cosines[result["closest_liked"]], abs=1e-4)
+        assert result["avoided_disliked"] == "10004" and result["group"] is None
+        assert result["image_url"] == f"/items/{result['id']}/image"
+        # best_score: an item nearer a disliked photo than to every liked one comes after all the others
+        assert result["closest_liked_score"] > result["avoided_disliked_score"]
+    assert np.isfinite([r["score"] for r in results]).all()
+
+
+def test_recommend_one_per_group_with_words_filters_and_diversity(client):
+    grouped = client.post("/recommend", json={"liked": LIKED, "k": 5, "group_by": "articleType"}).json()["results"]
+    assert len({r["payload"]["articleType"] for r in grouped}) == len(grouped) >= 3
+    assert [r["group"] for r in grouped] == [r["payload"]["articleType"] for r in grouped]
+    steered = client.post("/recommend", json={"liked": LIKED, "text": "shorts", "not_text": "white", "k": 10,
+                                              "diversity": 0.5, "filters": {"gender": ["Men", "Women", "Boys"]}})
+    assert steered.status_code == 200, steered.text
+    results = steered.json()["results"]
+    assert results and all("white" not in r["payload"]["text"].lower() for r in results)
+    assert all(r["payload"]["gender"] in ("Men", "Women", "Boys") for r in results)
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"liked": ["10003", "no-such-1"], "disliked": ["no-such-2"]}, 404, "'no-such-1', 'no-such-2'"),
+    ({"liked": LIKED, "group_by": "brand"}, 422, "unknown group_by field 'brand'; keyword fields: gender"),
+    ({"liked": LIKED, "filters": {"colour": "Red"}}, 422, "unknown filter field"),
+    ({"liked": [str(10000 + i) for i in range(17)]}, 422, "liked: List should have at most 16 items"),
+    ({"liked": LIKED, "disliked": [str(10020 + i) for i in range(17)]}, 422, "disliked: List should have at most 16"),
+    ({"liked": []}, 422, "liked: List should have at least 1 item"),
+    ({"liked": LIKED, "diversity": 1.5}, 422, "diversity"),
+    ({"likes": LIKED}, 422, "did you mean 'liked'"),
+    ({"liked": LIKED, "strategy": "median"}, 422, "strategy"),
+])
+def test_recommend_refuses_unknown_ids_and_fields_and_too_many_examples(client, body, status, words):
+    response = client.post("/recommend", json=body)
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"]
+
+
+def test_recommend_takes_json_only_and_is_logged_with_its_mode(client, caplog):
+    with caplog.at_level("INFO", logger="fashion.search"):
+        assert client.post("/recommend", json={"liked": LIKED, "k": 3}).status_code == 200
+        assert client.post("/recommend", content=b"liked=10003",
+                           headers={"content-type": "application/x-www-form-urlencoded"}).status_code == 415
+        assert client.post("/recommend", json={"liked": ["no-such"]}).status_code == 404
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "fashion.search"]
+    assert [(line["mode"], line["status"]) for line in lines] == [("recommend", 200), ("recommend", 415),
+                                                                   ("recommend", 404)]
+    assert lines[0]["liked"] == 3 and lines[0]["results"] == 3 and lines[2]["reason"] == "unknown_item"
+
+
+def test_openapi_documents_recommend(client):
+    recommend = client.get("/openapi.json").json()["paths"]["/recommend"]["post"]
+    assert {"200", "404", "415", "422", "503"} <= set(recommend["responses"])
+    body = recommend["requestBody"]
+    assert body["required"] is True and list(body["content"]) == ["application/json"]
+    fields = body["content"]["application/json"]["schema"]["properties"]
+    assert (fields["liked"]["minItems"], fields["liked"]["maxItems"], fields["disliked"]["maxItems"]) == (1, 16, 16)
+    assert (fields["diversity"]["minimum"], fields["diversity"]["maximum"]) == (0, 1)

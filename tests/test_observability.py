@@ -67,14 +67,18 @@ MIX = [  # (request, status, mode, strategy or rejection reason)
     ({"json": {"text": "red", "filters": {"colour": "Red"}}}, 422, "text", "unknown_filter"),
     ({"files": {"image": ("x.jpg", b"not a photo", "image/jpeg")}}, 400, "image", "undecodable_image"),
     ({"content": b"\x00" * 1_100_000, "headers": {"content-type": "application/json"}}, 413, "unknown", "too_large"),
+    ({"path": "/recommend", "json": {"liked": ["10003", "10005"], "disliked": ["10004"]}}, 200, "recommend",
+     "best_score"),
+    ({"path": "/recommend", "json": {"liked": ["no-such-item"]}}, 404, "recommend", "unknown_item"),
 ]
 
 
-def test_metrics_move_by_exactly_the_mix_of_searches(service, metrics_port):
+def test_metrics_move_by_exactly_the_mix_of_searches_and_recommendations(service, metrics_port):
     url = f"http://127.0.0.1:{metrics_port}/metrics"
     before = scrape(url)
     for request, status, _, _ in MIX:
-        response = service.post("/search", **request)
+        path = request.get("path", "/search")  # recommendations are counted like searches, by their mode
+        response = service.post(path, **{k: v for k, v in request.items() if k != "path"})
         assert response.status_code == status, response.text
     answered = Counter((mode, label, str(status)) for _, status, mode, label in MIX if status == 200)
     refused = Counter(label for _, status, _, label in MIX if status != 200)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from retrieval.rows import item_point
-from retrieval.store.base import (CollectionMismatch, CollectionMissing, Fuse, Nearest, Point, Rescore, StoreError,
-                                  item_ids)
+from retrieval.store.base import (CollectionMismatch, CollectionMissing, Diverse, Fuse, Nearest, Point, Recommend,
+                                  Rescore, StoreError, item_ids)
 from retrieval.store.factory import open_store
 from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TERMS_VECTOR, TEXT_VECTOR, CollectionSpec
 from schemas.jobs import StoreConfig
@@ -410,3 +410,99 @@ def test_every_backend_fuses_alike(tmp_path, method):
     assert scores["edge"] == scores["local"] == scores["memory"] and len(scores["edge"]) == 10
     for name, hits in results.items():  # equal scores may come in any order (edge's fusion orders ties freely)
         assert sorted(hits) == sorted(results["edge"]), name
+
+
+# ------------------------------------------------------------------------------------ recommendation and diversity
+# Example vectors (liked and disliked items' stored photo vectors) and maximal marginal relevance, on every backend.
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+def cosines(hits, vector: np.ndarray, points: list[Point]) -> list[float]:
+    by_id = {p.item_id: p.vectors[IMAGE_VECTOR] for p in points}
+    return [float(by_id[h.item_id] @ vector) for h in hits]
+
+
+@pytest.mark.parametrize("strategy", ["best_score", "sum_scores", "average_vector"])
+def test_a_positive_example_pulls_its_neighbours_first(filled, strategy):
+    store, points = filled
+    liked = points[4].vectors[IMAGE_VECTOR]
+    hits = store.query("items", Recommend(IMAGE_VECTOR, (liked,), (), 10, strategy), 10)
+    nearest = store.search("items", IMAGE_VECTOR, liked, limit=10)
+    assert [h.item_id for h in hits] == [h.item_id for h in nearest]  # one example: its own kNN
+
+
+@pytest.mark.parametrize("strategy", ["best_score", "sum_scores", "average_vector"])
+def test_a_negative_example_pushes_its_neighbours_away(filled, strategy):
+    store, points = filled
+    liked = points[4].vectors[IMAGE_VECTOR]
+    near = store.search("items", IMAGE_VECTOR, liked, limit=2)[1]  # disliked: the liked item's nearest neighbour
+    disliked = points[int(near.item_id.split("-")[1])].vectors[IMAGE_VECTOR]
+
+    def recommend(negatives: tuple) -> list:
+        return store.query("items", Recommend(IMAGE_VECTOR, (liked,), negatives, 10, strategy), 10,
+                           {"baseColour": ["Red", "Blue"]}, exclude=["item-4", near.item_id])
+
+    plain, pushed = recommend(()), recommend((disliked,))
+    assert np.mean(cosines(pushed, disliked, points)) < np.mean(cosines(plain, disliked, points)) - 0.05
+    assert all(h.payload["baseColour"] in ("Red", "Blue") for h in pushed)
+    assert {"item-4", near.item_id}.isdisjoint(h.item_id for h in pushed)
+    if strategy == "best_score":  # every item nearer the liked than the disliked one comes before any other
+        closer = [c > d for c, d in zip(cosines(pushed, liked, points), cosines(pushed, disliked, points))]
+        assert closer == sorted(closer, reverse=True)
+
+
+def duplicate_points(groups: int = 8, copies: int = 5, seed: int = 3) -> list[Point]:
+    """`groups` products with `copies` near-identical photos each (cosine ~0.99 within a group)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(groups, DIM))
+    return [Point(item_id=f"g{g}-{c}", vectors={IMAGE_VECTOR: unit(centres[g] + 0.1 * rng.normal(size=DIM))},
+                  payload={"gender": GENDERS[g % 5], "baseColour": COLOURS[c % 3]})
+            for g in range(groups) for c in range(copies)]
+
+
+def groups_of(hits) -> list[str]:
+    return [h.item_id.split("-")[0] for h in hits]
+
+
+def copy_pairs(hits) -> int:
+    """Pairs of results that are photos of one product (near-duplicates)."""
+    groups = groups_of(hits)
+    return sum(groups[i] == groups[j] for i in range(len(groups)) for j in range(i))
+
+
+def test_mmr_without_diversity_is_the_knn_and_with_it_mixes_products(store):
+    points = fill(store, duplicate_points())[1]
+    query = unit(points[0].vectors[IMAGE_VECTOR] + 0.3 * points[5].vectors[IMAGE_VECTOR])  # not a stored point
+    nearest = store.search("items", IMAGE_VECTOR, query, limit=6)
+    plain = store.query("items", Diverse(IMAGE_VECTOR, query, 0.0, 30, 6), 6)
+    assert [h.item_id for h in plain] == [h.item_id for h in nearest]
+    assert len(set(groups_of(nearest))) <= 2  # five copies of the nearest product, then the next one
+    mixed = store.query("items", Diverse(IMAGE_VECTOR, query, 0.5, 30, 6), 6)
+    assert mixed[0].item_id == nearest[0].item_id and len(set(groups_of(mixed))) >= 3
+    assert copy_pairs(mixed) < copy_pairs(nearest)
+    scores = cosines(mixed, query, points)
+    assert [round(h.score, 4) for h in mixed] == [round(s, 4) for s in scores]  # relevance, in pick order
+
+
+def test_mmr_over_a_recommendation_keeps_filters_and_exclusions(store):
+    points = fill(store, duplicate_points())[1]
+    liked = (points[0].vectors[IMAGE_VECTOR], points[11].vectors[IMAGE_VECTOR])
+    disliked = (points[30].vectors[IMAGE_VECTOR],)
+    examples = Recommend(IMAGE_VECTOR, liked, disliked, 20)
+    plan = Diverse(IMAGE_VECTOR, unit(sum(liked)), 0.6, 20, 8, (examples,))
+    hits = store.query("items", plan, 8, {"gender": ["Men", "Boys", "Girls", "Unisex"]}, exclude=["g0-0", "g2-1"])
+    assert hits and {"g0-0", "g2-1"}.isdisjoint(h.item_id for h in hits)
+    assert all(h.payload["gender"] != "Women" for h in hits)  # group 1's gender
+    plain = store.query("items", examples, 8, {"gender": ["Men", "Boys", "Girls", "Unisex"]}, exclude=["g0-0", "g2-1"])
+    assert copy_pairs(hits) < copy_pairs(plain)
+
+
+@pytest.mark.parametrize("strategy", ["best_score", "sum_scores", "average_vector"])
+def test_every_backend_recommends_alike(tmp_path, strategy):
+    points = hybrid_points()
+    plan = Recommend(IMAGE_VECTOR, (points[2].vectors[IMAGE_VECTOR], points[7].vectors[IMAGE_VECTOR]),
+                     (points[3].vectors[IMAGE_VECTOR],), 10, strategy)
+    results = run_on_every_backend(tmp_path, plan, 10)
+    assert results["edge"] == results["local"] == results["memory"] and len(results["edge"]) == 10

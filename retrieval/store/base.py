@@ -111,8 +111,49 @@ class Rescore:
     limit: int
 
 
-Plan = Union[Nearest, Fuse, Rescore]
+RECOMMEND_STRATEGIES = ("best_score", "sum_scores", "average_vector")
+
+
+@dataclass(frozen=True)
+class Recommend:
+    """Points like the `positives` and unlike the `negatives` (example vectors) by the dense vector `using`
+    (Qdrant's recommend query). best_score: a point nearer its nearest positive than its nearest negative scores
+    that positive's similarity, else it is pushed below every such point; sum_scores: the sum of its similarities to
+    the positives minus those to the negatives; average_vector: the nearest to 2 * mean(positives) -
+    mean(negatives) (`average_vector`; qdrant-edge 0.9 lacks it, so its store runs that Nearest itself)."""
+
+    using: str
+    positives: tuple[np.ndarray, ...]
+    negatives: tuple[np.ndarray, ...] = ()
+    limit: int = 10
+    strategy: Literal["best_score", "sum_scores", "average_vector"] = "best_score"
+
+
+@dataclass(frozen=True)
+class Diverse:
+    """Maximal marginal relevance (Qdrant's MMR) among the `candidates` nearest points to `vector` by `using` (or,
+    with `parts`, among their candidates): each pick maximises (1 - diversity) * sim(vector, p) - diversity * (its
+    highest similarity to the points picked before). Diversity 0 is the plain kNN. A hit's score is its similarity
+    to `vector`, so the list is in pick order, not score order."""
+
+    using: str
+    vector: np.ndarray
+    diversity: float
+    candidates: int
+    limit: int
+    parts: tuple["Plan", ...] = ()
+
+
+Plan = Union[Nearest, Fuse, Rescore, Recommend, Diverse]
 RRF_K = 60  # the usual constant; Qdrant's formula makes the best rank worth 1 / RRF_K
+
+
+def average_vector(positives: Sequence[np.ndarray], negatives: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """Qdrant's average_vector recommendation: mean(positives) moved away from mean(negatives) by as much again."""
+    mean = np.mean(np.asarray(positives, dtype=np.float32), axis=0)
+    if len(negatives):
+        mean = 2 * mean - np.mean(np.asarray(negatives, dtype=np.float32), axis=0)
+    return mean
 
 
 def wire_vector(vector: Vector, sparse_type: Any) -> Any:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from retrieval.store.base import RRF_K, Filter, Fuse, Nearest, Plan, Point, point_id, wire_parts, wire_vector
+from retrieval.store.base import (RRF_K, Diverse, Filter, Fuse, Plan, Point, Recommend, average_vector, point_id,
+                                  wire_parts, wire_vector)
 
 
 def edge() -> Any:
@@ -36,12 +37,28 @@ def edge_query(plan: Plan) -> Any:
     q = edge()
     if isinstance(plan, Fuse):
         return q.Fusion.Rrf(k=RRF_K) if plan.method == "rrf" else q.Fusion.Dbsf()
+    if isinstance(plan, Recommend):
+        return edge_recommend(plan)
+    if isinstance(plan, Diverse):  # edge's lambda_ weighs relevance: 1 is the plain kNN
+        return q.Mmr(wire_vector(plan.vector, q.SparseVector), 1.0 - plan.diversity, plan.candidates, using=plan.using)
     return q.Query.Nearest(wire_vector(plan.vector, q.SparseVector), using=plan.using)  # Nearest, or Rescore
+
+
+def edge_recommend(plan: Recommend) -> Any:
+    """best_score and sum_scores as edge's own recommend queries; average_vector (which edge lacks) as the nearest
+    to the averaged vector, the formula a Qdrant server applies."""
+    q = edge()
+    if plan.strategy == "average_vector":
+        return q.Query.Nearest(wire_vector(average_vector(plan.positives, plan.negatives), None), using=plan.using)
+    examples = q.RecommendQuery([wire_vector(v, None) for v in plan.positives],
+                                [wire_vector(v, None) for v in plan.negatives])
+    kind = q.Query.RecommendBestScore if plan.strategy == "best_score" else q.Query.RecommendSumScores
+    return kind(examples, using=plan.using)
 
 
 def edge_prefetches(plan: Plan, edge_filter: Any) -> list[Any] | None:
     """The plan's parts as prefetches, each with the call's filter (so it holds at every level)."""
-    if isinstance(plan, Nearest):
+    if not getattr(plan, "parts", ()):  # a kNN, a recommendation, or an MMR over the nearest points
         return None
     q = edge()
     return [q.Prefetch(part.limit, query=edge_query(part), prefetches=edge_prefetches(part, edge_filter),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from retrieval.store.base import RRF_K, Filter, Fuse, Nearest, Plan, Point, point_id, wire_parts, wire_vector
+from retrieval.store.base import (RRF_K, Diverse, Filter, Fuse, Plan, Point, Recommend, point_id, wire_parts,
+                                  wire_vector)
 
 
 def to_qdrant_filter(query_filter: Filter | None, exclude: Sequence[str] = (),
@@ -38,10 +39,25 @@ def query_args(plan: Plan, qdrant_filter: Any) -> dict[str, Any]:
         query = models.RrfQuery(rrf=models.Rrf(k=RRF_K)) if plan.method == "rrf" \
             else models.FusionQuery(fusion=models.Fusion.DBSF)
         using = None
+    elif isinstance(plan, (Recommend, Diverse)):
+        query, using = special_query(plan), plan.using
     else:  # Nearest, or the vector a Rescore ranks its candidates by
         query, using = wire_vector(plan.vector, models.SparseVector), plan.using
-    prefetch = None if isinstance(plan, Nearest) else [
+    prefetch = None if not getattr(plan, "parts", ()) else [
         models.Prefetch(limit=part.limit, filter=qdrant_filter, score_threshold=getattr(part, "min_score", None),
                         **query_args(part, qdrant_filter))
         for part in plan.parts]
     return {"query": query, "using": using, "prefetch": prefetch}
+
+
+def special_query(plan: Recommend | Diverse) -> Any:
+    """A recommendation (every strategy is the client's own) or an MMR as the client's query."""
+    from qdrant_client import models
+
+    if isinstance(plan, Diverse):
+        return models.NearestQuery(nearest=wire_vector(plan.vector, models.SparseVector),
+                                   mmr=models.Mmr(diversity=plan.diversity, candidates_limit=plan.candidates))
+    return models.RecommendQuery(recommend=models.RecommendInput(
+        positive=[wire_vector(v, None) for v in plan.positives],
+        negative=[wire_vector(v, None) for v in plan.negatives],
+        strategy=models.RecommendStrategy(plan.strategy)))

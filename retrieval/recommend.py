@@ -1,0 +1,260 @@
+"""Recommendations: catalog items like the ones a shopper liked and unlike the ones they disliked, optionally steered
+by words ("summer dress") and away from words ("not floral"), diverse, and one per product group.
+
+- The examples are the liked and disliked items' stored photo vectors (never encoded again), run as the store's
+  recommend query (`Recommend` on the `image` vector: best_score by default, sum_scores or average_vector asked).
+- Words add the hybrid strategies' word legs (BM25 and CLIP meaning, retrieval/hybrid.py), fused with the examples
+  by DBSF as hybrid_dbsf fuses a photo with words: each kind of evidence counts once.
+- Negative words leave out the items whose documents have any of them: "not floral" is a refusal, not a
+  preference (pushing such items down would still show them on a short list). The store leaves out the first
+  NOT_WORDS_LIMIT such items (a BM25 lookup: enough for a rare word, and cheap), and the service drops any other
+  from a list NOT_WORDS_DEPTH times deeper by the candidates' own BM25 words (a common word such as "white" is in
+  thousands of documents: listing them all cost 14 ms at 9.6k items, the check on the candidates nothing).
+- Diversity is the store's MMR (`Diverse`) over the recommended candidates; its relevance is the similarity to the
+  examples' average direction (Qdrant's average_vector), so 0 keeps the recommend query's own order.
+- Group-by keeps the best result of each value of a keyword payload field (Luma's `product_group`: one photo per
+  colour, many colours per product), done here over a list GROUP_DEPTH times deeper than k: the embedded engine has
+  no grouping query.
+
+Every result says which liked item it is closest to and which disliked item it avoided (photo CLIP cosine).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from retrieval import hybrid, lexical
+from retrieval.prepare import with_words
+from retrieval.search import EncodedQuery, FilterError, QueryError, validate_filters
+from retrieval.store.base import (Diverse, Filter, Hit, Nearest, Plan, Recommend, SparseVector, VectorStore,
+                                  average_vector)
+from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, CollectionSpec
+
+GROUP_DEPTH = 5  # candidates read per result when one result per group is kept
+MMR_DEPTH = 10  # candidates MMR chooses from per result it keeps (from k alone it could only reorder them)
+NOT_WORDS_LIMIT = 200  # items the store leaves out for having a negative word (the service checks the rest)
+NOT_WORDS_DEPTH = 2  # candidates read per result when negative words may drop some of them
+MAX_DEPTH = 1000  # candidates read, at most (the API's k is at most 100)
+FUSION = "dbsf"  # examples with words, as hybrid_dbsf fuses a photo with words
+
+
+class GroupFieldError(FilterError):
+    """A group_by field the collection does not index as a keyword (HTTP 422, naming the valid ones)."""
+
+
+class ItemsNotFound(QueryError):
+    """Liked or disliked item ids the collection does not hold (HTTP 404, naming them)."""
+
+
+@dataclass(frozen=True)
+class RecommendParams:
+    """What a recommendation asks: the examples (catalog item ids), words for and against, and the knobs."""
+
+    liked: tuple[str, ...]
+    disliked: tuple[str, ...] = ()
+    text: str | None = None
+    not_text: str | None = None
+    filters: Filter | None = None
+    k: int = 10
+    diversity: float = 0.0  # 0: none (MMR's trade-off, 0..1)
+    group_by: str | None = None
+    strategy: Literal["best_score", "sum_scores", "average_vector"] = "best_score"
+
+    @property
+    def depth(self) -> int:
+        """Results read from the store: k, times GROUP_DEPTH when one per group is kept, times NOT_WORDS_DEPTH when
+        negative words may drop some."""
+        deeper = (GROUP_DEPTH if self.group_by else 1) * (NOT_WORDS_DEPTH if self.not_text else 1)
+        return min(MAX_DEPTH, self.k * deeper)
+
+    @property
+    def candidates(self) -> int:
+        """Candidates the examples (and words) hand on: the depth, or MMR_DEPTH times it for MMR to choose from."""
+        return min(MAX_DEPTH, self.depth * (MMR_DEPTH if self.diversity > 0 else 1))
+
+
+@dataclass
+class Examples:
+    """The liked and disliked items' stored photo vectors, by item id, in the order asked."""
+
+    liked: dict[str, np.ndarray]
+    disliked: dict[str, np.ndarray]
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return (*self.liked, *self.disliked)
+
+
+@dataclass
+class Recommended:
+    """One result: its rank score, payload, group, and the examples that explain it."""
+
+    item_id: str
+    score: float
+    payload: dict[str, Any]
+    closest_liked: str
+    closest_liked_score: float
+    avoided_disliked: str | None = None
+    avoided_disliked_score: float | None = None
+    group: str | None = None
+
+
+@dataclass
+class RecommendOutcome:
+    results: list[Recommended]
+    strategy: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def check_request(params: RecommendParams, spec: CollectionSpec) -> None:
+    """Unknown filter or group-by fields are refused before anything is read or encoded."""
+    validate_filters(params.filters, spec.filter_fields)
+    if params.group_by is not None and params.group_by not in spec.filter_fields:
+        raise GroupFieldError(f"unknown group_by field {params.group_by!r}; keyword fields: "
+                              f"{', '.join(spec.filter_fields) or '(none)'}")
+
+
+def read_examples(store: VectorStore, collection: str, params: RecommendParams) -> Examples:
+    """The examples' stored photo vectors; every id the collection lacks is named in one ItemsNotFound."""
+    wanted = list(dict.fromkeys((*params.liked, *params.disliked)))
+    found = {h.item_id: (h.vectors or {}).get(IMAGE_VECTOR) for h in store.retrieve(collection, wanted)}
+    missing = [i for i in wanted if found.get(i) is None]
+    if missing:
+        raise ItemsNotFound(f"no catalog item(s) {', '.join(map(repr, missing))} in collection {collection}")
+    return Examples({i: found[i] for i in params.liked}, {i: found[i] for i in params.disliked})
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 1e-9 else vector
+
+
+def plan(examples: Examples, words: EncodedQuery | None, params: RecommendParams) -> Plan:
+    """The examples' recommend query, fused with the words' legs if any, under MMR if diversity is asked."""
+    depth = params.candidates
+    liked, disliked = tuple(examples.liked.values()), tuple(examples.disliked.values())
+    found: Plan = Recommend(IMAGE_VECTOR, liked, disliked, depth, params.strategy)
+    if words is not None:
+        word_legs = [hybrid.lexical_legs(words, depth), hybrid.meaning_legs(words, depth)]
+        found = hybrid.fused([[found], [hybrid.fused(word_legs, FUSION, depth)]], FUSION, depth)
+    if params.diversity > 0:
+        probe = unit(average_vector(liked, disliked))
+        found = Diverse(IMAGE_VECTOR, probe, params.diversity, depth, params.depth, (found,))
+    return found
+
+
+def not_words(params: RecommendParams, spec: CollectionSpec) -> SparseVector | None:
+    """The negative words as BM25 tokens of the collection's language (None: none, or only stopwords)."""
+    words = lexical.query_vector(params.not_text or "", spec.bm25_language)
+    return words or None
+
+
+def not_words_ids(store: VectorStore, collection: str, words: SparseVector | None, params: RecommendParams) -> list:
+    """Up to NOT_WORDS_LIMIT items (within the filters) whose documents have any of the negative words."""
+    if words is None:
+        return []
+    return [h.item_id for h in store.query(collection, Nearest(BM25_VECTOR, words, NOT_WORDS_LIMIT),
+                                           NOT_WORDS_LIMIT, params.filters)]
+
+
+def without_words(hits: list[Hit], words: SparseVector | None) -> list[Hit]:
+    """The hits whose own BM25 vectors (their documents' words) have none of `words`."""
+    if words is None:
+        return hits
+    tokens = set(words.indices)
+    return [h for h in hits if tokens.isdisjoint(getattr((h.vectors or {}).get(BM25_VECTOR), "indices", ()))]
+
+
+def one_per_group(hits: list[Hit], field_name: str | None, k: int) -> list[Hit]:
+    """The first (best) hit of each value of `field_name`, k at most; an item without the field is its own group."""
+    if field_name is None:
+        return hits[:k]
+    kept, seen = [], set()
+    for hit in hits:
+        key = group_of(hit.payload, field_name) or ("item", hit.item_id)
+        if key not in seen:
+            seen.add(key)
+            kept.append(hit)
+    return kept[:k]
+
+
+def group_of(payload: dict, field_name: str | None) -> str | None:
+    """A payload's group value as text (a list of values is one group), or None."""
+    value = payload.get(field_name) if field_name else None
+    if value is None or value == []:
+        return None
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def nearest_example(vector: np.ndarray | None, examples: dict[str, np.ndarray]) -> tuple[str | None, float | None]:
+    """The example whose photo is most like `vector` (CLIP cosine) and that cosine; None without examples."""
+    if vector is None or not examples:
+        return None, None
+    ids = list(examples)
+    scores = np.stack([examples[i] for i in ids]) @ np.asarray(vector, dtype=np.float32)
+    best = int(np.argmax(scores))
+    return ids[best], float(scores[best])
+
+
+def explained(hit: Hit, examples: Examples, group_by: str | None) -> Recommended:
+    photo = (hit.vectors or {}).get(IMAGE_VECTOR)
+    liked, liked_score = nearest_example(photo, examples.liked)
+    disliked, disliked_score = nearest_example(photo, examples.disliked)
+    return Recommended(hit.item_id, hit.score, hit.payload, liked or "", liked_score or 0.0, disliked,
+                       disliked_score, group_of(hit.payload, group_by))
+
+
+def recommend(store: VectorStore, collection: str, spec: CollectionSpec, examples: Examples,
+              words: EncodedQuery | None, params: RecommendParams) -> RecommendOutcome:
+    """One store call for the candidates (the examples and the negative words' items left out), then one per group
+    and the explanation; timings: search (with the negative words' lookup), explain."""
+    started = time.perf_counter()
+    refused = not_words(params, spec)
+    exclude = (*examples.ids, *not_words_ids(store, collection, refused, params))
+    hits = without_words(store.query(collection, plan(examples, words, params), params.depth, params.filters,
+                                     exclude=exclude, with_vectors=True), refused)
+    searched = time.perf_counter()
+    results = [explained(h, examples, params.group_by) for h in one_per_group(hits, params.group_by, params.k)]
+    timings = {"search_ms": (searched - started) * 1000, "explain_ms": (time.perf_counter() - searched) * 1000}
+    return RecommendOutcome(results, params.strategy, timings)
+
+
+@dataclass
+class PendingRecommend:
+    """A recommendation between begin and finish: where it runs, the examples read, the words still to encode."""
+
+    collection: str
+    spec: CollectionSpec
+    examples: Examples
+    phrase: str | None
+    started: float
+    parsed: float = field(default_factory=time.perf_counter)
+
+
+def begin(searcher, params: RecommendParams, started: float | None = None) -> PendingRecommend:
+    """Resolve the generation (retrieval/service.py's Searcher), refuse unknown fields, read the examples (404 for
+    unknown ids), all before anything is encoded."""
+    started = time.perf_counter() if started is None else started
+    collection, spec = searcher.current()
+    check_request(params, spec)
+    examples = read_examples(searcher.store, collection, params)
+    return PendingRecommend(collection, spec, examples, (params.text or "").strip() or None, started)
+
+
+def finish(searcher, pending: PendingRecommend, words: EncodedQuery | None,
+           params: RecommendParams) -> RecommendOutcome:
+    """Recommend with the words encoded (their CLIP vector; their BM25 vector is added here, as a search's is);
+    timings: encode (since begin), search, explain, total."""
+    encoded = time.perf_counter()
+    if pending.phrase is not None and words is not None:
+        catalog = searcher.words(pending.collection, pending.spec)
+        words = with_words(words, pending.phrase, pending.spec.bm25_language, catalog)
+    outcome = recommend(searcher.store, pending.collection, pending.spec, pending.examples,
+                        words if pending.phrase else None, params)
+    outcome.timings_ms = {"encode_ms": (encoded - pending.parsed) * 1000, **outcome.timings_ms,
+                          "total_ms": (time.perf_counter() - pending.started) * 1000}
+    return outcome

@@ -1,0 +1,139 @@
+"""Recommendations (retrieval/recommend.py) on a real edge store: liked items pull, disliked ones push, negative words
+leave items out, one result per product group, MMR mixes products, and every result names its nearest examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrieval import lexical, recommend
+from retrieval.recommend import GroupFieldError, ItemsNotFound, RecommendParams, one_per_group
+from retrieval.rows import item_point
+from retrieval.search import EncodedQuery, FilterError
+from retrieval.service import Searcher
+from retrieval.store.base import Hit
+from schemas.collection import CollectionSpec
+from tests.toys import unit
+
+# Four products, three colours each: the colours of a product are near-duplicate photos.
+PRODUCTS = {"dress": (1, 0, 0), "skirt": (0.8, 0.6, 0), "shirt": (0, 1, 0), "shoe": (0, 0, 1)}
+COLOURS = {"red": (0.06, 0, 0), "blue": (0, 0.06, 0), "green": (0, 0, 0.06)}
+FLORAL = {"skirt-red", "dress-green"}
+
+
+def catalog() -> dict[str, tuple[dict, np.ndarray]]:
+    items = {}
+    for product, look in PRODUCTS.items():
+        for colour, tint in COLOURS.items():
+            item = f"{product}-{colour}"
+            words = f"{colour} {'floral ' if item in FLORAL else ''}{product}"
+            items[item] = ({"product_group": product, "baseColour": colour, "text": words},
+                           unit(*np.add(look, tint)))
+    return items
+
+
+@pytest.fixture
+def searcher(store) -> Searcher:
+    spec = CollectionSpec(name="gen-1", model="m", dim=3, filter_fields=("product_group", "baseColour"))
+    store.create_collection(spec)
+    store.upsert("gen-1", [item_point(i, payload, photo, photo, lexical.document_vector(payload["text"], 2.0))
+                           for i, (payload, photo) in catalog().items()])
+    store.set_alias("shop", "gen-1")
+    return Searcher(store, "shop", "m")
+
+
+def run(searcher: Searcher, words: EncodedQuery | None = None, **asked):
+    params = RecommendParams(**{"k": 5, **asked})
+    return recommend.finish(searcher, recommend.begin(searcher, params), words, params)
+
+
+def ids(outcome) -> list[str]:
+    return [r.item_id for r in outcome.results]
+
+
+def test_liked_items_pull_their_look_and_are_left_out(searcher):
+    outcome = run(searcher, liked=("dress-red",), k=3)
+    assert sorted(ids(outcome)[:2]) == ["dress-blue", "dress-green"] and "dress-red" not in ids(outcome)
+    assert {r.closest_liked for r in outcome.results} == {"dress-red"}
+    first = outcome.results[0]
+    assert first.closest_liked_score == pytest.approx(float(catalog()[first.item_id][1] @ catalog()["dress-red"][1]),
+                                                      abs=1e-5)
+    assert first.avoided_disliked is None and outcome.strategy == "best_score"
+    assert set(outcome.timings_ms) == {"encode_ms", "search_ms", "explain_ms", "total_ms"}
+
+
+def test_each_result_names_the_liked_item_it_is_closest_to_and_the_disliked_one_it_avoided(searcher):
+    outcome = run(searcher, liked=("dress-red", "shoe-red"), disliked=("shirt-red", "skirt-blue"), k=6)
+    for result in outcome.results:
+        product = result.item_id.split("-")[0]
+        assert result.closest_liked == {"dress": "dress-red", "shoe": "shoe-red"}.get(product, result.closest_liked)
+        assert result.avoided_disliked in ("shirt-red", "skirt-blue") and result.avoided_disliked_score is not None
+    assert {"dress", "shoe"} == {i.split("-")[0] for i in ids(outcome)[:4]}
+
+
+@pytest.mark.parametrize("strategy", ["best_score", "sum_scores"])  # average_vector: in the store contract tests
+def test_a_disliked_item_pushes_its_look_down(searcher, strategy):
+    # The skirt looks like the dress: liking the dress brings the skirts next; disliking a skirt sends them away.
+    plain = ids(run(searcher, liked=("dress-red",), k=5, strategy=strategy))
+    pushed = ids(run(searcher, liked=("dress-red",), disliked=("skirt-blue",), k=5, strategy=strategy))
+    assert "skirt-red" in plain[:3] and "skirt-red" not in pushed[:3]
+
+
+def test_one_result_per_product_group(searcher):
+    outcome = run(searcher, liked=("dress-red",), k=4, group_by="product_group")
+    assert [r.group for r in outcome.results][:2] == ["dress", "skirt"] and len({r.group for r in outcome.results}) == 4
+    assert ids(outcome)[0] in ("dress-blue", "dress-green")
+
+
+def test_diversity_mixes_products_and_zero_keeps_the_plain_order(searcher):
+    plain = run(searcher, liked=("dress-red",), k=4)
+    assert ids(run(searcher, liked=("dress-red",), k=4, diversity=0.0)) == ids(plain)
+    mixed = run(searcher, liked=("dress-red",), k=4, diversity=0.7)
+
+    def products(outcome) -> int:
+        return len({i.split("-")[0] for i in ids(outcome)})
+
+    assert products(mixed) > products(plain)
+    assert {r.closest_liked for r in mixed.results} == {"dress-red"}  # MMR's results bring their vectors too
+
+
+def test_negative_words_leave_out_the_items_that_have_them(searcher):
+    outcome = run(searcher, liked=("dress-red",), k=10, not_text="floral")
+    assert FLORAL.isdisjoint(ids(outcome)) and len(ids(outcome)) == 12 - 1 - len(FLORAL)
+
+
+def test_negative_words_in_more_documents_than_the_store_lists_are_still_left_out(searcher, monkeypatch):
+    monkeypatch.setattr(recommend, "NOT_WORDS_LIMIT", 1)  # the store leaves out one; the service drops the other
+    outcome = run(searcher, liked=("dress-red",), k=10, not_text="floral")
+    assert FLORAL.isdisjoint(ids(outcome)) and len(ids(outcome)) == 12 - 1 - len(FLORAL)
+
+
+def test_words_pull_their_items_in(searcher):
+    words = EncodedQuery(words_vector=unit(0, 0, 1))  # what the words' CLIP vector would be: shoes
+    outcome = run(searcher, words, liked=("dress-red",), text="shoe", k=4)
+    assert {"shoe-red", "shoe-blue", "shoe-green"} & set(ids(outcome)[:2])
+    assert all(r.closest_liked == "dress-red" and r.closest_liked_score > -1 for r in outcome.results)
+
+
+def test_filters_hold(searcher):
+    outcome = run(searcher, liked=("dress-red",), filters={"baseColour": "green"}, k=5)
+    assert {r.payload["baseColour"] for r in outcome.results} == {"green"} and len(outcome.results) == 4
+
+
+def test_unknown_items_are_named_together(searcher):
+    with pytest.raises(ItemsNotFound, match="'nope-1', 'nope-2'"):
+        run(searcher, liked=("dress-red", "nope-1"), disliked=("nope-2",))
+
+
+def test_unknown_group_and_filter_fields_name_the_keyword_fields(searcher):
+    with pytest.raises(GroupFieldError, match="'brand'.*product_group, baseColour"):
+        run(searcher, liked=("dress-red",), group_by="brand")
+    with pytest.raises(FilterError, match="colour"):
+        run(searcher, liked=("dress-red",), filters={"colour": "red"})
+
+
+def test_one_per_group_keeps_the_first_of_each_and_items_without_the_field_alone():
+    hits = [Hit("a", 3, {"g": "x"}), Hit("b", 2, {"g": "x"}), Hit("c", 1, {}), Hit("d", 1, {}),
+            Hit("e", 0, {"g": ["x", "y"]})]
+    assert [h.item_id for h in one_per_group(hits, "g", 10)] == ["a", "c", "d", "e"]
+    assert [h.item_id for h in one_per_group(hits, None, 2)] == ["a", "b"]
