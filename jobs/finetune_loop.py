@@ -65,9 +65,9 @@ class WorkerRun:
                                 cfg["unlocked_text_layers"])
         self.mean, self.std = model.visual.preprocess_cfg["mean"], model.visual.preprocess_cfg["std"]
         self.device = str(ray.train.torch.get_device())
+        self.raw = model.to(self.device)  # before the optimizer: its restored state follows the parameters' device
         self.optimizer = contrastive.optimizer_for(model, cfg["lr"], cfg["weight_decay"])
         self.state, self.best_weights = self._restore(model, _checkpoint(cfg.get("resume_from")))
-        self.raw = model.to(self.device)
         self.model = ray.train.torch.prepare_model(model) if world > 1 else self.raw
         self.loss_fn = contrastive.clip_loss(rank, world)
         self.total_steps = cfg["steps_per_epoch"] * cfg["epochs"]
