@@ -241,7 +241,9 @@ def write_result(cfg: FinetuneConfig, checkpoint, card: dict, model_cfg: dict, p
 
 
 def _scores(epoch: dict) -> dict:
-    return {k: v for k, v in epoch.items() if k not in ("epoch", "train_loss")}
+    from jobs.finetune_loop import TRAINING
+
+    return {k: v for k, v in epoch.items() if k not in TRAINING}
 
 
 def print_summary(card: dict, out: Path) -> None:

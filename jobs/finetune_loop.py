@@ -22,6 +22,7 @@ from retrieval.finetune import contrastive, heldout
 from retrieval.finetune.pairs import text_for
 
 log = logging.getLogger("jobs.finetune")
+TRAINING = ("epoch", "train_loss", "train_s", "pairs_per_s")  # an epoch's own figures, beside the held-out ones
 
 
 @dataclass
@@ -94,7 +95,8 @@ class WorkerRun:
         for epoch in range(self.state.epoch + 1, self.cfg["epochs"] + 1):
             self._finish_epoch(epoch, self._train_epoch(epoch))
 
-    def _train_epoch(self, epoch: int) -> float:
+    def _train_epoch(self, epoch: int) -> dict:
+        """The epoch's mean loss, its seconds and its rate (pairs of every worker per second)."""
         import ray.train
 
         self.model.train()
@@ -103,7 +105,9 @@ class WorkerRun:
         for batch in shard.iter_batches(batch_size=self.cfg["batch_size"], drop_last=True, batch_format="numpy"):
             losses.append(self._step(batch, epoch))
             self._progress(epoch, len(losses), float(np.mean(losses[-20:])), started)
-        return float(np.mean(losses)) if losses else float("nan")
+        seconds = time.monotonic() - started
+        return {"train_loss": float(np.mean(losses)) if losses else float("nan"), "train_s": round(seconds, 1),
+                "pairs_per_s": round(len(losses) * self.cfg["batch_size"] * self.world / seconds, 1)}
 
     def _step(self, batch: dict, epoch: int) -> float:
         import torch
@@ -140,7 +144,7 @@ class WorkerRun:
               f"  ETA {eta_text(left) if left is not None else '?'}", flush=True)
         self.metrics.training(loss, pairs_per_s, left, done / max(1, self.total_steps))
 
-    def _finish_epoch(self, epoch: int, loss: float | None) -> None:
+    def _finish_epoch(self, epoch: int, trained: dict | None) -> None:
         """Rank 0 scores the held-out items and checkpoints; every worker reports (report is a barrier)."""
         import ray.train
 
@@ -148,7 +152,7 @@ class WorkerRun:
             self.state.epoch = epoch
             ray.train.report({"epoch": epoch})
             return
-        scores = {"epoch": epoch, "train_loss": loss, **self._held_out()}
+        scores = {"epoch": epoch, **(trained or {"train_loss": None}), **self._held_out()}
         self.state.history.append(scores)
         self.state.epoch = epoch
         if scores[heldout.SCORE] > self.state.best_score or epoch == 0:
@@ -202,8 +206,9 @@ def _cpu_copy(state_dict: dict) -> dict:
 
 def _epoch_line(scores: dict, best: int) -> str:
     loss = "" if scores["train_loss"] is None else f"  train loss {scores['train_loss']:.3f}"
-    shown = "  ".join(f"{k} {v:.3f}" for k, v in scores.items() if k not in ("epoch", "train_loss"))
-    return f"epoch {scores['epoch']} done{loss}  held-out: {shown}  (best: epoch {best})"
+    shown = "  ".join(f"{k} {v:.3f}" for k, v in scores.items() if k not in TRAINING)
+    rate = f" ({scores['train_s']:.0f} s, {scores['pairs_per_s']:.0f} pairs/s)" if "train_s" in scores else ""
+    return f"epoch {scores['epoch']} done{loss}{rate}  held-out: {shown}  (best: epoch {best})"
 
 
 class FinetuneMetrics:
