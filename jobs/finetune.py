@@ -154,13 +154,31 @@ def latest_checkpoint(run_folder: Path) -> str | None:
     found = []
     for state in run_folder.glob("attempt-*/checkpoint_*/state.json"):
         try:
-            found.append((json.loads(state.read_text())["epoch"], state.stat().st_mtime, str(state.parent)))
+            saved = json.loads(state.read_text())
+            if whole_checkpoint(state.parent, saved["best_epoch"]):
+                found.append((saved["epoch"], state.stat().st_mtime, str(state.parent)))
         except (OSError, ValueError, KeyError):
             continue  # a checkpoint cut short by the crash: an older one will do
     if found:
         epoch, _, path = max(found)
         log.info("resuming from %s (epoch %d done)", path, epoch)
     return max(found)[2] if found else None
+
+
+def whole_checkpoint(folder: Path, best_epoch: int) -> bool:
+    """Every file of the checkpoint complete: Ray copies a checkpoint into storage file by file, in parallel, so a
+    crash can leave its small state.json whole beside a cut (or not yet started) model or optimizer."""
+    import zipfile
+
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        for name in ("model.safetensors", *(("best.safetensors",) if best_epoch else ())):
+            with safe_open(str(folder / name), "pt"):  # reads the header: it says how long the file must be
+                pass
+    except (OSError, SafetensorError):
+        return False
+    return zipfile.is_zipfile(folder / "optimizer.pt")  # torch's zip ends with its directory: a cut one has none
 
 
 def wants_gpu(cfg: FinetuneConfig) -> bool:
