@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,8 @@ def _ddp_step(rank: int, world: int, port: int, folder: Path) -> None:
 
     torch.set_num_threads(1)
     register_tiny(folder / "config")
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=120))
     try:
         model = tiny_model(seed=rank + 1)  # different on purpose: DDP broadcasts rank 0's, rank 0 loads the start
         model.load_state_dict(torch.load(folder / "start.pt", weights_only=True))
@@ -148,7 +150,12 @@ def test_gathered_loss_two_workers_equal_one_worker_on_the_whole_batch(tiny, tmp
     images = torch.randn(2 * b, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     tokens = open_clip.get_tokenizer(TINY)(words[:2 * b])
     torch.save({"images": images, "tokens": tokens}, tmp_path / "batch.pt")
-    mp.spawn(_ddp_step, args=(2, free_port(), tmp_path), nprocs=2, join=True)
+    workers, deadline = mp.spawn(_ddp_step, args=(2, free_port(), tmp_path), nprocs=2, join=False), time.monotonic()
+    while not workers.join(timeout=1):  # raises if a worker failed
+        if time.monotonic() - deadline > 180:
+            for process in workers.processes:
+                process.kill()
+            pytest.fail("the two DDP workers did not finish in 180 s")
     loss = contrastive.step_loss(model, images, tokens, contrastive.clip_loss())
     loss.backward()
     for rank in (0, 1):
@@ -367,7 +374,7 @@ def test_resume_takes_the_furthest_whole_checkpoint(tmp_path):
 
 # --- 3. Two CPU workers end to end: checkpoint, kill -9, resume ---------------------------------------------------
 
-EPOCHS = 6
+EPOCHS = 3
 
 
 def finetune_command(catalog: Path, base: str, root: Path) -> list[str]:
