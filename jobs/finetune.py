@@ -70,7 +70,7 @@ def plan_pairs(cfg: FinetuneConfig) -> tuple[Pairs, str, str]:
     """The training and held-out pairs and the split in words; a clear error when either side is empty."""
     catalog = open_catalog(cfg.catalog, cfg.catalog_format, cfg.text_fields)
     items = list(islice(catalog.items(), cfg.limit))
-    held = splits.read_split(cfg.split_file) if cfg.split_file else None
+    held = held_out_ids(cfg.split_file) if cfg.split_file else None
     pairs = split_pairs(catalog, items, held, cfg.held_out_fraction)
     split = f"split file {cfg.split_file}" if cfg.split_file else \
         f"{cfg.held_out_fraction:.0%} of the product groups held out by hash"
@@ -80,6 +80,14 @@ def plan_pairs(cfg: FinetuneConfig) -> tuple[Pairs, str, str]:
     if not pairs.train:
         raise FinetuneError(f"no training items in {cfg.catalog} ({split}, {dict(pairs.skipped)} skipped)")
     return pairs, split, catalog.format
+
+
+def held_out_ids(split_file: Path) -> list[str]:
+    """The split file's held-out ids; an unreadable one is the user's to fix (one line), not a traceback."""
+    try:
+        return splits.read_split(split_file)
+    except splits.SplitError as err:
+        raise FinetuneError(str(err)) from err
 
 
 def quiet_data_progress() -> None:
@@ -153,13 +161,31 @@ def latest_checkpoint(run_folder: Path) -> str | None:
     found = []
     for state in run_folder.glob("attempt-*/checkpoint_*/state.json"):
         try:
-            found.append((json.loads(state.read_text())["epoch"], state.stat().st_mtime, str(state.parent)))
+            saved = json.loads(state.read_text())
+            if whole_checkpoint(state.parent, saved["best_epoch"]):
+                found.append((saved["epoch"], state.stat().st_mtime, str(state.parent)))
         except (OSError, ValueError, KeyError):
             continue  # a checkpoint cut short by the crash: an older one will do
     if found:
         epoch, _, path = max(found)
         log.info("resuming from %s (epoch %d done)", path, epoch)
     return max(found)[2] if found else None
+
+
+def whole_checkpoint(folder: Path, best_epoch: int) -> bool:
+    """Every file of the checkpoint complete: Ray copies a checkpoint into storage file by file, in parallel, so a
+    crash can leave its small state.json whole beside a cut (or not yet started) model or optimizer."""
+    import zipfile
+
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        for name in ("model.safetensors", *(("best.safetensors",) if best_epoch else ())):
+            with safe_open(str(folder / name), "pt"):  # reads the header: it says how long the file must be
+                pass
+    except (OSError, SafetensorError):
+        return False
+    return zipfile.is_zipfile(folder / "optimizer.pt")  # torch's zip ends with its directory: a cut one has none
 
 
 def wants_gpu(cfg: FinetuneConfig) -> bool:
