@@ -28,7 +28,7 @@ export RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S ?= 30
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: help venv demo test test-fast lint index query submit serve inspect eval finetune eval-models bench bench-serve \
-	bench-store bench-scale bench-memory bench-resume bench-slow-clients clean
+	bench-store bench-scale bench-memory bench-resume bench-slow-clients bench-finetune clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -108,6 +108,9 @@ bench-memory: $(STAMP) ## peak memory of the search handlers under 16 concurrent
 
 bench-resume: $(STAMP) ## a full-catalog index run killed at 25 %, then resumed: what is kept, what is redone
 	$(BIN)/python -m bench.resume $(ARGS)
+
+bench-finetune: $(STAMP) ## fine-tune pairs/s: the Ray Train job's epoch against the bare training step, and a whole run's cost
+	$(BIN)/python -m bench.finetune $(ARGS)
 
 bench-slow-clients: $(STAMP) ## 200 stalled uploads while 4 clients search for 60 s: their errors and p95, how long each stall lasts
 	$(BIN)/python -m bench.slow_clients $(ARGS)
