@@ -22,12 +22,12 @@ Every result says which liked item it is closest to and which disliked item it a
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 
-from retrieval import hybrid, lexical
+from retrieval import hybrid, lexical, negation
 from retrieval.prepare import with_words
 from retrieval.search import EncodedQuery, FilterError, QueryError, validate_filters
 from retrieval.store.base import (Diverse, Filter, Hit, Nearest, Plan, Recommend, SparseVector, VectorStore,
@@ -235,10 +235,18 @@ class PendingRecommend:
     parsed: float = field(default_factory=time.perf_counter)
 
 
+def with_typed_negations(params: RecommendParams) -> RecommendParams:
+    """The words' own negations ("-floral", "not floral": retrieval/negation.py) moved to not_text; a second call
+    changes nothing."""
+    text, refused = negation.split(params.text)
+    return replace(params, text=text, not_text=negation.joined(params.not_text, refused)) if refused else params
+
+
 def begin(searcher, params: RecommendParams, started: float | None = None) -> PendingRecommend:
     """Resolve the generation (retrieval/service.py's Searcher), refuse unknown fields, read the examples (404 for
     unknown ids), all before anything is encoded."""
     started = time.perf_counter() if started is None else started
+    params = with_typed_negations(params)
     collection, spec = searcher.current()
     check_request(params, spec)
     examples = read_examples(searcher.store, collection, params)
@@ -250,6 +258,7 @@ def finish(searcher, pending: PendingRecommend, words: EncodedQuery | None,
     """Recommend with the words encoded (their CLIP vector; their BM25 vector is added here, as a search's is);
     timings: encode (since begin), search, explain, total."""
     encoded = time.perf_counter()
+    params = with_typed_negations(params)
     if pending.phrase is not None and words is not None:
         catalog = searcher.words(pending.collection, pending.spec)
         words = with_words(words, pending.phrase, pending.spec.bm25_language, catalog)

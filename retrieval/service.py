@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from retrieval import lexical, recommend
+from retrieval import lexical, negation, recommend
 from retrieval.model import ClipEncoder, load_model
 from retrieval.recommend import RecommendOutcome, RecommendParams
 from retrieval.prepare import checked_query, encode_query, query_segmenter, with_words
 from retrieval.search import EncodedQuery, QueryError, SearchOutcome, SearchParams, search, validate_filters
-from retrieval.store.base import CollectionMissing, Filter, Nearest, VectorStore, check_fits
+from retrieval.store.base import CollectionMissing, Filter, Nearest, SparseVector, VectorStore, check_fits
 from retrieval.understanding import CatalogWords
 from retrieval.store.factory import open_store
 from schemas.collection import BM25_VECTOR, DENSE_VECTORS, IMAGE_VECTOR, SPARSE_VECTORS, TEXT_VECTOR, CollectionSpec
@@ -44,6 +44,7 @@ class Pending:
     phrase: str | None  # the words as typed
     item: EncodedQuery | None = None
     exclude: tuple[str, ...] = ()
+    not_text: str | None = None  # negative words typed with the words ("-floral", "not floral")
     started: float = field(default_factory=time.perf_counter)  # when the request began
     parsed: float = field(default_factory=time.perf_counter)  # when it was understood (collection, item, checks)
 
@@ -85,10 +86,11 @@ class Searcher:
         unknown filter field (before anything is encoded); `started`: when the request began (default: now)."""
         started = time.perf_counter() if started is None else started
         collection, spec = self.current()
+        text, not_text = negation.split(text)
         image, phrase = checked_query(image, text, item=bool(item_id))
         validate_filters(filters, spec.filter_fields)
         item = self.item_vectors(item_id, collection) if item_id else None
-        return Pending(collection, spec, image, phrase, item, (item_id,) if item_id else (), started)
+        return Pending(collection, spec, image, phrase, item, (item_id,) if item_id else (), not_text, started)
 
     def finish(self, pending: Pending, query: EncodedQuery, params: SearchParams) -> SearchOutcome:
         """Search the generation `begin` chose with what was encoded (a photo or words given with an item replace
@@ -100,9 +102,26 @@ class Searcher:
             query = merged(pending.item, query)
         if pending.exclude:
             params = params.excluding(pending.exclude)
-        outcome = search(self.store, pending.collection, query, params)
+        refused = lexical.query_vector(pending.not_text or "", pending.spec.bm25_language) or None
+        outcome = self.search_refusing(pending, query, params, refused)
         outcome.timings_ms = {"encode_ms": (encoded - pending.parsed) * 1000, **outcome.timings_ms,
                               "total_ms": (time.perf_counter() - pending.started) * 1000}
+        return outcome
+
+    def search_refusing(self, pending: Pending, query: EncodedQuery, params: SearchParams,
+                        refused: SparseVector | None) -> SearchOutcome:
+        """The search, leaving out the items whose documents have a negative word as a recommendation does: the
+        store leaves out the first NOT_WORDS_LIMIT of them, the rest are dropped from a list NOT_WORDS_DEPTH times
+        deeper."""
+        if refused is None:
+            return search(self.store, pending.collection, query, params)
+        left_out = recommend.not_words_ids(self.store, pending.collection, refused, params)
+        deeper = replace(params.excluding(tuple(left_out)), k=min(recommend.MAX_DEPTH,
+                                                                   params.k * recommend.NOT_WORDS_DEPTH))
+        outcome = search(self.store, pending.collection, query, deeper)
+        language = pending.spec.bm25_language
+        kept = [r for r in outcome.results if not negation.has_any(r.payload.get("text", ""), refused, language)]
+        outcome.results = kept[:params.k]
         return outcome
 
     def item_vectors(self, item_id: str, collection: str) -> EncodedQuery:
