@@ -49,8 +49,12 @@ def test_search_leaves_out_the_documents_with_a_typed_negative_word(store):
         assert [r.item_id for r in outcome.results] == ["b"]
     plain = over_words.finish(over_words.begin(text="red"), EncodedQuery(words_vector=unit(1, 1)), SearchParams(k=3))
     assert {r.item_id for r in plain.results} >= {"a", "b"}
+    alone = over_words.begin(text="-tshirt")  # refusals alone are no query: searched as typed
+    assert (alone.phrase, alone.not_text) == ("-tshirt", None)
+    with_item = over_words.begin(text="-tshirt", item_id="b")
+    assert (with_item.phrase, with_item.not_text) == (None, "tshirt")
     with pytest.raises(QueryError):
-        over_words.begin(text="-tshirt")  # refusals alone are no query
+        over_words.begin(text="  ")
 
 
 def test_recommend_reads_negations_in_its_text_as_not_text(searcher):  # noqa: F811
