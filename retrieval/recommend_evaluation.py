@@ -195,15 +195,20 @@ def paired(a: dict[str, dict | None], b: dict[str, dict | None], metric: str = "
 
 
 def comparisons(queries: list[RecQuery], scores: dict) -> dict[str, tuple[float, float, float]]:
-    """The acceptance's paired differences: liked against more-like-this, liked+disliked against liked alone
-    (nDCG@10 and the disliked colour's share), and each way of negative words against leaving out."""
+    """The acceptance's paired differences at each diversity: liked against more-like-this, liked+disliked against
+    liked alone (nDCG@10 and the disliked colour's share); each way of negative words against leaving out; each
+    recommend strategy and one per group against best_score."""
     base = {q.qid: q.base for q in queries if q.base}
-    get = lambda mode, variant="recommend": scores.get((mode, variant, 0.0), {})  # noqa: E731
-    out = {"liked - more-like-this": paired(get("liked"), get("more-like-this"),
-                                            pairs={b: q for q, b in base.items() if q.startswith("more-like-this")})}
+    first = {b: q for q, b in base.items() if q.startswith("more-like-this")}
     disliked = {q: b for q, b in base.items() if q.startswith("liked+disliked")}
-    out["liked+disliked - liked"] = paired(get("liked+disliked"), get("liked"), pairs=disliked)
-    out["liked+disliked - liked: avoid_share"] = paired(get("liked+disliked"), get("liked"), "avoid_share", disliked)
+    get = lambda mode, variant="recommend", d=0.0: scores.get((mode, variant, d), {})  # noqa: E731
+    out = {}
+    for d in sorted({d for mode, variant, d in scores if variant == "recommend"}):
+        at = f" (diversity {d:g})" if d else ""
+        out[f"liked - more-like-this{at}"] = paired(get("liked", d=d), get("more-like-this", d=d), pairs=first)
+        out[f"liked+disliked - liked{at}"] = paired(get("liked+disliked", d=d), get("liked", d=d), pairs=disliked)
+        out[f"liked+disliked - liked: avoid_share{at}"] = paired(get("liked+disliked", d=d), get("liked", d=d),
+                                                                 "avoid_share", disliked)
     for how in NOT_WORDS[1:]:
         out[f"words+not {how} - exclude"] = paired(get("words+not", how), get("words+not", "exclude"))
     for mode, variant in ((m, v) for m in LIKED_MODES for v in ("group_by", *OTHER_STRATEGIES)):
