@@ -2,8 +2,9 @@
 and the HTTP ingress (serve/api.py, which encodes through its batching encoder between the two halves).
 
 `Searcher.begin` resolves the alias once (the generation whose letterbox flag encodes the query is the one searched),
-checks that it fits the model, fetches a catalog item's stored vectors for "more like this" and checks the query
-is not empty; `Searcher.finish` adds the words' BM25 vector, runs the search and adds the timings.
+checks that it fits the model, fetches a catalog item's stored vectors for "more like this", reads the negative
+words out of the text (retrieval/negation.py) and checks the query is not empty; `Searcher.finish` adds the words'
+BM25 vector, runs the search (without the items that have a negative word) and adds the timings.
 """
 
 from __future__ import annotations
