@@ -71,11 +71,15 @@ serve: $(STAMP) ## run the search service on http://127.0.0.1:8000 (page at /, A
 inspect: $(STAMP) ## what the store holds: make inspect ARGS="--collection fashion" (or --item ID, --json, --url URL)
 	$(BIN)/python -m jobs.inspect $(ARGS)
 
-eval: $(STAMP) ## retrieval quality on held-out dev queries of CATALOG, then LUMA: every strategy x weight x depth (docs/evaluation.md)
+eval: $(STAMP) ## retrieval quality on held-out dev queries of CATALOG, then LUMA: every strategy x weight x depth, then recommendations (docs/evaluation.md)
 	$(BIN)/python -m jobs.make_queries --catalog $(CATALOG) --split-file $(SPLIT) --out var/eval/queries-dev.jsonl
 	$(BIN)/python -m jobs.evaluate --catalog $(CATALOG) --model $(MODEL) --queries var/eval/queries-dev.jsonl --out-dir var/eval $(ARGS)
 	$(BIN)/python -m jobs.make_queries --catalog $(LUMA) --out var/eval/luma/queries-dev.jsonl
 	$(BIN)/python -m jobs.evaluate --catalog $(LUMA) --model $(MODEL) --queries var/eval/luma/queries-dev.jsonl --out-dir var/eval/luma $(ARGS)
+	$(BIN)/python -m jobs.make_queries --catalog $(CATALOG) --split-file $(SPLIT) --recommend --out var/eval/queries-recommend.jsonl
+	$(BIN)/python -m jobs.evaluate_recommend --catalog $(CATALOG) --model $(MODEL) --queries var/eval/queries-recommend.jsonl --out-dir var/eval
+	$(BIN)/python -m jobs.make_queries --catalog $(LUMA) --recommend --out var/eval/luma/queries-recommend.jsonl
+	$(BIN)/python -m jobs.evaluate_recommend --catalog $(LUMA) --model $(MODEL) --queries var/eval/luma/queries-recommend.jsonl --out-dir var/eval/luma
 
 # The catalog to fine-tune on, and the model folder written (then compared with MODEL by `make eval-models`).
 TUNE_CATALOG ?= $(LUMA)

@@ -22,6 +22,14 @@ A catalog with product groups (a shop export: one item per product colour, ROLES
   it), and the product in that colour is what the shopper asked for: gain 3; the same type in that colour stays
   relevant, 2 for the same gender else 1. A product with one colour falls back to the rule above.
 - text, also a product's description paragraph (as indexed, HTML stripped): relevant = the product's items, gain 1.
+
+With --recommend, the recommendation modes instead (jobs.evaluate_recommend judges them; seeded apart from the
+modes above, so those stay as they are). Per (type, colour) with 2 or more held-out items, relevant gain 1:
+- liked: 2-3 of those items liked; relevant = the other items of that type and colour; liked items excluded.
+- more-like-this: the first of the same liked items alone (the baseline the liked query must beat; `base`: its qid).
+- liked+disliked: the same liked items, and a held-out item of the type in another colour disliked (`avoid_colour`).
+- words+not: "<type>, not <colour>" for a one-word colour of a held-out item, the type existing in others too;
+  relevant = the type in the colours whose names lack the word (`not_word`: "not blue" is not navy blue either).
 """
 
 from __future__ import annotations
@@ -157,6 +165,71 @@ def description_queries(items: dict[str, dict], test_ids: list[str]) -> list[dic
     return list(out.values())
 
 
+def liked_groups(items: dict[str, dict], test_ids: list[str], rng: random.Random) -> list[tuple[tuple, list[str]]]:
+    """((type, colour), 2-3 liked held-out items) for each combination with 2 or more held-out items and another
+    catalog item of it to find; sorted, the liked ones a seeded sample in id order."""
+    by_type_colour = index_by(items, "type", "colour")
+    held = index_by({i: items[i] for i in test_ids}, "type", "colour")
+    out = []
+    for key in sorted(held):
+        if len(held[key]) >= 2 and len(by_type_colour[key]) > 2:
+            liked = rng.sample(held[key], min(3, len(held[key]), len(by_type_colour[key]) - 1))
+            out.append((key, sorted(liked, key=test_ids.index)))
+    return out
+
+
+def liked_queries(items: dict[str, dict], test_ids: list[str], rng: random.Random) -> list[dict]:
+    """For each liked group: the liked query, its more-like-this baseline (the first liked item alone) and, where
+    the type has held-out items in another colour, the same liked items with one of those disliked."""
+    by_type_colour, held_types = index_by(items, "type", "colour"), index_by({i: items[i] for i in test_ids}, "type")
+    out: dict[str, list[dict]] = {"liked": [], "more-like-this": [], "liked+disliked": []}
+    for (article, colour), liked in liked_groups(items, test_ids, rng):
+        qid = f"liked:{article}:{colour}"
+        relevant = {i: 1.0 for i in by_type_colour[(article, colour)] if i not in liked}
+        out["liked"].append({**query(qid, "liked", None, None, relevant, liked), "liked": liked})
+        out["more-like-this"].append({**query(f"more-like-this:{article}:{colour}", "more-like-this", None, None,
+                                              relevant, liked), "liked": liked[:1], "base": qid})
+        others = sorted((i for i in held_types[(article,)] if items[i]["colour"] != colour), key=test_ids.index)
+        if others:
+            disliked = rng.choice(others)
+            avoid = items[disliked]["colour"]
+            out["liked+disliked"].append({**query(f"liked+disliked:{article}:{colour}:{avoid}", "liked+disliked",
+                                                  None, None, relevant, [*liked, disliked]),
+                                          "liked": liked, "disliked": [disliked], "avoid_colour": avoid, "base": qid})
+    return [q for kind in out.values() for q in kind]
+
+
+def words_not_queries(items: dict[str, dict], test_ids: list[str]) -> list[dict]:
+    """'<type>, not <colour>' for each one-word colour of a held-out item's type that the type has others than."""
+    colours_of: dict[str, set[str]] = defaultdict(set)
+    for item in items.values():
+        colours_of[item["type"]].add(item["colour"])
+    out = []
+    for article, colour in sorted({(items[i]["type"], items[i]["colour"]) for i in test_ids}):
+        word = colour.lower()
+        kept = {c for c in colours_of[article] if word not in c.lower().split()}
+        if " " not in word and kept:
+            relevant = {i: 1.0 for i, item in items.items() if item["type"] == article and item["colour"] in kept}
+            text = f"{article.lower()}, not {word}"
+            out.append({**query(f"words+not:{article}:{colour}", "words+not", text, None, relevant), "not_word": word})
+    return out
+
+
+def recommend_queries(items: dict[str, dict], test_ids: list[str], seed: int = 0,
+                      max_per_mode: int | None = None) -> list[dict]:
+    """The recommendation modes (liked, more-like-this, liked+disliked, words+not); with max_per_mode, a seeded
+    sample of liked groups (their three modes stay paired) and of words+not queries."""
+    rng = random.Random(f"recommend:{seed}")  # apart from make_queries' generator: its modes stay as they are
+    test_ids = sorted((i for i in set(test_ids) if i in items), key=lambda i: (len(i), i))
+    liked, words = liked_queries(items, test_ids, rng), words_not_queries(items, test_ids)
+    if max_per_mode is not None:
+        groups = {q["qid"] for q in liked if q["mode"] == "liked"}
+        kept = set(rng.sample(sorted(groups), min(max_per_mode, len(groups))))
+        liked = [q for q in liked if q.get("base", q["qid"]) in kept]
+        words = rng.sample(words, min(max_per_mode, len(words)))
+    return liked + words
+
+
 def make_queries(items: dict[str, dict], test_ids: list[str], seed: int = 0,
                  max_per_mode: int | None = None) -> list[dict]:
     """All three kinds (four for a catalog with product groups); with max_per_mode, a seeded sample of each."""
@@ -185,6 +258,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="JSONL file to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-per-mode", type=int, help="a seeded sample of at most N queries per mode")
+    p.add_argument("--recommend", action="store_true", help="write the recommendation modes (liked, more-like-this, "
+                                                            "liked+disliked, words+not) instead")
     return p.parse_args(argv)
 
 
@@ -201,10 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     items = load_items(args.catalog, args.catalog_format)
     test_ids = held_out_ids(args.split_file) if args.split_file else held_out_by_group(items, args.held_out_fraction)
-    queries = make_queries(items, test_ids, args.seed, args.max_per_mode)
+    make = recommend_queries if args.recommend else make_queries
+    queries = make(items, test_ids, args.seed, args.max_per_mode)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(json.dumps(q) + "\n" for q in queries))
-    counts = {m: sum(q["mode"] == m for q in queries) for m in ("text", "image", "image+text")}
+    counts = {m: sum(q["mode"] == m for q in queries) for m in dict.fromkeys(q["mode"] for q in queries)}
     print(f"wrote {len(queries)} queries to {args.out}: " + ", ".join(f"{m} {n}" for m, n in counts.items()))
     return 0
 

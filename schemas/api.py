@@ -52,7 +52,10 @@ class SearchRequest(BaseModel):
 
     model_config = ConfigDict(json_schema_extra=NEEDS_A_QUERY, extra="forbid")
 
-    text: str | None = Field(None, max_length=500, pattern=r"\S", description="What the shopper typed")
+    text: str | None = Field(None, max_length=500, pattern=r"\S",
+                             description="What the shopper typed; '-word' or 'not word' leaves out the items whose "
+                                         "documents have the word (with nothing else to search by, the words are "
+                                         "searched as typed)")
     item_id: str | None = Field(None, min_length=1, max_length=500,
                                 description="More like this catalog item: its stored photo and document vectors "
                                             "stand for the photo and, without `text`, for the words (the item "
@@ -220,13 +223,16 @@ class RecommendRequest(BaseModel):
 
     liked: list[ItemId] = Field(min_length=1, max_length=MAX_LIKED, description="Catalog item ids the shopper liked")
     disliked: list[ItemId] = Field([], max_length=MAX_DISLIKED, description="Catalog item ids the shopper disliked")
-    text: str | None = Field(None, max_length=500, pattern=r"\S", description="Words the results should match")
+    text: str | None = Field(None, max_length=500, pattern=r"\S",
+                             description="Words the results should match; '-word' or 'not word' in them is a "
+                                         "negative word, as in not_text")
     not_text: str | None = Field(None, max_length=500, pattern=r"\S",
                                  description="Words the results must not have in their documents, e.g. 'floral'")
     filters: Filters | None = FILTERS
     k: Results = Field(10, description="Results to return")
-    diversity: float = Field(0.0, ge=0.0, le=1.0, description="0: none; up to 1: results ever less alike "
-                                                              "(maximal marginal relevance over deeper candidates)")
+    diversity: float = Field(strategies.RECOMMEND_DIVERSITY, ge=0.0, le=1.0,
+                             description="0: none; up to 1: results ever less alike (maximal marginal relevance over "
+                                         "deeper candidates); the default is the evaluated 'on' value")
     group_by: str | None = Field(None, min_length=1, max_length=200,
                                  description="A keyword payload field (one of /readyz's filter_fields, e.g. "
                                              "product_group): one result per value of it")
