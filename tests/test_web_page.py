@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from retrieval.strategies import RECOMMEND_DIVERSITY  # the Diverse switch's "on": /recommend's default
+
 pytestmark = [pytest.mark.ray, pytest.mark.e2e]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
@@ -135,7 +137,7 @@ def _row_settles(browser, status: str) -> list[str]:
     return _row(browser)
 
 
-def _recommended(server, liked, disliked=(), diversity=0.0) -> list[dict]:
+def _recommended(server, liked, disliked=(), diversity=RECOMMEND_DIVERSITY) -> list[dict]:
     body = {"liked": list(liked), "disliked": list(disliked), "k": 12, "diversity": diversity}
     response = server.post("/recommend", json=body)
     assert response.status_code == 200, response.text
@@ -159,7 +161,7 @@ def test_likes_make_a_for_you_row_that_follows_them(server, browser):
     names = {c.get_attribute("data-id"): c.find_element(By.CLASS_NAME, "name").text for c in _cards(browser)[:2]}
     for card in _cards(browser)[:2]:
         card.find_element(By.CSS_SELECTOR, "button.like").click()
-    row = _row_settles(browser, "from 2 liked and 0 disliked")
+    row = _row_settles(browser, "from 2 liked and 0 disliked, diverse")  # the switch starts on
     assert [c.get_attribute("data-id") for c in _cards(browser)] == results  # liking is not a search
     pressed = [c.find_element(By.CSS_SELECTOR, "button.like").get_attribute("aria-pressed") for c in _cards(browser)]
     assert pressed[:3] == ["true", "true", "false"]
@@ -174,11 +176,11 @@ def test_likes_make_a_for_you_row_that_follows_them(server, browser):
 
     disliked = row[0]
     browser.find_element(By.CSS_SELECTOR, "#foryou-row .card button.dislike").click()
-    row = _row_settles(browser, "from 2 liked and 1 disliked")
+    row = _row_settles(browser, "from 2 liked and 1 disliked, diverse")
     assert disliked not in row and row == [r["id"] for r in _recommended(server, names, [disliked])]
     browser.find_element(By.ID, "diverse").click()
-    row = _row_settles(browser, "1 disliked, diverse")
-    assert row == [r["id"] for r in _recommended(server, names, [disliked], diversity=0.5)]
+    _wait_for(browser, lambda: browser.find_element(By.ID, "foryou-status").text.endswith("1 disliked"))
+    assert _row(browser) == [r["id"] for r in _recommended(server, names, [disliked], diversity=0.0)]
 
     browser.get(f"{server.base_url}/")  # the same browser session: the likes are still there
     assert _row_settles(browser, "from 2 liked and 1 disliked") and not set(_row(browser)) & set(names)
