@@ -1,5 +1,6 @@
 """The web page in headless Chromium: a text search shows result images with the words that matched, the filters are
-the collection's own, clicking a result searches for more like it, and the Inspect view shows what is served."""
+the collection's own with their item counts, clicking a result searches for more like it, likes and dislikes make a
+For-you row, and the Inspect view shows what is served."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+from retrieval.strategies import RECOMMEND_DIVERSITY  # the Diverse switch's "on": /recommend's default
 
 pytestmark = [pytest.mark.ray, pytest.mark.e2e]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -68,7 +71,7 @@ def test_search_shows_result_images_and_refines(server, browser):
     marked = {m.text.lower() for m in browser.find_elements(By.CSS_SELECTOR, "#results .card mark")}
     assert {"blue", "jeans"} <= marked  # the matched words are shown in each item's document
     gender = browser.find_element(By.ID, "filter-gender")  # the collection's own filter fields, from /readyz
-    assert {"Men", "Women"} <= {o.text for o in gender.find_elements(By.TAG_NAME, "option")}
+    assert {"Men", "Women"} <= {o.get_attribute("value") for o in gender.find_elements(By.TAG_NAME, "option")}
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "web-search.png"))
     first = _cards(browser)[0]
@@ -118,3 +121,70 @@ def test_the_inspect_view_shows_the_alias_generation_model_count_and_value_count
     browser.find_element(By.ID, "tab-search").click()
     _wait_for(browser, lambda: browser.find_element(By.ID, "search").is_displayed())
     assert not browser.find_element(By.ID, "inspect").is_displayed()
+
+
+def _row(browser) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [c.get_attribute("data-id") for c in browser.find_elements(By.CSS_SELECTOR, "#foryou-row .card")]
+
+
+def _row_settles(browser, status: str) -> list[str]:
+    """The For-you row once its status line says `status` (the answer to the latest likes and switch)."""
+    from selenium.webdriver.common.by import By
+
+    _wait_for(browser, lambda: status in browser.find_element(By.ID, "foryou-status").text)
+    return _row(browser)
+
+
+def _recommended(server, liked, disliked=(), diversity=RECOMMEND_DIVERSITY) -> list[dict]:
+    body = {"liked": list(liked), "disliked": list(disliked), "k": 12, "diversity": diversity}
+    response = server.post("/recommend", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()["results"]
+
+
+def test_likes_make_a_for_you_row_that_follows_them(server, browser):
+    """The filters show each value's item count. Liking two results shows a For-you row of other items, as POST
+    /recommend ranks them, each naming the liked item it is closest to; a dislike and the diversity switch change
+    it; the likes outlive a reload (sessionStorage), and "clear likes" hides the row."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{server.base_url}/")
+    browser.execute_script("sessionStorage.clear()")
+    _search_for(server, browser, "blue jeans")
+    for field, counts in server.get("/readyz").json()["filter_values"].items():
+        options = [o.text for o in browser.find_elements(By.CSS_SELECTOR, f"#filter-{field} option")]
+        assert options == ["any", *(f"{value} ({count})" for value, count in counts.items())], field
+    assert not browser.find_element(By.ID, "personal").is_displayed()
+    results = [c.get_attribute("data-id") for c in _cards(browser)]
+    names = {c.get_attribute("data-id"): c.find_element(By.CLASS_NAME, "name").text for c in _cards(browser)[:2]}
+    for card in _cards(browser)[:2]:
+        card.find_element(By.CSS_SELECTOR, "button.like").click()
+    row = _row_settles(browser, "from 2 liked and 0 disliked, diverse")  # the switch starts on
+    assert [c.get_attribute("data-id") for c in _cards(browser)] == results  # liking is not a search
+    pressed = [c.find_element(By.CSS_SELECTOR, "button.like").get_attribute("aria-pressed") for c in _cards(browser)]
+    assert pressed[:3] == ["true", "true", "false"]
+    expected = _recommended(server, names)
+    assert row == [r["id"] for r in expected] and len(row) == 12 and not set(row) & set(names)
+    closest = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#foryou-row .card .closest")]
+    assert closest == [f"closest to {names[r['closest_liked']]}" for r in expected]
+    assert browser.find_element(By.ID, "prefs-count").text == "2 liked · 0 disliked"
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.execute_script("window.scrollTo(0, 0)")  # the clicks scrolled: show the filters, the row and the likes
+    browser.save_screenshot(str(ARTIFACTS / "web-for-you.png"))
+
+    disliked = row[0]
+    browser.find_element(By.CSS_SELECTOR, "#foryou-row .card button.dislike").click()
+    row = _row_settles(browser, "from 2 liked and 1 disliked, diverse")
+    assert disliked not in row and row == [r["id"] for r in _recommended(server, names, [disliked])]
+    browser.find_element(By.ID, "diverse").click()
+    _wait_for(browser, lambda: browser.find_element(By.ID, "foryou-status").text.endswith("1 disliked"))
+    assert _row(browser) == [r["id"] for r in _recommended(server, names, [disliked], diversity=0.0)]
+
+    browser.get(f"{server.base_url}/")  # the same browser session: the likes are still there
+    assert _row_settles(browser, "from 2 liked and 1 disliked") and not set(_row(browser)) & set(names)
+    browser.find_element(By.ID, "clear-prefs").click()
+    _wait_for(browser, lambda: not browser.find_element(By.ID, "personal").is_displayed())
+    assert _row(browser) == [] and browser.execute_script("return sessionStorage.getItem('prefs')") == (
+        '{"liked":[],"disliked":[]}')
