@@ -1,4 +1,5 @@
-"""Serving benchmark: in-process search time, then HTTP latency and throughput through Ray Serve, on one index.
+"""Serving benchmark: in-process search time, then HTTP latency and throughput through Ray Serve, on one index
+(searches of each kind, and recommendations from three liked items and one disliked).
 
 python -m bench.serving --seconds 60       (indexes the offline catalog first if the store has no collection)
 Headline: serving overhead = HTTP p50 - in-process p50, per query kind, at concurrency 1. The in-process search
@@ -15,7 +16,7 @@ import time
 
 import httpx
 
-from bench.common import in_process_latency, percentiles, query_kinds
+from bench.common import PHOTOS, in_process_latency, percentiles, query_kinds
 from jobs import cli, indexer
 from schemas.jobs import IndexConfig, StoreConfig
 from schemas.settings import get_settings
@@ -25,6 +26,16 @@ def queries(kind: str) -> list[dict]:
     return [{**({"text": q["text"]} if "text" in q else {}),
              **({"image_base64": base64.b64encode(q["image"]).decode()} if "image" in q else {}), "k": 10}
             for q in query_kinds()[kind]]
+
+
+RECOMMEND = "recommend 3+1"  # three liked catalog items and one disliked, by id (POST /recommend)
+
+
+def recommend_bodies() -> list[dict]:
+    """/recommend bodies cycling through real catalog items: three liked, the next one disliked."""
+    n = len(PHOTOS)
+    return [{"liked": [PHOTOS[(i + j) % n] for j in range(3)], "disliked": [PHOTOS[(i + 3) % n]], "k": 10}
+            for i in range(n)]
 
 
 def in_process(repeats: int, threads: int) -> dict[str, dict]:
@@ -43,7 +54,8 @@ def in_process(repeats: int, threads: int) -> dict[str, dict]:
     return {kind: percentiles(ms["total"]) for kind, ms in timed.items()}
 
 
-async def load(url: str, bodies: list[dict], concurrency: int, seconds: float, max_requests: int) -> dict:
+async def load(url: str, bodies: list[dict], concurrency: int, seconds: float, max_requests: int,
+               path: str = "/search") -> dict:
     """`concurrency` clients posting in a loop, bounded by time and by count; latencies, errors, throughput."""
     latencies, errors, deadline = [], [], time.monotonic() + seconds
 
@@ -51,7 +63,7 @@ async def load(url: str, bodies: list[dict], concurrency: int, seconds: float, m
         i = offset
         while time.monotonic() < deadline and len(latencies) + len(errors) < max_requests:
             started = time.perf_counter()
-            response = await client.post("/search", json=bodies[i % len(bodies)])
+            response = await client.post(path, json=bodies[i % len(bodies)])
             (latencies if response.status_code == 200 else errors).append((time.perf_counter() - started) * 1000)
             i += 1
 
@@ -133,17 +145,18 @@ def main(argv: list[str] | None = None) -> None:
 
     serve_args = ServeArgs(encoder_placement=args.placement)
     threads = serve_args.encoder_config().threads
-    bodies = {kind: queries(kind) for kind in ("text", "image", "image+text")}
+    bodies = {**{kind: queries(kind) for kind in ("text", "image", "image+text")}, RECOMMEND: recommend_bodies()}
     indexer.ensure_index(IndexConfig.from_settings())  # the settings' own store and collection, as `make serve` uses
     inproc = in_process(args.requests, threads)
     print(f"encoder: {args.placement}, {threads} torch thread(s); Ray Serve env: {serve_env}")
     ray.init(ignore_reinit_error=True, log_to_driver=False)
     url, http = start_app(args.port, {"encoder_placement": args.placement}), {}
     for kind, kind_bodies in bodies.items():
-        asyncio.run(load(url, kind_bodies, 1, 5, 10))  # warm-up
-        http[(kind, 1)] = asyncio.run(load(url, kind_bodies, 1, 120, args.requests))
-        http[(kind, 8)] = asyncio.run(load(url, kind_bodies, 8, 15, 100_000))
-    mixed = [b for kind_bodies in bodies.values() for b in kind_bodies]
+        path = "/recommend" if kind == RECOMMEND else "/search"
+        asyncio.run(load(url, kind_bodies, 1, 5, 10, path))  # warm-up
+        http[(kind, 1)] = asyncio.run(load(url, kind_bodies, 1, 120, args.requests, path))
+        http[(kind, 8)] = asyncio.run(load(url, kind_bodies, 8, 15, 100_000, path))
+    mixed = [b for kind, kind_bodies in bodies.items() if kind != RECOMMEND for b in kind_bodies]
     http[("mixed soak", 8)] = asyncio.run(load(url, mixed, 8, args.seconds, 1_000_000))
     report(inproc, http)
     print(f"metrics: {metrics_cost_us():.1f} us per search recorded (serve/metrics.py, in a Ray worker)")
