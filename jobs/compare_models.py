@@ -23,7 +23,7 @@ from retrieval.model import canonical_spec, load_model, public_name
 from retrieval.service import catalog_words
 from retrieval.store.factory import open_store
 from retrieval.strategies import MODES
-from schemas.jobs import CATALOG_FORMATS, IndexConfig
+from schemas.jobs import IndexConfig
 from schemas.settings import get_settings
 
 METRIC = "ndcg@10"
@@ -31,8 +31,7 @@ METRIC = "ndcg@10"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m jobs.compare_models", description=__doc__.splitlines()[0])
-    cli.add_field(p, IndexConfig, "catalog")
-    cli.add_field(p, IndexConfig, "catalog_format", choices=CATALOG_FORMATS)
+    evaluate.add_catalog_args(p)
     p.add_argument("--queries", type=Path, nargs="+", required=True, help="JSONL files (jobs.make_queries)")
     p.add_argument("--base", required=True, help="model spec of the reference (e.g. the model before fine-tuning)")
     p.add_argument("--tuned", required=True, help="model spec compared with it")

@@ -43,18 +43,28 @@ log = logging.getLogger("jobs.evaluate")
 WEIGHTS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.splitlines()[0])
+def add_catalog_args(p: argparse.ArgumentParser) -> None:
+    """The catalog an evaluation judges, as the index job reads it."""
     cli.add_field(p, IndexConfig, "catalog")
     cli.add_field(p, IndexConfig, "catalog_format", choices=CATALOG_FORMATS)
-    p.add_argument("--queries", type=Path, nargs="+", required=True, help="JSONL files (jobs.make_queries)")
+
+
+def add_index_args(p: argparse.ArgumentParser) -> None:
+    """Where an evaluation's own index lives and how it is built (index_config reads them)."""
     p.add_argument("--limit", type=int, help="index (and judge against) only the first N catalog items")
-    p.add_argument("--max-queries", type=int, help="a seeded sample of at most N queries per mode")
     p.add_argument("--out-dir", type=Path, default=Path("var/eval"))
     p.add_argument("--store-path", type=Path, help="embedded store folder (default: <out-dir>/qdrant)")
     p.add_argument("--collection", help="alias to index into (default: eval-<catalog folder>[-<limit>])")
     cli.add_field(p, IndexConfig, "letterbox", action="store_true")
     cli.add_field(p, IndexConfig, "rebuild", action="store_true")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.splitlines()[0])
+    add_catalog_args(p)
+    p.add_argument("--queries", type=Path, nargs="+", required=True, help="JSONL files (jobs.make_queries)")
+    p.add_argument("--max-queries", type=int, help="a seeded sample of at most N queries per mode")
+    add_index_args(p)
     p.add_argument("--strategies", nargs="+", default=list(strategies.names()), choices=strategies.names())
     p.add_argument("--weights", type=float, nargs="+", default=WEIGHTS,
                    help="text weights (default: 0 to 1 by 0.1, by 0.05 near 0.5)")

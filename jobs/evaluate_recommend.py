@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from jobs import cli, indexer, make_queries
-from jobs.evaluate import encode_texts, index_config, load_vectors, restrict_to_collection
+from jobs.evaluate import (add_catalog_args, add_index_args, encode_texts, index_config, load_vectors,
+                           restrict_to_collection)
 from jobs.progress import Progress
 from retrieval import recommend_evaluation as rec
 from retrieval import splits
@@ -28,20 +29,13 @@ from retrieval.model import load_model
 from retrieval.service import Searcher
 from retrieval.store.factory import open_store
 from schemas.collection import IMAGE_VECTOR
-from schemas.jobs import CATALOG_FORMATS, IndexConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m jobs.evaluate_recommend", description=__doc__.splitlines()[0])
-    cli.add_field(p, IndexConfig, "catalog")
-    cli.add_field(p, IndexConfig, "catalog_format", choices=CATALOG_FORMATS)
+    add_catalog_args(p)
     p.add_argument("--queries", type=Path, required=True, help="JSONL (jobs.make_queries --recommend)")
-    p.add_argument("--limit", type=int, help="index (and judge against) only the first N catalog items")
-    p.add_argument("--out-dir", type=Path, default=Path("var/eval"))
-    p.add_argument("--store-path", type=Path, help="embedded store folder (default: <out-dir>/qdrant)")
-    p.add_argument("--collection", help="alias to index into (default: eval-<catalog folder>[-<limit>])")
-    cli.add_field(p, IndexConfig, "letterbox", action="store_true")
-    cli.add_field(p, IndexConfig, "rebuild", action="store_true")
+    add_index_args(p)
     p.add_argument("--diversity", type=float, nargs="+", default=list(rec.DIVERSITIES),
                    help="MMR diversities to run every recommendation at (0: off, always run)")
     cli.add_model_args(p)
