@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from retrieval import hybrid, lexical, negation
+from retrieval import hybrid, lexical, negation, strategies
 from retrieval.prepare import with_words
 from retrieval.search import EncodedQuery, FilterError, QueryError, validate_filters
 from retrieval.store.base import (Diverse, Filter, Hit, Nearest, Plan, Recommend, SparseVector, VectorStore,
@@ -64,7 +64,12 @@ class RecommendParams:
     k: int = 10
     diversity: float = 0.0  # 0: none (MMR's trade-off, 0..1)
     group_by: str | None = None
-    strategy: Literal["best_score", "sum_scores", "average_vector"] = "best_score"
+    strategy: Literal["best_score", "sum_scores", "average_vector"] | None = None  # None: by the table below
+
+    @property
+    def chosen_strategy(self) -> str:
+        """The strategy asked for, else the evaluated default for this request's shape (strategies.py)."""
+        return self.strategy or strategies.recommend_strategy(bool(self.disliked))
 
     @property
     def depth(self) -> int:
@@ -139,7 +144,7 @@ def plan(examples: Examples, words: EncodedQuery | None, params: RecommendParams
     """The examples' recommend query, fused with the words' legs if any, under MMR if diversity is asked."""
     depth = params.candidates
     liked, disliked = tuple(examples.liked.values()), tuple(examples.disliked.values())
-    found: Plan = Recommend(IMAGE_VECTOR, liked, disliked, depth, params.strategy)
+    found: Plan = Recommend(IMAGE_VECTOR, liked, disliked, depth, params.chosen_strategy)
     if words is not None:
         word_legs = [hybrid.lexical_legs(words, depth), hybrid.meaning_legs(words, depth)]
         found = hybrid.fused([[found], [hybrid.fused(word_legs, FUSION, depth)]], FUSION, depth)
@@ -222,7 +227,7 @@ def recommend(store: VectorStore, collection: str, spec: CollectionSpec, example
     searched = time.perf_counter()
     results = [explained(h, examples, params.group_by) for h in one_per_group(hits, params.group_by, params.k)]
     timings = {"search_ms": (searched - started) * 1000, "explain_ms": (time.perf_counter() - searched) * 1000}
-    return RecommendOutcome(results, params.strategy, timings)
+    return RecommendOutcome(results, params.chosen_strategy, timings)
 
 
 @dataclass

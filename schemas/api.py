@@ -236,11 +236,12 @@ class RecommendRequest(BaseModel):
     group_by: str | None = Field(None, min_length=1, max_length=200,
                                  description="A keyword payload field (one of /readyz's filter_fields, e.g. "
                                              "product_group): one result per value of it")
-    strategy: Literal[RECOMMEND_STRATEGIES] = Field(  # type: ignore[valid-type]
-        "best_score", description="How the examples score an item (Qdrant's recommend strategies): best_score, its "
-                                  "similarity to the nearest liked item unless a disliked one is nearer; "
-                                  "sum_scores, liked similarities minus disliked ones; average_vector, the nearest "
-                                  "to the liked items' average moved away from the disliked ones'")
+    strategy: Literal[RECOMMEND_STRATEGIES] | None = Field(  # type: ignore[valid-type]
+        None, description="How the examples score an item (Qdrant's recommend strategies): best_score, its "
+                          "similarity to the nearest liked item unless a disliked one is nearer; sum_scores, liked "
+                          "similarities minus disliked ones; average_vector, the nearest to the liked items' average "
+                          "moved away from the disliked ones'. Default: average_vector with liked items only, "
+                          "best_score once a disliked item is given (the evaluated best of each)")
 
 
 class RecommendedItem(BaseModel):

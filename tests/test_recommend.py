@@ -58,7 +58,7 @@ def test_liked_items_pull_their_look_and_are_left_out(searcher):
     first = outcome.results[0]
     assert first.closest_liked_score == pytest.approx(float(catalog()[first.item_id][1] @ catalog()["dress-red"][1]),
                                                       abs=1e-5)
-    assert first.avoided_disliked is None and outcome.strategy == "best_score"
+    assert first.avoided_disliked is None and outcome.strategy == "average_vector"  # liked items only
     assert set(outcome.timings_ms) == {"encode_ms", "search_ms", "explain_ms", "total_ms"}
 
 
