@@ -79,3 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                       "offline_catalog_epoch_min": round(epoch_min, 1),
                       "offline_catalog_5_epochs_min": round(5 * epoch_min, 1)}, indent=2))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
