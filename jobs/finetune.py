@@ -70,7 +70,7 @@ def plan_pairs(cfg: FinetuneConfig) -> tuple[Pairs, str, str]:
     """The training and held-out pairs and the split in words; a clear error when either side is empty."""
     catalog = open_catalog(cfg.catalog, cfg.catalog_format, cfg.text_fields)
     items = list(islice(catalog.items(), cfg.limit))
-    held = held_out_ids(cfg.split_file) if cfg.split_file else None
+    held = splits.read_split(cfg.split_file) if cfg.split_file else None
     pairs = split_pairs(catalog, items, held, cfg.held_out_fraction)
     split = f"split file {cfg.split_file}" if cfg.split_file else \
         f"{cfg.held_out_fraction:.0%} of the product groups held out by hash"
@@ -80,14 +80,6 @@ def plan_pairs(cfg: FinetuneConfig) -> tuple[Pairs, str, str]:
     if not pairs.train:
         raise FinetuneError(f"no training items in {cfg.catalog} ({split}, {dict(pairs.skipped)} skipped)")
     return pairs, split, catalog.format
-
-
-def held_out_ids(split_file: Path) -> list[str]:
-    """The split file's held-out ids; an unreadable one is the user's to fix (one line), not a traceback."""
-    try:
-        return splits.read_split(split_file)
-    except splits.SplitError as err:
-        raise FinetuneError(str(err)) from err
 
 
 def quiet_data_progress() -> None:

@@ -263,19 +263,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def held_out_ids(split_file: Path) -> list[str]:
-    """The model's held-out item ids from its split file."""
-    try:
-        return splits.read_split(split_file)
-    except splits.SplitError as err:
-        raise cli.UsageError(str(err)) from err
-
-
 @cli.entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     items = load_items(args.catalog, args.catalog_format)
-    test_ids = held_out_ids(args.split_file) if args.split_file else held_out_by_group(items, args.held_out_fraction)
+    test_ids = (splits.read_split(args.split_file) if args.split_file
+                else held_out_by_group(items, args.held_out_fraction))
     make = recommend_queries if args.recommend else make_queries
     queries = make(items, test_ids, args.seed, args.max_per_mode)
     args.out.parent.mkdir(parents=True, exist_ok=True)

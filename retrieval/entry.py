@@ -28,10 +28,11 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from retrieval.model import ModelLoadError
     from retrieval.search import QueryError
     from retrieval.segmentation.base import SegmenterError
+    from retrieval.splits import SplitError
     from retrieval.store.base import StoreError
 
     return (UsageError, CatalogError, QueryFileError, ImageRejected, ModelLoadError, QueryError, SegmenterError,
-            StoreError, ValidationError, OSError)
+            SplitError, StoreError, ValidationError, OSError)
 
 
 def one_line(err: BaseException) -> str:

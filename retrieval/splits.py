@@ -24,7 +24,7 @@ ROLES = {"csv": {"type": "articleType", "colour": "baseColour", "gender": "gende
 
 
 class SplitError(ValueError):
-    """A split file that cannot be read as one."""
+    """A split file that cannot be read as one (the entry points print it as one line, exit 2)."""
 
 
 def roles_of(fmt: str) -> dict[str, str]:
