@@ -158,10 +158,11 @@ def latest_checkpoint(run_folder: Path) -> str | None:
                 found.append((saved["epoch"], state.stat().st_mtime, str(state.parent)))
         except (OSError, ValueError, KeyError):
             continue  # a checkpoint cut short by the crash: an older one will do
-    if found:
-        epoch, _, path = max(found)
-        log.info("resuming from %s (epoch %d done)", path, epoch)
-    return max(found)[2] if found else None
+    if not found:
+        return None
+    epoch, _, path = max(found)
+    log.info("resuming from %s (epoch %d done)", path, epoch)
+    return path
 
 
 def whole_checkpoint(folder: Path, best_epoch: int) -> bool:
@@ -207,16 +208,17 @@ def run(cfg: FinetuneConfig) -> dict:
     if not ray.is_initialized():  # the dashboard serves the state API that Ray Train's clean-up watcher polls
         ray.init(log_to_driver=True, include_dashboard=True)
     quiet_data_progress()
+    use_gpu = wants_gpu(cfg)  # before the photos are decoded: a wrong --gpus should not cost the decode first
     log.info("fine-tuning %s on %d pairs of %s (%d held out; %s)", cfg.model, len(pairs.train), cfg.catalog,
              len(pairs.held_out), split)
     (train, bad_train), (held, bad_held) = (decoded(rows, preprocess_cfg, cfg.max_image_pixels)
                                            for rows in (pairs.train, pairs.held_out))
     skipped = pairs.skipped + bad_train + bad_held
     check_skips(cfg, skipped, len(pairs.train) + len(pairs.held_out) + sum(pairs.skipped.values()))
-    use_gpu = wants_gpu(cfg)
-    config = worker_config(cfg, train.count(), use_gpu)
+    trained = train.count()
+    config = worker_config(cfg, trained, use_gpu)
     result = trainer_for(cfg, config, {"train": train.random_shuffle(), "held_out": held}, use_gpu).fit()
-    card = card_of(cfg.model_copy(update={"catalog_format": fmt}), config, split, train.count(), held.count(),
+    card = card_of(cfg.model_copy(update={"catalog_format": fmt}), config, split, trained, held.count(),
                    skipped, time.perf_counter() - started, use_gpu)
     write_result(cfg, result.checkpoint, card, model_cfg, preprocess, base_state, pairs)
     return card

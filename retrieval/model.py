@@ -186,6 +186,19 @@ def preprocess_config_of(model) -> PreprocessConfig:
     )
 
 
+def channel_stats(mean, std, device: str):
+    """The preprocessing's per-channel mean and std as tensors that broadcast over (N, 3, H, W)."""
+    import torch
+
+    shape = (1, 3, 1, 1)
+    return torch.tensor(mean, device=device).view(shape), torch.tensor(std, device=device).view(shape)
+
+
+def normalise_pixels(batch, mean, std):
+    """(N, H, W, 3) uint8 tensor to the model's normalised (N, 3, H, W) float32 input (on the tensor's device)."""
+    return (batch.permute(0, 3, 1, 2).float().div_(255.0) - mean) / std
+
+
 class ClipEncoder:
     """Image and text encoders returning L2-normalised float32 numpy arrays; pixels are normalised on the device."""
 
@@ -198,9 +211,7 @@ class ClipEncoder:
         projection = getattr(model, "text_projection", None)
         self.dim = int(projection.shape[1] if projection is not None else self._probe_dim())
         self._dtype = getattr(torch, PRECISIONS[precision][0])
-        shape = (1, 3, 1, 1)
-        self._mean = torch.tensor(self.preprocess_cfg.mean, device=device).view(shape)
-        self._std = torch.tensor(self.preprocess_cfg.std, device=device).view(shape)
+        self._mean, self._std = channel_stats(self.preprocess_cfg.mean, self.preprocess_cfg.std, device)
 
     def _probe_dim(self) -> int:
         return int(self.encode_texts(["probe"]).shape[1])
@@ -211,7 +222,7 @@ class ClipEncoder:
 
         with torch.inference_mode():
             batch = torch.from_numpy(np.require(pixels, requirements=["C", "W"])).to(self.device, non_blocking=True)
-            batch = (batch.permute(0, 3, 1, 2).float().div_(255.0) - self._mean) / self._std
+            batch = normalise_pixels(batch, self._mean, self._std)
             return self._finish(self.model.encode_image(batch.to(self._dtype)))
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:

@@ -20,13 +20,14 @@ def model_input(pixels: np.ndarray, mean, std, device: str = "cpu", flip_seed: i
     """(N, H, W, 3) uint8 to normalised (N, 3, H, W) float32; with a seed, half the photos mirrored left-right."""
     import torch
 
+    from retrieval.model import channel_stats, normalise_pixels
+
     # A copy: Ray Data hands out read-only arrays.
-    batch = torch.from_numpy(np.array(pixels)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    if flip_seed is not None:
+    batch = normalise_pixels(torch.from_numpy(np.array(pixels)).to(device), *channel_stats(mean, std, device))
+    if flip_seed is not None:  # a mirror commutes with the per-channel normalisation
         flip = torch.rand(len(batch), generator=torch.Generator().manual_seed(flip_seed)) < 0.5
         batch[flip.to(device)] = batch[flip.to(device)].flip(-1)
-    shape = (1, 3, 1, 1)
-    return (batch - torch.tensor(mean, device=device).view(shape)) / torch.tensor(std, device=device).view(shape)
+    return batch
 
 
 def step_loss(model, images, tokens, loss_fn):
