@@ -17,14 +17,12 @@ from pathlib import Path
 from jobs import cli, evaluate, indexer
 from retrieval import strategies
 from retrieval.catalogs import open_catalog
-from retrieval.evaluation import Config, MemoKnn, by_mode, load_queries, paired_delta, run_grid
+from retrieval.evaluation import Config, by_mode, load_queries, paired_delta, run_grid
 from retrieval.metrics import aggregate
 from retrieval.model import canonical_spec, load_model, public_name
-from retrieval.service import catalog_words
 from retrieval.store.factory import open_store
 from retrieval.strategies import MODES
 from schemas.jobs import IndexConfig
-from schemas.settings import get_settings
 
 METRIC = "ndcg@10"
 
@@ -70,10 +68,8 @@ def scores_of(args: argparse.Namespace, spec: str, queries: list) -> dict[str, l
     configs = {m: [c] for m, c in default_configs().items() if by_mode(queries, m)}
     with open_store(cfg.store) as store:
         collection = store.resolve_alias(cfg.collection) or cfg.collection
-        spec_of = store.collection_spec(collection)
-        memo = MemoKnn(store, evaluate.load_vectors(store, collection, [i.id for i in catalog.items()]))
-        encoded = evaluate.encode_queries(encoder, queries, catalog.root, spec_of, get_settings().max_image_pixels,
-                                          catalog_words(store, collection, spec_of))
+        memo, encoded = evaluate.prepared(store, collection, store.collection_spec(collection), catalog, queries,
+                                          encoder)
         scores = run_grid(memo, collection, queries, encoded, configs)
     return {mode: scores[(mode, config)] for mode, [config] in configs.items()}
 

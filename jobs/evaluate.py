@@ -177,15 +177,22 @@ def choose(store: VectorStore, collection: str, scores: dict, rows: list[dict], 
     return out
 
 
+def prepared(store: VectorStore, collection: str, spec: CollectionSpec, catalog: Catalog, queries: list[DevQuery],
+             encoder: ClipEncoder) -> tuple[MemoKnn, list[EncodedQuery]]:
+    """What a grid runs on: the collection's kNN memo (its vectors loaded once) and the queries encoded as the
+    service encodes them."""
+    memo = MemoKnn(store, load_vectors(store, collection, [item.id for item in catalog.items()]))
+    return memo, encode_queries(encoder, queries, catalog.root, spec, get_settings().max_image_pixels,
+                                catalog_words(store, collection, spec))
+
+
 def measure(store: VectorStore, args: argparse.Namespace, catalog: Catalog, queries: list[DevQuery],
             encoder: ClipEncoder, phases: Phases) -> dict:
     """Encode, run the grid, compare and time the strategies; the report without the run's provenance."""
     collection = store.resolve_alias(args.collection) or args.collection
     spec = store.collection_spec(collection)
     dropped = restrict_to_collection(queries, store, collection)
-    memo = MemoKnn(store, load_vectors(store, collection, [item.id for item in catalog.items()]))
-    encoded = encode_queries(encoder, queries, catalog.root, spec, get_settings().max_image_pixels,
-                             catalog_words(store, collection, spec))
+    memo, encoded = prepared(store, collection, spec, catalog, queries, encoder)
     phases.done("encode_s")
     configs = {m: grid(m, args.strategies, args.weights, args.depths) for m in MODES if by_mode(queries, m)}
     with Progress("search grid", len(queries), unit="queries") as progress:
