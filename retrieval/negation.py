@@ -34,6 +34,11 @@ def joined(*texts: str | None) -> str | None:
     return " ".join(t for t in texts if t) or None
 
 
+def tokens(refused: str | None, language: str) -> SparseVector | None:
+    """The negative words as BM25 tokens of the collection's language (None: none, or only stopwords)."""
+    return lexical.query_vector(refused or "", language) or None
+
+
 def has_any(document: str, words: SparseVector, language: str) -> bool:
     """Whether a document has any of the (BM25-tokenized) words: the same tokens its own BM25 vector holds."""
     return not set(words.indices).isdisjoint(lexical.query_vector(document, language).indices)

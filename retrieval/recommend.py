@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from retrieval import hybrid, lexical, negation, strategies
+from retrieval import hybrid, negation, strategies
 from retrieval.prepare import with_words
 from retrieval.search import EncodedQuery, FilterError, QueryError, validate_filters
 from retrieval.store.base import (Diverse, Filter, Hit, Nearest, Plan, Recommend, SparseVector, VectorStore,
@@ -154,12 +154,6 @@ def plan(examples: Examples, words: EncodedQuery | None, params: RecommendParams
     return found
 
 
-def not_words(params: RecommendParams, spec: CollectionSpec) -> SparseVector | None:
-    """The negative words as BM25 tokens of the collection's language (None: none, or only stopwords)."""
-    words = lexical.query_vector(params.not_text or "", spec.bm25_language)
-    return words or None
-
-
 def not_words_ids(store: VectorStore, collection: str, words: SparseVector | None, params: RecommendParams) -> list:
     """Up to NOT_WORDS_LIMIT items (within the filters) whose documents have any of the negative words."""
     if words is None:
@@ -220,7 +214,7 @@ def recommend(store: VectorStore, collection: str, spec: CollectionSpec, example
     """One store call for the candidates (the examples and the negative words' items left out), then one per group
     and the explanation; timings: search (with the negative words' lookup), explain."""
     started = time.perf_counter()
-    refused = not_words(params, spec)
+    refused = negation.tokens(params.not_text, spec.bm25_language)
     exclude = (*examples.ids, *not_words_ids(store, collection, refused, params))
     hits = without_words(store.query(collection, plan(examples, words, params), params.depth, params.filters,
                                      exclude=exclude, with_vectors=True), refused)

@@ -106,7 +106,7 @@ class Searcher:
             query = merged(pending.item, query)
         if pending.exclude:
             params = params.excluding(pending.exclude)
-        refused = lexical.query_vector(pending.not_text or "", pending.spec.bm25_language) or None
+        refused = negation.tokens(pending.not_text, pending.spec.bm25_language)
         outcome = self.search_refusing(pending, query, params, refused)
         outcome.timings_ms = {"encode_ms": (encoded - pending.parsed) * 1000, **outcome.timings_ms,
                               "total_ms": (time.perf_counter() - pending.started) * 1000}
