@@ -40,10 +40,32 @@ FILTERS = Field(None, max_length=MAX_FILTER_FIELDS,
                             'matches any of its values')
 
 
-# A search needs something to search by: words (not only blanks), a photo or a catalog item. Written into the
-# schema, so that clients and schema-driven tests know it; checked in code (retrieval.prepare.checked_query).
-NEEDS_A_QUERY = {"anyOf": [{"required": [name], "properties": {name: {"type": "string"}}}
-                           for name in ("text", "image_base64", "item_id")]}
+# The request fields that give each signal a strategy may need (retrieval/strategies.py's `needs`): a catalog item
+# stands for a photo and for words, not for the words' BM25 terms, which need a letter or digit.
+SIGNAL_FIELDS = {"photo": ("image_base64", "item_id"), "words": ("text", "item_id"), "lexical": ("text",)}
+SIGNAL_PATTERNS = {"lexical": r"[^\W_]"}
+IMAGE_FORMAT = "base64-image"  # a base64 photo (tests/schemathesis_hooks.py tells schema-driven tests what that is)
+Base64Image = Annotated[str, Field(min_length=1, json_schema_extra={"format": IMAGE_FORMAT})]
+
+
+def given(field: str, schema: dict | None = None) -> dict:
+    return {"required": [field], "properties": {field: schema or {"type": "string"}}}
+
+
+def strategy_needs(signal_fields: dict[str, tuple[str, ...]], field_schema=given, unset: object = None) -> list[dict]:
+    """Per strategy and signal it needs: the request asks for another strategy (or none: `unset`), or a field giving
+    that signal is there. (Written without if/then or not, which schema-driven generators handle worst.)"""
+    return [{"anyOf": [{"properties": {"strategy": {"enum": [*(n for n in strategies.names() if n != s.name), unset]}}},
+                       *(field_schema(f, {"type": "string", "pattern": SIGNAL_PATTERNS[need]})
+                         if need in SIGNAL_PATTERNS else field_schema(f) for f in signal_fields[need])]}
+            for s in strategies.REGISTRY.values() for need in s.needs]
+
+
+# A search needs something to search by: words (not only blanks), a photo or a catalog item, and what its strategy
+# reads. Written into the schema, so that clients and schema-driven tests know it; checked in code
+# (retrieval.prepare.checked_query, retrieval.search's StrategyError).
+NEEDS_A_QUERY = {"anyOf": [given(name) for name in ("text", "image_base64", "item_id")],
+                 "allOf": strategy_needs(SIGNAL_FIELDS)}
 
 
 class SearchRequest(BaseModel):
@@ -60,7 +82,7 @@ class SearchRequest(BaseModel):
                                 description="More like this catalog item: its stored photo and document vectors "
                                             "stand for the photo and, without `text`, for the words (the item "
                                             "itself is left out)")
-    image_base64: str | None = Field(None, min_length=1, description="A photo, base64-encoded (JPEG, PNG, WebP, ...)")
+    image_base64: Base64Image | None = Field(None, description="A photo, base64-encoded (JPEG, PNG, WebP, ...)")
     k: Results = Field(10, description="Results to return")
     k1: Candidates | None = Field(None, description="Candidates per leg (hybrid strategies) or stage-1 depth; "
                                                    "default: the strategy's evaluated one")

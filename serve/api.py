@@ -27,9 +27,10 @@ from schemas.api import (STRATEGIES, InspectResponse, ItemInspection, ReadyRespo
                          RecommendRequest, RecommendResponse, ResultItem, SearchRequest, SearchResponse,
                          Understood)
 from schemas.jobs import StoreConfig
-from serve.encoder import EncoderClient, EncoderConfig
+from serve.encoder import SEGMENTATION_OFF, EncoderClient, EncoderConfig
 from serve.http import BODY_TIMEOUTS, CLIENT_GONE, BodyTimeouts, Refused, parse_json_body, parse_search
 from serve.metrics import service_metrics
+from serve.openapi import Deployment
 from serve.routes import create_app
 
 log = logging.getLogger("fashion.search")
@@ -133,6 +134,7 @@ class SearchAPIConfig(BaseModel):
     model: str  # the canonical model spec the collection must have been built with
     max_upload_bytes: int
     body_timeouts: BodyTimeouts = BODY_TIMEOUTS
+    segmentation: bool = False  # whether the encoder isolates garments (segment=true), for the OpenAPI document
 
 
 class SearchAPI:
@@ -143,12 +145,23 @@ class SearchAPI:
         self.metrics = service_metrics()
         self.encoder, self.max_upload_bytes = EncoderClient(encoder), config.max_upload_bytes
         self.body_timeouts = config.body_timeouts
+        # An encoder built here says whether it segments; a remote one's config is passed along (serve/app.py).
+        self.segmentation = self.encoder.target.segmenter is not None if self.encoder.local else config.segmentation
         self.searcher = Searcher(open_store(config.store), config.collection, config.model)
 
     def __serve_build_asgi_app__(self):
         """Serve calls this on the replica, after the constructor: the routes over this object."""
         log_to_serve()
         return create_app(self, echo_request_ids=False)  # Serve echoes X-Request-ID itself
+
+    def deployment(self) -> Deployment | None:
+        """What this deployment's OpenAPI document is narrowed to (serve/openapi.py); None while the store is not
+        ready."""
+        try:
+            collection, spec = self.searcher.current()
+        except StoreError:
+            return None
+        return Deployment(collection, tuple(spec.filter_fields), self.segmentation)
 
     async def ready(self) -> ReadyResponse:
         try:
@@ -215,6 +228,8 @@ class SearchAPI:
     async def _run(self, search: SearchRequest, image: bytes | None, started: float) -> tuple[SearchResponse, str]:
         """The shared orchestration (retrieval/service.py), with the batching encoder between its two halves; the
         response and the mode searched (an item alone searches by its photo and its words)."""
+        if search.segment and not self.segmentation:  # refused whatever else the request has, as its schema says
+            raise Refused(400, "segmentation_disabled", SEGMENTATION_OFF)
         # Store calls (the alias, an item's vectors) off the event loop, as in finish: a slow Qdrant must not stall
         # the other requests this replica is parsing.
         pending = await asyncio.to_thread(self.searcher.begin, image, search.text, search.item_id, started,

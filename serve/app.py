@@ -81,7 +81,8 @@ class ServeArgs(BaseModel):
         """What SearchAPI is built from, besides its encoder."""
         return SearchAPIConfig(store=self.store(), collection=self.settings.collection,
                                model=canonical_spec(self.settings.model), max_upload_bytes=self.max_upload_bytes,
-                               body_timeouts=BodyTimeouts(self.body_idle_timeout_s, self.body_timeout_s))
+                               body_timeouts=BodyTimeouts(self.body_idle_timeout_s, self.body_timeout_s),
+                               segmentation=self.query_segmenter != "none")
 
 
 def build_app(args: ServeArgs) -> Application:

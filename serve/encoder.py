@@ -23,6 +23,8 @@ from serve.batching import ContinuousBatcher
 from serve.limits import PixelBudget, pixel_count
 from serve.metrics import service_metrics
 
+SEGMENTATION_OFF = "garment isolation is not enabled on this service (query_segmenter: none)"
+
 
 class EncoderConfig(BaseModel):
     """What a query encoder is built from: the model, and the limits on the query photos it decodes."""
@@ -63,8 +65,7 @@ class QueryEncoderCore:
         """The query vectors, or why the image was rejected as (reason code, message): a value, so no traceback
         crosses processes."""
         if segment and self.segmenter is None:
-            return None, ("segmentation_disabled",
-                          "garment isolation is not enabled on this service (query_segmenter: none)")
+            return None, ("segmentation_disabled", SEGMENTATION_OFF)
         image_task = self._image(image, letterbox, segment) if image else _none()
         text_task = self.texts(text) if text else _none()
         try:

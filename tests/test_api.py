@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 
 import pytest
 import schemathesis
+
+import tests.schemathesis_hooks  # noqa: F401 - what a photo is, for schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import positive_data_acceptance
@@ -89,7 +92,7 @@ def test_deeply_nested_multipart_filters_are_a_400(client):
     ({"text": "red", "filters": ""}, 200, '"results"'),  # an empty field is a field not given
     ({"text": "red", "k": "", "strategy": "", "item_id": ""}, 200, '"results"'),
     ({"text": "red", "segment": "0"}, 422, "segment: Input should be true or false"),  # the schema's boolean
-    ({"text": "red", "segment": "True"}, 200, '"results"'),
+    ({"text": "red", "segment": "True"}, 400, "garment isolation"),  # read as true, which this service refuses
 ])
 def test_form_fields_follow_the_json_rules(client, fields, status, words):
     response = client.post("/search", files={name: (None, value) for name, value in fields.items()})
@@ -263,6 +266,33 @@ def test_openapi_documents_statuses_content_types_and_bounds(client):
     assert "image/*" in image["200"]["content"] and "application/json" not in image["200"]["content"]
 
 
+def served_body(client, path: str = "/search", media: str = "application/json") -> dict:
+    return client.get("/openapi.json").json()["paths"][path]["post"]["requestBody"]["content"][media]["schema"]
+
+
+def test_the_served_document_names_the_collections_fields_and_what_each_strategy_needs(client, handlers):
+    """A request the served document accepts is one this service accepts: the filter and group_by fields of the live
+    collection, a photo (or an item) for image_knn, BM25 terms for bm25, no segment=true without a segmenter."""
+    import jsonschema_rs
+
+    fields = list(handlers.searcher.current()[1].filter_fields)
+    valid = jsonschema_rs.validator_for(served_body(client)).is_valid
+    assert valid({"text": "red", "filters": {fields[0]: "x"}}) and not valid({"text": "red", "filters": {"hue": "x"}})
+    assert not valid({"text": "red", "strategy": "image_knn"}) and valid({"item_id": "1", "strategy": "image_knn"})
+    assert valid({"text": "red", "strategy": "bm25"}) and not valid({"text": "!!", "strategy": "bm25"})
+    assert valid({"text": "red", "segment": False}) and not valid({"text": "red", "segment": True})
+    recommend = jsonschema_rs.validator_for(served_body(client, "/recommend")).is_valid
+    assert recommend({"liked": ["1"], "group_by": fields[0]}) and not recommend({"liked": ["1"], "group_by": "hue"})
+    form = served_body(client, media="multipart/form-data")["properties"]["filters"]["anyOf"][0]["pattern"]
+    assert re.search(form, json.dumps({fields[0]: ["a", "b"], fields[1]: 3}))
+    assert not re.search(form, '{"hue": "red"}') and not re.search(form, "[1]")
+
+
+def test_segment_true_is_refused_without_a_segmenter_even_without_a_photo(client):
+    response = client.post("/search", json={"text": "red dress", "segment": True})
+    assert response.status_code == 400 and "garment isolation is not enabled" in response.json()["detail"]
+
+
 EXAMPLES = 60  # per operation and generation mode
 
 
@@ -306,11 +336,10 @@ def test_the_api_honours_its_openapi_document(app, mode):
     print(f"\n{mode}: {len(calls)} requests, statuses {sorted(set(calls))}")
 
 
-# What only the collection can refuse in a schema-valid request: a filter or group_by field it does not index, an
-# item it does not hold, a strategy the query has no signal for. Any other 404 or 422 would be the schema promising
-# too much.
-COLLECTION_REFUSALS = {404: ("no catalog item", "no image for catalog item"),
-                       422: ("unknown filter field", "filter field(s)", "strategy ", "unknown group_by field")}
+# What only the collection can refuse in a schema-valid request: an item it does not hold, words that are all
+# stopwords for a strategy that needs BM25 terms. (The served document names the collection's filter and group_by
+# fields, serve/openapi.py.) Any other 404 or 422 would be the schema promising too much.
+COLLECTION_REFUSALS = {404: ("no catalog item", "no image for catalog item"), 422: ("strategy bm25 needs",)}
 
 
 def assert_accepted(case, response) -> None:
