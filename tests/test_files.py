@@ -238,3 +238,28 @@ def test_the_page_shows_an_object_store_photo(twin_catalogs, model_spec, encoder
             assert client.get(f"/items/{rows[1]['id']}/image").status_code == 404
     finally:
         api.searcher.store.close()
+
+
+@pytest.mark.ray
+def test_the_index_job_on_ray_reads_file_uris_as_local_paths(ray_cluster, offline_catalog, model_spec, encoder,
+                                                             tmp_path):
+    """The job itself (Ray Data, read tasks in other processes, each with its own filesystem): a catalog naming its
+    photos by file:// URI gives the vectors of the same catalog by path; the missing one is counted."""
+    from jobs import indexer
+    from retrieval.store.factory import open_store
+
+    with (offline_catalog / "catalog.csv").open(newline="") as handle:
+        rows = [row for _, row in zip(range(12), csv.DictReader(handle))]
+    rows.append({**rows[0], "id": "gone", "image": "images/gone.jpg"})
+    by_uri = write_catalog(tmp_path / "uri", rows, lambda row: (offline_catalog / row["image"]).as_uri())
+    by_path = open_catalog(write_catalog(tmp_path / "path", rows, lambda row: str(offline_catalog / row["image"])))
+    cfg = index_config(by_uri, model_spec, tmp_path / "store", max_skip_fraction=0.1)
+    summary = indexer.run(cfg)
+    assert (summary["indexed"], summary["skipped"]) == (12, {"missing file": 1})
+    _, expected = index_in_process(by_path, model_spec, encoder, tmp_path)
+    with open_store(cfg.store) as store:
+        stored = {h.item_id: h.vectors[IMAGE_VECTOR] for h in store.retrieve(summary["collection"],
+                                                                              [r["id"] for r in rows], True)}
+    assert set(stored) == {r["id"] for r in expected if not r["error"]}
+    for row in expected[:-1]:
+        assert np.allclose(np.asarray(stored[row["id"]]), np.frombuffer(row["vector"], np.float32), atol=1e-5)
