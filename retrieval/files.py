@@ -122,6 +122,8 @@ def _connect(parts: SplitResult) -> tuple[FileSystem, str]:
 
 def read_uri(uri: str, cfg: FetchConfig) -> bytes:
     """The object's bytes, within cfg.timeout_s; transient errors retried with doubling, jittered backoff."""
+    from pyarrow import ArrowException
+
     deadline = time.monotonic() + cfg.timeout_s
     for attempt in range(cfg.retries + 1):
         try:
@@ -137,6 +139,8 @@ def read_uri(uri: str, cfg: FetchConfig) -> bytes:
             if time.monotonic() + pause >= deadline:
                 raise Unreadable(f"timed out ({cfg.timeout_s:g} s)", "timeout") from err
             time.sleep(pause)
+        except (ArrowException, ValueError) as err:  # a scheme pyarrow has no filesystem for, a malformed URI
+            raise Unreadable(f"unreadable URI ({type(err).__name__})") from err
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 

@@ -108,6 +108,12 @@ def test_a_slow_object_times_out_and_the_others_are_read(memory):
     assert time.monotonic() - started < 2.0  # the hung read is left behind, not waited for
 
 
+def test_a_uri_without_a_filesystem_is_a_reason_not_a_crash():
+    refs = ["https://example.com/a.jpg", "s3://[bad/a.jpg"]
+    assert [error for _, error in fetch_all(refs, QUICK)] == ["unreadable URI (ArrowInvalid)",
+                                                               "unreadable URI (ValueError)"]
+
+
 def test_an_object_larger_than_the_bound_is_refused(memory):
     memory.pipe(f"/{BUCKET}/big.jpg", b"x" * 5000)
     mounted(memory)

@@ -29,12 +29,16 @@ class Catalog:
         return self.reader(self.root)
 
     def image_path(self, item: CatalogItem) -> Path | str:
-        """Where the item's image is: a URI as the catalog gives it (retrieval/files.py reads it), else a path,
-        a relative one under the root."""
-        if is_uri(item.image):
-            return item.image
-        path = Path(item.image)
-        return path if path.is_absolute() else self.root / path
+        return image_location(self.root, item.image)
+
+
+def image_location(root: Path, image: str) -> Path | str:
+    """Where an image column's value points: a URI as the catalog gives it (retrieval/files.py reads it), else a
+    path, a relative one under the catalog root. The one rule for every reader and the index rows."""
+    if is_uri(image):
+        return image
+    path = Path(image)
+    return path if path.is_absolute() else root / path
 
 
 def safe_image_path(root: str | Path | None, image: str | None) -> Path | str | None:
