@@ -11,7 +11,7 @@ as a bad file is. A local path is read directly, as before: it is the fast path,
 
 from __future__ import annotations
 
-import mimetypes
+import io
 import random
 import threading
 import time
@@ -102,13 +102,10 @@ def resolve(uri: str) -> tuple[FileSystem, str]:
     """The filesystem that serves `uri` and the path in it (the key taken literally: no percent-decoding)."""
     parts = urlsplit(uri, allow_fragments=False)
     key = (parts.scheme, parts.netloc, parts.query)
-    with _lock:
-        found = _filesystems.get(key)
-    if found is None:
-        found = _connect(parts)
-        with _lock:
-            found = _filesystems.setdefault(key, found)
-    filesystem, base = found
+    with _lock:  # held while connecting: a batch's threads wait for the first one's filesystem, not build their own
+        if key not in _filesystems:
+            _filesystems[key] = _connect(parts)
+        filesystem, base = _filesystems[key]
     return filesystem, base.rstrip("/") + "/" + parts.path.lstrip("/")
 
 
@@ -229,10 +226,22 @@ def fetch_all(refs: Sequence[str], cfg: FetchConfig) -> list[tuple[bytes, str]]:
 
 
 def page_image(uri: str, cfg: FetchConfig | None = None) -> tuple[bytes, str]:
-    """An item photo on an object store for the page: its bytes (PAGE_MAX_BYTES at most) and media type; only
-    image types are served, so a catalog row naming another kind of object never exposes it."""
-    media_type = mimetypes.guess_type(urlsplit(uri, allow_fragments=False).path)[0] or ""
-    if not media_type.startswith("image/"):
-        raise Unreadable(f"not an image type ({media_type or 'unknown'})", "missing")
-    cfg = cfg or FetchConfig.of(max_bytes=PAGE_MAX_BYTES)
-    return read_uri(uri, cfg), media_type
+    """An item photo on an object store for the page: its bytes (PAGE_MAX_BYTES at most) and media type, told by
+    the bytes (keys often have no extension); only images are served, so a catalog row naming another kind of
+    object never exposes it."""
+    data = read_uri(uri, cfg or FetchConfig.of(max_bytes=PAGE_MAX_BYTES))
+    media_type = _image_type(data)
+    if media_type is None:
+        raise Unreadable("not an image", "missing")
+    return data, media_type
+
+
+def _image_type(data: bytes) -> str | None:
+    """The media type of an image Pillow recognises from its header (nothing is decoded), else None."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return Image.MIME.get(image.format or "")
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
