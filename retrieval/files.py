@@ -125,8 +125,6 @@ def read_uri(uri: str, cfg: FetchConfig) -> bytes:
     for attempt in range(cfg.retries + 1):
         try:
             return _within(deadline - time.monotonic(), _attempt, uri, deadline, cfg.max_bytes)
-        except Unreadable:
-            raise
         except TimeoutError as err:
             raise Unreadable(f"timed out ({cfg.timeout_s:g} s)", "timeout") from err
         except OSError as err:
