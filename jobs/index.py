@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-draft", dest="draft", action="store_false", default=None,
                    help="full-size JPEG decode before resizing")
     for name in ("limit", "batch_size", "encode_actors", "encode_cpus", "encode_gpus", "encode_threads",
-                 "decode_cpus"):
+                 "decode_cpus", "image_timeout_s", "image_retries", "image_read_threads"):
         cli.add_field(p, IndexConfig, name)
     cli.add_field(p, IndexConfig, "segment", choices=SEGMENTERS)
     for name in ("segment_actors", "segment_cpus", "segment_gpus", "segment_weights", "max_skip_fraction",

@@ -8,12 +8,12 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
 
 from retrieval import lexical
+from retrieval.files import FetchConfig, fetch_all
 from retrieval.images import ImageRejected, PreprocessConfig, load_and_preprocess
 from retrieval.rows import Batch, Row, as_batch, batch_rows
 
@@ -48,25 +48,16 @@ def timed(stage: str) -> Callable:
 
 
 class ReadImages:
-    """Adds `data` (file bytes) and `error` columns from the `path` column; a missing file is an error, not a crash."""
+    """Adds `data` (file bytes) and `error` columns from the `path` column (a local path or a URI, see
+    retrieval/files.py); a missing, unreadable or timed-out file is an error, not a crash."""
+
+    def __init__(self, fetch: FetchConfig | None = None):
+        self.fetch = fetch or FetchConfig.of()
 
     @timed("read")
     def __call__(self, batch: Batch) -> Batch:
-        data, errors = [], []
-        for path in batch["path"]:
-            content, error = _read(Path(path))
-            data.append(content)
-            errors.append(error)
-        return {**batch, "data": column(data), "error": column(errors)}
-
-
-def _read(path: Path) -> tuple[bytes, str]:
-    try:
-        return path.read_bytes(), ""
-    except FileNotFoundError:
-        return b"", "missing file"
-    except OSError as err:
-        return b"", f"unreadable file ({err.strerror})"
+        read = fetch_all([str(path) for path in batch["path"]], self.fetch)
+        return {**batch, "data": column([data for data, _ in read]), "error": column([error for _, error in read])}
 
 
 class DecodeImages:
@@ -177,7 +168,7 @@ def index_stages(cfg: IndexConfig, spec: CollectionSpec, preprocess_cfg: Preproc
     """The index plan in order: read, weigh the documents for BM25, decode (or decode, segment and preprocess),
     encode photos and documents."""
     encode = Stage(EncodeItems, (cfg.model, device, cfg.precision, threads, cfg.allow_random_weights), pool="encode")
-    return [Stage(ReadImages), Stage(EmbedDocuments, (spec.bm25_avg_len, spec.bm25_language)),
+    return [Stage(ReadImages, (FetchConfig.of(cfg),)), Stage(EmbedDocuments, (spec.bm25_avg_len, spec.bm25_language)),
             *_decode_stages(cfg, preprocess_cfg, segment_options or {}), encode]
 
 

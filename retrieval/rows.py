@@ -32,7 +32,7 @@ class Column:
 
 COLUMNS = (
     Column("id", "str", (CATALOG,), meaning="the catalog item id (the point id is derived from it)"),
-    Column("path", "str", (CATALOG,), meaning="the photo's absolute path"),
+    Column("path", "str", (CATALOG,), meaning="the photo's absolute path or URI"),
     Column("text", "str", (CATALOG,), meaning="the item's document: its own words"),
     Column("payload", "str: a JSON object", (CATALOG, "SegmentImages"),
            meaning="the item's metadata, image and text; SegmentImages adds crop_box"),

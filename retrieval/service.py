@@ -139,7 +139,8 @@ class Searcher:
                             words_bm25=words.as_query() if words else None)
 
     def item_image_path(self, item_id: str, collection: str, spec: CollectionSpec):
-        """The item's image inside the catalog root, or None (unknown item, or a path leaving the root)."""
+        """The item's image: a Path inside the catalog root, an object-store URI (str), or None (unknown item, or
+        a path leaving the root)."""
         from retrieval.catalogs import safe_image_path
 
         hits = self.store.retrieve(collection, [item_id], with_vectors=False)

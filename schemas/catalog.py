@@ -11,7 +11,7 @@ class CatalogItem(BaseModel):
     """One product: a stable id, where its image lies, and free-form metadata for the payload."""
 
     id: str = Field(min_length=1, description="Stable catalog id; the Qdrant point id is derived from it.")
-    image: str = Field(description="Image path relative to the catalog root (or absolute).")
+    image: str = Field(description="Image path relative to the catalog root, absolute, or a URI (s3://...).")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Everything else: becomes payload.")
     text: str = Field("", description="The item's own words (title, type, colour, caption...): its document for "
                                       "lexical and CLIP-text search; empty when the catalog has none.")

@@ -75,6 +75,9 @@ class IndexConfig(BaseModel):
     letterbox: bool
     draft: bool = Field(True, description="JPEG DCT-domain downscale before decoding")
     max_image_pixels: int
+    image_timeout_s: float
+    image_retries: int
+    image_read_threads: int
     limit: int | None = Field(None, gt=0, description="index only the first N catalog items")
     batch_size: int = Field(64, gt=0)
     encode_actors: int = Field(1, gt=0)

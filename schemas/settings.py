@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     letterbox: bool = Field(False, description="Pad to square instead of centre-cropping")
     max_image_pixels: int = Field(80_000_000, gt=0, description="Larger catalog images are skipped as "
                                                                  "decompression bombs")
+    image_timeout_s: float = Field(20.0, gt=0, description="Seconds an image named by a URI (s3://, gs://, ...) may "
+                                                           "take to read, retries included; past it, it is skipped")
+    image_retries: int = Field(3, ge=0, description="Retries of a transient object-store error (backoff 0.2 s, "
+                                                    "doubling)")
+    image_read_threads: int = Field(16, ge=1, description="URI images read at once per read task (object stores "
+                                                          "answer in tens of ms: reading in turn would idle)")
     query_max_pixels: int = Field(16_000_000, gt=0, description="Larger query photos are refused (a 16 MP phone "
                                                                 "photo passes; decoding memory is 3 bytes a pixel)")
     metrics: bool = Field(True, description="Export the service's Prometheus metrics (off: to measure their cost)")

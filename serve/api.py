@@ -12,12 +12,12 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import HTTPException, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from retrieval import inspection, recommend, strategies
+from retrieval import files, inspection, recommend, strategies
 from retrieval.model import public_name
 from retrieval.search import FilterError, QueryError, SearchParams, StrategyError, mode_of
 from retrieval.service import ItemNotFound, Searcher
@@ -35,6 +35,7 @@ from serve.routes import create_app
 
 log = logging.getLogger("fashion.search")
 RECOMMEND_MODE = "recommend"  # the metrics' and the request log's mode label of a recommendation
+IMAGE_CACHE = {"Cache-Control": "public, max-age=3600"}
 TEXT_LOGGED = 40  # characters of the query words in the log line: enough to debug, not a record of what people type
 
 
@@ -299,14 +300,26 @@ class SearchAPI:
         return RecommendResponse(collection=pending.collection, strategy=outcome.strategy,
                                  results=[to_recommended(r) for r in outcome.results], timings_ms=timings)
 
-    def item_image(self, item_id: str) -> FileResponse:
+    def item_image(self, item_id: str) -> Response:
         try:
             path = self.searcher.item_image_path(item_id, *self.searcher.current())
         except StoreError as err:
             raise HTTPException(503, f"store unavailable: {err}") from err
         if path is None:
             raise HTTPException(404, f"no image for catalog item {item_id!r}")
-        return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
+        if isinstance(path, str):  # on an object store: read through the index job's code, bounded (retrieval/files)
+            return object_image(path)
+        return FileResponse(path, headers=IMAGE_CACHE)
+
+
+def object_image(uri: str) -> Response:
+    """A catalog photo on an object store, proxied: 404 when it is gone (or not an image type), 504 when the store
+    is too slow, 502 on its other errors."""
+    try:
+        data, media_type = files.page_image(uri)
+    except files.Unreadable as err:
+        raise HTTPException({"missing": 404, "timeout": 504}.get(err.kind, 502), f"image: {err.reason}") from err
+    return Response(data, media_type=media_type, headers=IMAGE_CACHE)
 
 
 # SearchAPI as the Serve ingress, under its own name: the manifests' `deployments` and the metrics' `deployment` tag

@@ -76,7 +76,8 @@ RECOMMEND_ERRORS = errors(400, 404, 408, 413, 415, 422, 503)
 RECOMMEND_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": RecommendRequest.model_json_schema(ref_template="#/components/schemas/{model}")},
 }}}
-IMAGE_RESPONSE = {200: {"description": "The item's image file", "content": {"image/*": {}}}, **errors(404)}
+IMAGE_RESPONSE = {200: {"description": "The item's image file", "content": {"image/*": {}}},
+                  **errors(404, 502, 504)}  # 502/504: an object-store catalog's photo the store did not give
 
 
 class RequestIds:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from retrieval.files import is_local_uri, is_uri, local_path
 from schemas.catalog import CatalogItem
 
 
@@ -27,17 +28,29 @@ class Catalog:
     def items(self) -> Iterator[CatalogItem]:
         return self.reader(self.root)
 
-    def image_path(self, item: CatalogItem) -> Path:
-        path = Path(item.image)
-        return path if path.is_absolute() else self.root / path
+    def image_path(self, item: CatalogItem) -> Path | str:
+        return image_location(self.root, item.image)
 
 
-def safe_image_path(root: str | Path | None, image: str | None) -> Path | None:
-    """An item's image inside the catalog root, or None: nothing outside the root is ever served."""
+def image_location(root: Path, image: str) -> Path | str:
+    """Where an image column's value points: a URI as the catalog gives it (retrieval/files.py reads it), else a
+    path, a relative one under the catalog root. The one rule for every reader and the index rows."""
+    if is_uri(image):
+        return image
+    path = Path(image)
+    return path if path.is_absolute() else root / path
+
+
+def safe_image_path(root: str | Path | None, image: str | None) -> Path | str | None:
+    """An item's image for the page, or None: a local one (a path, or a file:// URI) only inside the catalog root,
+    so that nothing else on the machine is ever served; an object-store URI as the catalog named it (the page
+    reads it through retrieval.files.page_image, image types only, bounded)."""
     if not root or not image:
         return None
+    if is_uri(image) and not is_local_uri(image):
+        return image
     base = Path(root).resolve()
-    path = (base / image).resolve()
+    path = (base / (local_path(image) if is_uri(image) else image)).resolve()
     return path if path.is_relative_to(base) and path.is_file() else None
 
 
