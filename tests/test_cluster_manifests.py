@@ -35,6 +35,7 @@ FINETUNE_JOB = CLUSTER / "kuberay" / "ray-job.finetune.yaml"
 RAY_SERVICE = CLUSTER / "kuberay" / "ray-service.search.yaml"
 LAUNCHER = CLUSTER / "ray-cluster.gpu.yaml"
 QDRANT_VALUES = CLUSTER / "qdrant" / "values.yaml"
+QDRANT_DISTRIBUTED = CLUSTER / "qdrant" / "values.distributed.yaml"
 COMPOSE = CLUSTER / "qdrant" / "compose.yaml"
 
 # KubeRay fields whose value is itself YAML (a string): read them as YAML too.
@@ -445,6 +446,24 @@ def test_qdrant_is_reached_at_the_charts_service():
         assert parts.scheme == "http" and parts.hostname == host and parts.port == ports["http"] == 6333, url
     compose = load(COMPOSE)["services"]["qdrant"]
     assert set(compose["ports"]) == {f"127.0.0.1:{ports['http']}:6333", f"127.0.0.1:{ports['grpc']}:6334"}
+
+
+def test_the_distributed_qdrant_overlay_holds_the_layout_it_documents():
+    """3 nodes in consensus over the chart's p2p port, one pod per Kubernetes node and at most one down at a time,
+    and the index command it shows asks for no more copies than there are nodes (Qdrant would refuse it)."""
+    base, overlay = load(QDRANT_VALUES), load(QDRANT_DISTRIBUTED)
+    ports = {p["name"]: p["port"] for p in base["service"]["ports"]}
+    nodes = overlay["replicaCount"]
+    assert nodes >= 3 and overlay["config"]["cluster"]["enabled"] is True
+    assert overlay["config"]["cluster"]["p2p"]["port"] == ports["p2p"]
+    assert overlay["podDisruptionBudget"]["maxUnavailable"] == 1
+    spread = overlay["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert not {"image", "apiKey", "service", "fullnameOverride"} & set(overlay), "the overlay changes only the layout"
+    layout = dict(re.findall(r"--(shard-number|replication-factor|write-consistency-factor) (\d+)",
+                             QDRANT_DISTRIBUTED.read_text()))
+    shards, copies, acks = (int(layout[k]) for k in ("shard-number", "replication-factor", "write-consistency-factor"))
+    assert shards % nodes == 0 and 2 <= copies <= nodes and 1 <= acks <= copies
 
 
 def test_one_qdrant_version_within_reach_of_the_client():
