@@ -28,8 +28,14 @@ def build_pipeline(cfg: IndexConfig, spec: CollectionSpec, ds, preprocess_cfg, c
     device = "cuda" if resources["num_gpus"] > 0 else ("cpu" if cfg.device == "auto" else cfg.device)
     threads = (cfg.encode_threads or max(1, round(cfg.encode_cpus))) if device == "cpu" else None
     options = segment_options(cfg, catalog_root) if cfg.segment != "none" else {}
-    for stage in index_stages(cfg, spec, preprocess_cfg, device=device, threads=threads, segment_options=options):
-        fn, placement = _placement(stage, cfg, resources)
+    stages = index_stages(cfg, spec, preprocess_cfg, device=device, threads=threads, segment_options=options)
+    return map_stages(cfg, ds, stages, resources)
+
+
+def map_stages(cfg: IndexConfig, ds, stages: list[Stage], encoder: dict):
+    """`ds` through the stages in order, each placed by _placement (bench.driver_memory swaps the encoder)."""
+    for stage in stages:
+        fn, placement = _placement(stage, cfg, encoder)
         ds = ds.map_batches(fn, batch_size=cfg.batch_size, batch_format="numpy", **placement)
     return ds
 
