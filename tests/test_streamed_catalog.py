@@ -192,3 +192,13 @@ def test_parquet_and_jsonl_catalogs_index_to_the_csv_results(ray_cluster, offlin
         found[fmt] = (spec.model_copy(update={"name": "", "catalog_root": ""}),
                       {h.item_id: (h.payload, {k: _vector(v) for k, v in h.vectors.items()}) for h in hits})
     assert found["parquet"] == found["csv"] == found["jsonl"] and len(found["csv"][1]) == 24
+
+
+def test_the_driver_memory_benchmark_catalog_reuses_the_offline_photos(tmp_path):
+    from bench import driver_memory
+
+    catalog = open_catalog(driver_memory.write_catalog(tmp_path, 12_000))
+    items = list(catalog.items())
+    assert len({item.id for item in items}) == 12_000 and all(catalog.image_path(i).is_file() for i in items[::997])
+    memory = driver_memory.held_ids_memory(20_000)
+    assert 0 < memory["array_mb"] < memory["set_mb"]
