@@ -33,7 +33,8 @@ def _csv_records(offline_catalog, n=None) -> list[dict]:
 
 def _typed(record: dict) -> dict:
     """A record as a JSON or Parquet export types it: numbers as numbers, an empty cell as null."""
-    return {k: (int(v) if v.isdigit() and k != "id" else v or None) for k, v in record.items()}
+    return {k: (int(v) if v.isdigit() and k not in ("id", "productDisplayName") else v or None)
+            for k, v in record.items()}
 
 
 def write_tables(root, offline_catalog, n: int) -> dict[str, object]:

@@ -37,7 +37,7 @@ class ItemRows:
         self.catalog, self.columns = catalog, columns
 
     def __call__(self, batch) -> Batch:
-        rows = catalog_rows(self.catalog, table_items(batch.to_pylist(), self.columns))
+        rows = catalog_rows(self.catalog, table_items(self.catalog.table.records_of(batch), self.columns))
         return {name: column([row[name] for row in rows]) for name in ROW_COLUMNS}
 
 

@@ -113,9 +113,14 @@ class TableKind:
     header: Any  # (path) -> column names in file order
     records: Any  # (path) -> Iterator[dict]
     datasource: Any  # (path, Columns, header) -> ray.data.Dataset of the raw records, read in blocks
+    block_records: Any = None  # (pyarrow block of that dataset) -> its records; None: the block's rows
 
     def dataset(self, path: Path, columns: Columns):
         return self.datasource(path, columns, self.header(path))
+
+    def records_of(self, block) -> list[dict]:
+        """The records of one block of `dataset`."""
+        return (self.block_records or _table_block)(block)
 
     def path(self, root: Path) -> Path:
         path = root if root.suffix in self.suffixes else root / self.file
@@ -197,14 +202,25 @@ def _ray_parquet(path: Path, columns: Columns, header: list[str]):
 
 
 def _ray_jsonl(path: Path, columns: Columns, header: list[str]):
+    """The file's lines as text, parsed per block by _jsonl_block (Ray Data's JSON readers type each column once:
+    pyarrow's refuses a field that is a string in one record and a list in another, pandas' makes numbers of digit
+    strings, "007" -> 7)."""
     import ray
 
-    return ray.data.read_json(str(path), lines=True, file_extensions=None)
+    return ray.data.read_text(str(path), drop_empty_lines=True)
+
+
+def _jsonl_block(block) -> list[dict]:
+    return [_json_object(line, Path("catalog.jsonl"), 0) for line in block.column("text").to_pylist()]
+
+
+def _table_block(block) -> list[dict]:
+    return block.to_pylist()
 
 
 CSV = TableKind("catalog.csv", (".csv",), _csv_header, _csv_records, _ray_csv)
 PARQUET = TableKind("catalog.parquet", (".parquet", ".pq"), _parquet_header, _parquet_records, _ray_parquet)
-JSONL = TableKind("catalog.jsonl", (".jsonl", ".ndjson"), _jsonl_header, _jsonl_records, _ray_jsonl)
+JSONL = TableKind("catalog.jsonl", (".jsonl", ".ndjson"), _jsonl_header, _jsonl_records, _ray_jsonl, _jsonl_block)
 
 
 def read_csv_catalog(root: Path, text_fields: Sequence[str] | None = None) -> Iterator[CatalogItem]:
