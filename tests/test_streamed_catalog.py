@@ -203,3 +203,19 @@ def test_the_driver_memory_benchmark_catalog_reuses_the_offline_photos(tmp_path)
     assert len({item.id for item in items}) == 12_000 and all(catalog.image_path(i).is_file() for i in items[::997])
     memory = driver_memory.held_ids_memory(20_000)
     assert 0 < memory["array_mb"] < memory["set_mb"]
+
+
+@pytest.mark.ray
+def test_a_folder_catalog_is_listed_on_the_driver_and_indexed(ray_cluster, offline_catalog, model_spec, tmp_path):
+    import shutil
+
+    from jobs import indexer
+
+    photos = sorted((offline_catalog / "images").glob("*.jpg"))[:6]
+    for i, photo in enumerate(photos):
+        (tmp_path / "shop" / ("tops" if i % 2 else "shoes")).mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, tmp_path / "shop" / ("tops" if i % 2 else "shoes") / photo.name)
+    source = CatalogSource(open_catalog(tmp_path / "shop"))
+    assert not source.streamed and source.stats().items == 6
+    summary = indexer.run(index_config(tmp_path / "shop", model_spec, tmp_path / "store"))
+    assert (summary["read"], summary["indexed"], summary["skipped"]) == (6, 6, {})
