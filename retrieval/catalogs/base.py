@@ -91,7 +91,8 @@ def open_catalog(root: str | Path, fmt: str = "auto", text_fields: Sequence[str]
     reader = layout.read
     if text_fields is not None:
         if not layout.text_fields:
-            raise CatalogError(f"--text-fields picks CSV columns; a {layout.name} catalog builds its documents itself")
+            raise CatalogError(f"--text-fields picks a table's columns; a {layout.name} catalog builds its documents "
+                               "itself")
         reader = functools.partial(reader, text_fields=tuple(text_fields))
     fields = tuple(text_fields) if text_fields is not None else None
     if root.is_file():  # a table file given directly: its folder is the image root

@@ -101,7 +101,7 @@ class CatalogSource:
     def _table_rows(self):
         """A table catalog's input rows in the datasource's own blocks (streamed, never all at once)."""
         columns = self.catalog.columns()
-        ds = self.catalog.table.dataset(self.catalog.table_file(), columns)
+        ds = self.catalog.table.dataset(self.catalog.table_file())
         ds = ds.map_batches(ItemRows(self.catalog, columns), batch_format="pyarrow", batch_size=RECORDS_PER_BATCH)
         return ds.limit(self.limit) if self.limit else ds
 

@@ -112,11 +112,11 @@ class TableKind:
     suffixes: tuple[str, ...]
     header: Any  # (path) -> column names in file order
     records: Any  # (path) -> Iterator[dict]
-    datasource: Any  # (path, Columns, header) -> ray.data.Dataset of the raw records, read in blocks
+    datasource: Any  # (path, header) -> ray.data.Dataset of the raw records, read in blocks
     block_records: Any = None  # (pyarrow block of that dataset) -> its records; None: the block's rows
 
-    def dataset(self, path: Path, columns: Columns):
-        return self.datasource(path, columns, self.header(path))
+    def dataset(self, path: Path):
+        return self.datasource(path, self.header(path))
 
     def records_of(self, block) -> list[dict]:
         """The records of one block of `dataset`."""
@@ -170,20 +170,20 @@ def _jsonl_records(path: Path) -> Iterator[dict]:
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
-                yield _json_object(line, path, number)
+                yield _json_object(line, f"{path}:{number}")
 
 
-def _json_object(line: str, path: Path, number: int) -> dict:
+def _json_object(line: str, where: str) -> dict:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
-        raise CatalogError(f"{path}:{number}: not JSON ({err})") from err
+        raise CatalogError(f"{where}: not JSON ({err})") from err
     if not isinstance(record, dict):
-        raise CatalogError(f"{path}:{number}: a catalog line is a JSON object, not {type(record).__name__}")
+        raise CatalogError(f"{where}: a catalog line is a JSON object, not {type(record).__name__}")
     return record
 
 
-def _ray_csv(path: Path, columns: Columns, header: list[str]):
+def _ray_csv(path: Path, header: list[str]):
     """Every column read as text, as the csv module reads it (a cell keeps "007"; payload_value makes numbers), and
     quoted newlines allowed (shops' descriptions hold them)."""
     import pyarrow as pa
@@ -195,13 +195,13 @@ def _ray_csv(path: Path, columns: Columns, header: list[str]):
         parse_options=pacsv.ParseOptions(newlines_in_values=True))
 
 
-def _ray_parquet(path: Path, columns: Columns, header: list[str]):
+def _ray_parquet(path: Path, header: list[str]):
     import ray
 
     return ray.data.read_parquet(str(path))
 
 
-def _ray_jsonl(path: Path, columns: Columns, header: list[str]):
+def _ray_jsonl(path: Path, header: list[str]):
     """The file's lines as text, parsed per block by _jsonl_block (Ray Data's JSON readers type each column once:
     pyarrow's refuses a field that is a string in one record and a list in another, pandas' makes numbers of digit
     strings, "007" -> 7)."""
@@ -211,7 +211,8 @@ def _ray_jsonl(path: Path, columns: Columns, header: list[str]):
 
 
 def _jsonl_block(block) -> list[dict]:
-    return [_json_object(line, Path("catalog.jsonl"), 0) for line in block.column("text").to_pylist()]
+    lines = block.column("text").to_pylist()
+    return [_json_object(line, f"the JSON lines catalog's line {line[:60]!r}") for line in lines]
 
 
 def _table_block(block) -> list[dict]:
