@@ -101,11 +101,11 @@ def run(cfg: IndexConfig) -> dict:
     target = prepare_collection(cfg, collection_spec(cfg, model, dim, catalog.root, stats))
     with ordered(cfg.limit is not None):  # a --limit takes the same first items as the statistics did
         todo, already = still_to_index(cfg, target, source.dataset())
-        n_todo = max(0, stats.items - already)
+        n_todo = max(0, stats.items - already)  # resumed: a bound (held points need not all be catalog items)
         log.info("indexing %d items of %s into %s%s (filter fields: %s)", n_todo, catalog.root, target.name,
                  f", resumed: {already} already there" if target.resumed else "", ", ".join(target.spec.filter_fields))
         sink, pipeline_s = QdrantDatasink(cfg.store, target.name), 0.0
-        if n_todo:
+        if n_todo or target.resumed:  # the filter, not the count, says what a resumed run still has to index
             pipeline_s = write(cfg, target, build_pipeline(cfg, target.spec, todo, preprocess_cfg, catalog.root),
                                sink, n_todo)
     wall = time.perf_counter() - started
