@@ -28,7 +28,7 @@ export RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S ?= 30
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: help venv demo test test-fast lint index query submit serve inspect eval finetune eval-models bench bench-serve \
-	bench-store bench-scale bench-memory bench-resume bench-slow-clients bench-finetune clean
+	bench-store bench-scale bench-memory bench-driver-memory bench-resume bench-slow-clients bench-finetune clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -109,6 +109,9 @@ bench-store: $(STAMP) ## store backends: upsert time and kNN latency on syntheti
 
 bench-memory: $(STAMP) ## peak memory of the search handlers under 16 concurrent maximum-size photos
 	$(BIN)/python -m bench.query_memory $(ARGS)
+
+bench-driver-memory: $(STAMP) ## the index job's driver peak RSS at 10k and 1M catalog rows (encoder stood in; ~40 min)
+	$(BIN)/python -m bench.driver_memory $(ARGS)
 
 bench-resume: $(STAMP) ## a full-catalog index run killed at 25 %, then resumed: what is kept, what is redone
 	$(BIN)/python -m bench.resume $(ARGS)

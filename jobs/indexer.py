@@ -5,19 +5,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from itertools import islice
 from pathlib import Path
 
 from jobs.index_progress import IndexProgress, ProgressLogger
 from jobs.pipeline import build_pipeline
 from jobs.qdrant_sink import QdrantDatasink
-from retrieval import lexical
+from retrieval import held
 from retrieval.catalogs import open_catalog
 from retrieval.entry import UsageError
-from retrieval.catalogs.fields import filter_fields, top_values
+from retrieval.catalogs.fields import FieldStats, filter_fields, top_values
+from retrieval.catalogs.streamed import CatalogSource, ordered
 from retrieval.generations import Target, finish_generation, target_collection
-from retrieval.indexing import catalog_rows
-from retrieval.store.base import StoreError, item_ids
+from retrieval.store.base import StoreError
 from retrieval.store.factory import open_store
 from retrieval.understanding import Synonyms
 from schemas.collection import CollectionSpec
@@ -34,14 +33,14 @@ def model_info(cfg: IndexConfig):
     return encoder.spec, encoder.dim, replace(encoder.preprocess_cfg.with_letterbox(cfg.letterbox), draft=cfg.draft)
 
 
-def collection_spec(cfg: IndexConfig, model: str, dim: int, catalog_root: Path, items: list) -> CollectionSpec:
+def collection_spec(cfg: IndexConfig, model: str, dim: int, catalog_root: Path, stats: FieldStats) -> CollectionSpec:
     """What this run's collection holds: the model's vectors, the catalog's filter fields and their common values,
-    and the catalog's mean document length for BM25."""
-    fields = filter_fields(items, cfg.filter_fields)
+    and the catalog's mean document length for BM25 (from the catalog's statistics, fields.FieldStats)."""
+    fields = filter_fields(stats, cfg.filter_fields)
     return CollectionSpec(name=cfg.collection, model=model, dim=dim, letterbox=cfg.letterbox,
                           segmentation=cfg.segment, catalog_root=str(catalog_root), filter_fields=fields,
-                          filter_values=top_values(items, fields), synonyms=synonyms_of(cfg),
-                          bm25_avg_len=lexical.mean_length(item.text for item in items))
+                          filter_values=top_values(stats, fields), synonyms=synonyms_of(cfg),
+                          bm25_avg_len=stats.mean_length())
 
 
 def synonyms_of(cfg: IndexConfig) -> str | None:
@@ -67,14 +66,14 @@ def prepare_collection(cfg: IndexConfig, spec: CollectionSpec) -> Target:
         return target
 
 
-def still_to_index(cfg: IndexConfig, target: Target, items: list) -> tuple[list, int]:
-    """The items a resumed generation does not hold yet, and how many it holds (a crashed run's work is kept)."""
+def still_to_index(cfg: IndexConfig, target: Target, ds):
+    """The catalog rows a resumed generation does not hold yet, and how many items it holds (a crashed run's work
+    is kept): the held ids paged from the store, the rows filtered against them in the pipeline (retrieval.held)."""
     if not target.resumed:
-        return items, 0
+        return ds, 0
     with open_store(cfg.store) as store:
-        held = item_ids(store, target.name)
-    todo = [item for item in items if item.id not in held]
-    return todo, len(items) - len(todo)
+        keys = held.held_keys(store, target.name)
+    return ds.map_batches(held.SkipHeld(keys), batch_format="numpy", batch_size=None), len(keys)
 
 
 def finish(cfg: IndexConfig, target: Target, tally, n_items: int) -> dict:
@@ -95,34 +94,44 @@ def run(cfg: IndexConfig) -> dict:
 
     started = time.perf_counter()
     catalog = open_catalog(cfg.catalog, cfg.catalog_format, cfg.text_fields)
-    items = list(islice(catalog.items(), cfg.limit))
+    source = CatalogSource(catalog, cfg.limit)
+    ray.init(ignore_reinit_error=True, log_to_driver=False) if not ray.is_initialized() else None
+    stats = source.stats(cfg.filter_fields or ())
     model, dim, preprocess_cfg = model_info(cfg)
-    target = prepare_collection(cfg, collection_spec(cfg, model, dim, catalog.root, items))
-    todo, held = still_to_index(cfg, target, items)
-    log.info("indexing %d items of %s into %s%s (filter fields: %s)", len(todo), catalog.root, target.name,
-             f", resumed: {held} already there" if target.resumed else "", ", ".join(target.spec.filter_fields))
-    sink, pipeline_s = QdrantDatasink(cfg.store, target.name), 0.0
-    if todo:
-        ray.init(ignore_reinit_error=True, log_to_driver=False) if not ray.is_initialized() else None
-        pipeline_started = time.perf_counter()
-        sink.progress = ray.remote(IndexProgress).options(num_cpus=0).remote(target.name, len(todo))
-        try:
-            with ProgressLogger(sink.progress, cfg.progress_every_s):
-                build_pipeline(cfg, target.spec, catalog_rows(catalog, todo), preprocess_cfg,
-                               catalog.root).write_datasink(sink, concurrency=None if not cfg.store.embedded else 1,
-                                                            ray_remote_args={"num_cpus": 0.25})
-            log.info("%s", ray.get(sink.progress.line.remote()))
-        finally:
-            ray.kill(sink.progress)
-        pipeline_s = time.perf_counter() - pipeline_started
+    target = prepare_collection(cfg, collection_spec(cfg, model, dim, catalog.root, stats))
+    with ordered(cfg.limit is not None):  # a --limit takes the same first items as the statistics did
+        todo, already = still_to_index(cfg, target, source.dataset())
+        n_todo = max(0, stats.items - already)  # resumed: a bound (held points need not all be catalog items)
+        log.info("indexing %d items of %s into %s%s (filter fields: %s)", n_todo, catalog.root, target.name,
+                 f", resumed: {already} already there" if target.resumed else "", ", ".join(target.spec.filter_fields))
+        sink, pipeline_s = QdrantDatasink(cfg.store, target.name), 0.0
+        if n_todo or target.resumed:  # the filter, not the count, says what a resumed run still has to index
+            pipeline_s = write(cfg, target, build_pipeline(cfg, target.spec, todo, preprocess_cfg, catalog.root),
+                               sink, n_todo)
     wall = time.perf_counter() - started
-    return {"read": len(items), "indexed": sink.tally.written, "resumed": target.resumed,
-            "already_in_collection": held, "skipped": dict(sink.tally.skipped),
+    return {"read": stats.items, "indexed": sink.tally.written, "resumed": target.resumed,
+            "already_in_collection": already, "skipped": dict(sink.tally.skipped),
             "skipped_examples": sink.tally.examples, "wall_s": round(wall, 2), "pipeline_s": round(pipeline_s, 2),
             "stage_seconds": {k: round(v, 2) for k, v in sorted(sink.tally.stage_seconds.items())},
             "steady_images_per_s": round(rate, 1) if (rate := sink.tally.steady_rate()) else None,
             "images_per_s": round(sink.tally.written / wall, 1) if wall else 0.0,
-            **finish(cfg, target, sink.tally, len(items))}
+            **finish(cfg, target, sink.tally, stats.items)}
+
+
+def write(cfg: IndexConfig, target: Target, ds, sink: QdrantDatasink, n_todo: int) -> float:
+    """Run the plan into the sink with its progress actor; returns the pipeline's seconds."""
+    import ray
+
+    started = time.perf_counter()
+    sink.progress = ray.remote(IndexProgress).options(num_cpus=0).remote(target.name, n_todo)
+    try:
+        with ProgressLogger(sink.progress, cfg.progress_every_s):
+            ds.write_datasink(sink, concurrency=None if not cfg.store.embedded else 1,
+                              ray_remote_args={"num_cpus": 0.25})
+        log.info("%s", ray.get(sink.progress.line.remote()))
+    finally:
+        ray.kill(sink.progress)
+    return time.perf_counter() - started
 
 
 def fitting_collection(cfg: IndexConfig) -> str | None:

@@ -20,18 +20,22 @@ def encoder_resources(cfg: IndexConfig) -> dict:
     return {"num_cpus": cfg.encode_cpus, "num_gpus": gpus}
 
 
-def build_pipeline(cfg: IndexConfig, spec: CollectionSpec, rows: list[dict], preprocess_cfg, catalog_root: Path):
-    """The Ray Data plan of retrieval.indexing.index_stages: stateless stages as CPU tasks, the segmenter and the
-    encoder each in its own actor pool."""
-    import ray
-
+def build_pipeline(cfg: IndexConfig, spec: CollectionSpec, ds, preprocess_cfg, catalog_root: Path):
+    """The Ray Data plan of retrieval.indexing.index_stages over `ds`, the catalog's input rows
+    (retrieval.catalogs.streamed): stateless stages as CPU tasks, the segmenter and the encoder each in its own
+    actor pool."""
     resources = encoder_resources(cfg)
     device = "cuda" if resources["num_gpus"] > 0 else ("cpu" if cfg.device == "auto" else cfg.device)
     threads = (cfg.encode_threads or max(1, round(cfg.encode_cpus))) if device == "cpu" else None
     options = segment_options(cfg, catalog_root) if cfg.segment != "none" else {}
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // 256, 400)))
-    for stage in index_stages(cfg, spec, preprocess_cfg, device=device, threads=threads, segment_options=options):
-        fn, placement = _placement(stage, cfg, resources)
+    stages = index_stages(cfg, spec, preprocess_cfg, device=device, threads=threads, segment_options=options)
+    return map_stages(cfg, ds, stages, resources)
+
+
+def map_stages(cfg: IndexConfig, ds, stages: list[Stage], encoder: dict):
+    """`ds` through the stages in order, each placed by _placement (bench.driver_memory swaps the encoder)."""
+    for stage in stages:
+        fn, placement = _placement(stage, cfg, encoder)
         ds = ds.map_batches(fn, batch_size=cfg.batch_size, batch_format="numpy", **placement)
     return ds
 

@@ -57,8 +57,8 @@ class IndexConfig(BaseModel):
     catalog: Path
     catalog_format: str
     text_fields: tuple[str, ...] | None = Field(
-        None, description="CSV columns that make an item's document, in order (default: every column but the id "
-                          "and the image; numbers left out)")
+        None, description="Table (CSV, Parquet, JSON lines) columns that make an item's document, in order "
+                          "(default: every column but the id and the image; numbers left out)")
     filter_fields: tuple[str, ...] | None = Field(
         None, description="payload fields to filter by (default: the catalog's categorical string fields)")
     synonyms: Path | None = Field(

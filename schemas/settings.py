@@ -26,7 +26,8 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: str = Field("fp32", description="fp32, bf16, fp16 or auto (bf16 on GPU, fp32 on CPU)")
     catalog: Path = Field(OFFLINE_CATALOG, description="Catalog root (folder with catalog.csv, or images) or CSV file")
-    catalog_format: str = Field("auto", description="auto, csv, folder, deepfashion-mm, inshop")
+    catalog_format: str = Field("auto", description="auto, csv, parquet, jsonl, folder, deepfashion-mm, inshop,"
+                                                    " magento")
     collection: str = Field("fashion", description="Collection (alias) name searched and indexed")
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset means the embedded store")
     qdrant_api_key: SecretStr | None = Field(None, description="API key for the Qdrant server")

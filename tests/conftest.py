@@ -187,6 +187,7 @@ def small_index(tmp_path_factory, offline_catalog, model_spec) -> IndexConfig:
     from jobs.indexer import collection_spec, model_info
     from jobs.qdrant_sink import WriteTally, rows_to_points
     from retrieval.catalogs import open_catalog
+    from retrieval.catalogs.fields import item_stats
     from retrieval.indexing import catalog_rows, index_stages, run_stages
     from retrieval.store.factory import open_store
 
@@ -194,7 +195,7 @@ def small_index(tmp_path_factory, offline_catalog, model_spec) -> IndexConfig:
     catalog = open_catalog(offline_catalog)
     items = list(islice(catalog.items(), SMALL_INDEX_ITEMS))
     model, dim, preprocess_cfg = model_info(cfg)
-    spec = collection_spec(cfg, model, dim, catalog.root, items).model_copy(update={"name": "gen-1"})
+    spec = collection_spec(cfg, model, dim, catalog.root, item_stats(items)).model_copy(update={"name": "gen-1"})
     rows = run_stages(index_stages(cfg, spec, preprocess_cfg), catalog_rows(catalog, items), cfg.batch_size)
     with open_store(cfg.store) as store:
         store.create_collection(spec)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from retrieval.catalogs import CatalogError, open_catalog
-from retrieval.catalogs.csv_catalog import read_csv_catalog
+from retrieval.catalogs.tabular import read_csv_catalog
 from retrieval.catalogs.deepfashion import read_deepfashion_multimodal, read_inshop
 from retrieval.catalogs.folder import read_image_folder
 from schemas.settings import OFFLINE_CATALOG
@@ -117,9 +117,9 @@ def test_open_catalog_csv_file_and_override(tmp_path):
 def test_open_catalog_errors(tmp_path):
     with pytest.raises(CatalogError, match="does not exist"):
         open_catalog(tmp_path / "missing")
-    with pytest.raises(CatalogError, match="unknown catalog format 'parquet'; valid: auto, csv, folder, "
-                                           "deepfashion-mm, inshop"):
-        open_catalog(tmp_path, "parquet")
+    with pytest.raises(CatalogError, match="unknown catalog format 'xlsx'; valid: auto, csv, parquet, jsonl, "
+                                           "folder, deepfashion-mm, inshop"):
+        open_catalog(tmp_path, "xlsx")
     with pytest.raises(CatalogError, match="a folder catalog builds its documents itself"):
         open_catalog(tmp_path, "folder", text_fields=["title"])
 

@@ -7,7 +7,7 @@ import csv
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from retrieval.files import is_local_uri, is_uri, local_path
 from schemas.catalog import CatalogItem
@@ -24,9 +24,20 @@ class Catalog:
     root: Path
     format: str
     reader: Callable[[Path], Iterator[CatalogItem]]
+    table: Any = None  # tabular.TableKind of a table catalog (the index job streams it), else None
+    source: Path | None = None  # what the reader reads: the root, or the table file given directly
+    text_fields: tuple[str, ...] | None = None  # --text-fields (table catalogs)
 
     def items(self) -> Iterator[CatalogItem]:
         return self.reader(self.root)
+
+    def table_file(self) -> Path | None:
+        """The table the index job streams (None: not a table catalog)."""
+        return self.table.path(self.source or self.root) if self.table else None
+
+    def columns(self):
+        """The table's tabular.Columns: id, image and document columns (read from its header)."""
+        return self.table.columns(self.source or self.root, self.text_fields)
 
     def image_path(self, item: CatalogItem) -> Path | str:
         return image_location(self.root, item.image)
@@ -69,8 +80,11 @@ def detect_format(root: Path) -> str:
 
     if magento.is_export(root):  # a Magento export is a CSV too: its header tells it apart
         return "magento"
-    if (root / "catalog.csv").is_file() or root.suffix == ".csv":
-        return "csv"
+    from retrieval.catalogs.formats import FORMATS
+
+    for layout in FORMATS.values():
+        if layout.table and ((root / layout.table.file).is_file() or root.suffix in layout.table.suffixes):
+            return layout.name
     if (root / "captions.json").is_file() or (root / "labels" / "shape" / "shape_anno_all.txt").is_file():
         return "deepfashion-mm"
     if (root / "list_eval_partition.txt").is_file() or (root / "Eval" / "list_eval_partition.txt").is_file():
@@ -79,8 +93,8 @@ def detect_format(root: Path) -> str:
 
 
 def open_catalog(root: str | Path, fmt: str = "auto", text_fields: Sequence[str] | None = None) -> Catalog:
-    """A Catalog for `root`; the format is detected when `fmt` is auto. `text_fields` (CSV only) picks the columns
-    that make each item's document."""
+    """A Catalog for `root`; the format is detected when `fmt` is auto. `text_fields` (table formats only) picks the
+    columns that make each item's document."""
     root = Path(root).expanduser().resolve()
     if not root.exists():
         raise CatalogError(f"catalog {root} does not exist")
@@ -90,8 +104,10 @@ def open_catalog(root: str | Path, fmt: str = "auto", text_fields: Sequence[str]
     reader = layout.read
     if text_fields is not None:
         if not layout.text_fields:
-            raise CatalogError(f"--text-fields picks CSV columns; a {layout.name} catalog builds its documents itself")
+            raise CatalogError(f"--text-fields picks a table's columns; a {layout.name} catalog builds its documents "
+                               "itself")
         reader = functools.partial(reader, text_fields=tuple(text_fields))
-    if root.is_file():  # a CSV file given directly: its folder is the image root
-        return Catalog(root.parent, layout.name, lambda _root, f=root: reader(f))
-    return Catalog(root, layout.name, reader)
+    fields = tuple(text_fields) if text_fields is not None else None
+    if root.is_file():  # a table file given directly: its folder is the image root
+        return Catalog(root.parent, layout.name, lambda _root, f=root: reader(f), layout.table, root, fields)
+    return Catalog(root, layout.name, reader, layout.table, root, fields)

@@ -1,5 +1,6 @@
-"""The catalog formats as one table: each layout's reader, and whether `--text-fields` picks its document's columns;
-`auto` (detect the layout from its index files, base.detect_format) is the one choice beside them."""
+"""The catalog formats as one table: each layout's reader, whether `--text-fields` picks its document's columns, and
+for a table format (CSV, Parquet, JSON lines) the file kind the index job streams through Ray Data in blocks; `auto`
+(detect the layout from its index files, base.detect_format) is the one choice beside them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from retrieval.catalogs import csv_catalog, deepfashion, folder, magento
+from retrieval.catalogs import deepfashion, folder, magento, tabular
 from schemas.catalog import CatalogItem
 
 
@@ -16,10 +17,13 @@ class CatalogFormat:
     name: str
     read: Callable[..., Iterator[CatalogItem]]  # (root[, text_fields]) -> the catalog's items
     text_fields: bool = False  # its documents are made of columns that --text-fields may pick
+    table: tabular.TableKind | None = None  # a table the job reads in blocks; None: a reader small enough to list
 
 
 FORMATS: dict[str, CatalogFormat] = {f.name: f for f in (
-    CatalogFormat("csv", csv_catalog.read_csv_catalog, text_fields=True),
+    CatalogFormat("csv", tabular.CSV.read, text_fields=True, table=tabular.CSV),
+    CatalogFormat("parquet", tabular.PARQUET.read, text_fields=True, table=tabular.PARQUET),
+    CatalogFormat("jsonl", tabular.JSONL.read, text_fields=True, table=tabular.JSONL),
     CatalogFormat("folder", folder.read_image_folder),
     CatalogFormat("deepfashion-mm", deepfashion.read_deepfashion_multimodal),
     CatalogFormat("inshop", deepfashion.read_inshop),
