@@ -164,6 +164,11 @@ class SearchAPI:
                              filter_fields=list(spec.filter_fields), filter_values=spec.filter_values,
                              default_strategy=strategies.defaults(), strategies=list(STRATEGIES))
 
+    async def query_cache(self) -> dict[str, float]:
+        """The encoded-query cache's counts (a Serve handle call: bench.serving states the hit rate of each load)."""
+        stats = await self.encoder.cache_stats()
+        return {"hits": stats.hits, "misses": stats.misses, "entries": stats.entries, "capacity": stats.capacity}
+
     async def search(self, request: Request) -> SearchResponse:
         """Parse, search, and account for it: metrics by outcome and one log line, whatever the outcome."""
         started, record = time.perf_counter(), {"request_id": request_id(request), "mode": "unknown"}
