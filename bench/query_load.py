@@ -1,10 +1,13 @@
-"""Shopper words for load tests, seeded: a fixed pool drawn with Zipf weights (shop traffic repeats its head queries)
-and a stream in which no phrase comes twice (every query a cache miss)."""
+"""Queries for load tests, seeded: shopper words from a fixed pool drawn with Zipf weights (shop traffic repeats its
+head queries), and words and photos that never come twice (every query a cache miss)."""
 
 from __future__ import annotations
 
 import itertools
 import random
+
+from bench.common import PHOTOS
+from schemas.settings import OFFLINE_CATALOG
 
 COLOURS = ["black", "white", "blue", "red", "green", "grey", "pink", "navy blue", "brown", "yellow", "purple",
            "beige", "maroon", "orange", "olive", "silver"]
@@ -43,3 +46,19 @@ def unique_words(n: int, seed: int = 0, excluding: set[str] = frozenset()) -> li
 def distinct_share(words: list[str]) -> float:
     """The share of phrases seen for the first time: the misses of an unbounded cache that starts empty."""
     return len(set(words)) / len(words) if words else 0.0
+
+
+def unique_photos(n: int, seed: int = 0) -> list[bytes]:
+    """`n` distinct catalog photos, none of the bench's fixed ones (bench.common.PHOTOS)."""
+    folder = OFFLINE_CATALOG / "images"
+    names = sorted(p.name for p in folder.glob("*.jpg") if p.stem not in PHOTOS)
+    return [(folder / name).read_bytes() for name in random.Random(seed).sample(names, n)]
+
+
+def unique_kinds(n: int, seed: int = 0, excluding: set[str] = frozenset()) -> dict[str, list[dict]]:
+    """`n` queries of each kind that no other query of the run repeats (SearchService.search keyword arguments):
+    new words; new photos; new photos with the same words (those words a hit after the first)."""
+    photos = unique_photos(2 * n, seed)
+    return {"text unique": [{"text": w} for w in unique_words(n, seed, excluding)],
+            "image unique": [{"image": p} for p in photos[:n]],
+            "image+text unique": [{"image": p, "text": "in red"} for p in photos[n:]]}

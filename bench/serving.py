@@ -22,16 +22,21 @@ import time
 import httpx
 
 from bench.common import PHOTOS, WARM_UP, in_process_latency, percentiles, query_kinds
-from bench.query_load import distinct_share, unique_words, zipf_words
+from bench.query_load import distinct_share, unique_kinds, unique_words, zipf_words
 from jobs import cli, indexer
 from schemas.jobs import IndexConfig, StoreConfig
 from schemas.settings import get_settings
 
 def queries(kind: str) -> list[dict]:
     """JSON bodies of one kind: the shared query kinds with their photos base64-encoded."""
+    return json_bodies(query_kinds()[kind])
+
+
+def json_bodies(kind_queries: list[dict]) -> list[dict]:
+    """SearchService.search keyword arguments as /search bodies."""
     return [{**({"text": q["text"]} if "text" in q else {}),
              **({"image_base64": base64.b64encode(q["image"]).decode()} if "image" in q else {}), "k": 10}
-            for q in query_kinds()[kind]]
+            for q in kind_queries]
 
 
 ZIPF, UNIQUE = "text zipf", "text unique"  # shopper words: a Zipf-headed pool; every phrase new
@@ -51,14 +56,14 @@ def words_bodies(words: list[str]) -> list[dict]:
 
 def in_process(repeats: int, threads: int, cache_size: int) -> dict[str, dict]:
     """The same queries through SearchService in this process (encode + search), no HTTP: latency percentiles;
-    "text unique": words never searched before (each a cache miss)."""
+    "... unique": words and photos never searched before (each a cache miss)."""
     import torch
 
     from retrieval.service import SearchService
 
     s, default_threads = get_settings(), torch.get_num_threads()
     torch.set_num_threads(threads)
-    kinds = {**query_kinds(), UNIQUE: [{"text": w} for w in unique_words(repeats + WARM_UP, seed=1)]}
+    kinds = {**query_kinds(), **unique_kinds(repeats + WARM_UP, seed=1)}
     try:
         with SearchService.open(s.model, StoreConfig.from_settings(), s.collection, device=s.device,
                                 cache_size=cache_size) as service:
@@ -133,22 +138,37 @@ def start_app(port: int, args: dict) -> str:
     raise TimeoutError("the app did not become ready")
 
 
-def cache_counts(app_name: str = "default") -> tuple[int, int]:
-    """(hits, misses) of the ingress's encoded-query cache, asked through a Serve handle."""
+async def cache_counts(app_name: str = "default") -> tuple[int, int]:
+    """(hits, misses) of the ingress's encoded-query cache, asked through a Serve handle (in this event loop:
+    RAY_SERVE_THROUGHPUT_OPTIMIZED runs a handle's router in its caller's loop)."""
     from ray import serve
 
-    stats = serve.get_app_handle(app_name).query_cache.remote().result(timeout_s=30)
+    stats = await serve.get_app_handle(app_name).query_cache.remote()
     return stats["hits"], stats["misses"]
 
 
-def measured(url: str, bodies: list[dict], concurrency: int, seconds: float, max_requests: int,
-             path: str = "/search") -> dict:
+async def measured(url: str, bodies: list[dict], concurrency: int, seconds: float, max_requests: int,
+                   path: str = "/search") -> dict:
     """One load, with the cache's hit rate over its lookups during it."""
-    hits, misses = cache_counts()
-    result = asyncio.run(load(url, bodies, concurrency, seconds, max_requests, path))
-    after_hits, after_misses = cache_counts()
+    hits, misses = await cache_counts()
+    result = await load(url, bodies, concurrency, seconds, max_requests, path)
+    after_hits, after_misses = await cache_counts()
     lookups = (after_hits - hits) + (after_misses - misses)
     return {**result, "hit_rate": (after_hits - hits) / lookups if lookups else None}
+
+
+async def every_load(url: str, bodies: dict[str, list[dict]], args: argparse.Namespace) -> dict:
+    """Each kind at concurrency 1 and 8, the mixed soak, then the shopper-words loads: in one event loop (the
+    Serve handle that reads the cache's counts lives in it)."""
+    http = {}
+    for kind, kind_bodies in bodies.items():
+        path = "/recommend" if kind == RECOMMEND else "/search"
+        await load(url, kind_bodies, 1, 5, 10, path)  # warm-up
+        http[(kind, 1)] = await measured(url, kind_bodies, 1, 120, args.requests, path)
+        http[(kind, 8)] = await measured(url, kind_bodies, 8, 15, 100_000, path)
+    mixed = [b for kind, kind_bodies in bodies.items() if kind != RECOMMEND for b in kind_bodies]
+    http[("mixed soak", 8)] = await measured(url, mixed, 8, args.seconds, 1_000_000)
+    return {**http, **await words_loads(url, args.requests, args.clients, args.words_seconds)}
 
 
 def report(inproc: dict, http: dict) -> None:
@@ -195,29 +215,24 @@ def main(argv: list[str] | None = None) -> None:
     print(f"encoder: {args.placement}, {threads} torch thread(s), query cache {args.query_cache_size}; "
           f"Ray Serve env: {serve_env}")
     ray.init(ignore_reinit_error=True, log_to_driver=False)
-    url, http = start_app(args.port, app_args), {}
-    for kind, kind_bodies in bodies.items():
-        path = "/recommend" if kind == RECOMMEND else "/search"
-        asyncio.run(load(url, kind_bodies, 1, 5, 10, path))  # warm-up
-        http[(kind, 1)] = measured(url, kind_bodies, 1, 120, args.requests, path)
-        http[(kind, 8)] = measured(url, kind_bodies, 8, 15, 100_000, path)
-    mixed = [b for kind, kind_bodies in bodies.items() if kind != RECOMMEND for b in kind_bodies]
-    http[("mixed soak", 8)] = measured(url, mixed, 8, args.seconds, 1_000_000)
-    http.update(words_loads(url, args.requests, args.clients, args.words_seconds))
-    report(inproc, http)
+    url = start_app(args.port, app_args)
+    report(inproc, asyncio.run(every_load(url, bodies, args)))
     print(f"metrics: {metrics_cost_us():.1f} us per search recorded (serve/metrics.py, in a Ray worker)")
 
 
-def words_loads(url: str, requests: int, clients: int, seconds: float) -> dict:
-    """Shopper words: every phrase new at concurrency 1 and at `clients`, then the Zipf-headed pool at `clients`
-    (none of its phrases in the first two, so the cache starts without them); bounded by time and by count."""
+async def words_loads(url: str, requests: int, clients: int, seconds: float) -> dict:
+    """Every query new at concurrency 1 (words, photos, photos with words), new words at `clients`, then the
+    Zipf-headed pool at `clients` (none of its phrases in the loads before, so the cache starts without them);
+    bounded by time and by count."""
     most = int(400 * seconds)  # more than two cores answer in `seconds`
     zipf = zipf_words(most, seed=3)
     unique = words_bodies(unique_words(requests + most, seed=2, excluding=set(zipf)))
     print(f"{ZIPF}: {len(set(zipf))} distinct phrases in {len(zipf)} drawn ({100 * distinct_share(zipf):.0f}%)")
-    return {(UNIQUE, 1): measured(url, unique[:requests], 1, 120, requests),
-            (UNIQUE, clients): measured(url, unique[requests:], clients, seconds, most),
-            (ZIPF, clients): measured(url, words_bodies(zipf), clients, seconds, most)}
+    http, fresh = {(UNIQUE, 1): await measured(url, unique[:requests], 1, 120, requests)}, unique_kinds(requests, 2)
+    for kind in ("image unique", "image+text unique"):
+        http[(kind, 1)] = await measured(url, json_bodies(fresh[kind]), 1, 120, requests)
+    return {**http, (UNIQUE, clients): await measured(url, unique[requests:], clients, seconds, most),
+            (ZIPF, clients): await measured(url, words_bodies(zipf), clients, seconds, most)}
 
 
 if __name__ == "__main__":

@@ -158,3 +158,14 @@ def test_the_shopper_word_loads_are_seeded_zipf_headed_and_unique():
     unique = unique_words(3000, seed=2, excluding=set(zipf))
     assert unique == unique_words(3000, seed=2, excluding=set(zipf)) and len(set(unique)) == 3000
     assert not set(unique) & set(zipf) and distinct_share(unique) == 1.0
+
+
+def test_unique_queries_repeat_nothing_and_are_seeded():
+    from bench.common import PHOTOS, photo_bytes
+    from bench.query_load import unique_kinds
+
+    kinds = unique_kinds(20, seed=1)
+    assert kinds == unique_kinds(20, seed=1)
+    photos = [q["image"] for kind in ("image unique", "image+text unique") for q in kinds[kind]]
+    assert len(set(photos)) == 40 and not set(photos) & set(photo_bytes()) and len(PHOTOS) == 8
+    assert len({q["text"] for q in kinds["text unique"]}) == 20
