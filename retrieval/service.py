@@ -59,7 +59,9 @@ class Searcher:
         self.store, self.alias, self.model_spec = store, alias, model_spec
         self._checked: dict[str, CollectionSpec] = {}
         self._words: dict[str, CatalogWords] = {}
-        self._lock = threading.Lock()
+        # Two locks: the ingress resolves the generation on its event loop (serve/api.py), which must never wait for
+        # a generation's catalog words being built in a worker thread.
+        self._lock, self._words_lock = threading.Lock(), threading.Lock()
 
     def current(self) -> tuple[str, CollectionSpec]:
         """The concrete collection behind the alias and its spec (checked against our model once per generation)."""
@@ -71,7 +73,7 @@ class Searcher:
 
     def words(self, collection: str, spec: CollectionSpec) -> CatalogWords:
         """What queries' words are read against in this generation, built once per generation."""
-        with self._lock:
+        with self._words_lock:
             if collection not in self._words:
                 self._words[collection] = catalog_words(self.store, collection, spec)
             return self._words[collection]
