@@ -98,7 +98,7 @@ eval-models: $(STAMP) ## TUNED against MODEL on TUNE_CATALOG's dev queries: nDCG
 bench: $(STAMP) ## index throughput: model-only ceiling vs Ray pipeline vs naive loop (two models, two sizes)
 	$(BIN)/python -m bench.indexing $(ARGS)
 
-bench-serve: $(STAMP) ## HTTP latency p50/p95/p99 and throughput at concurrency 1 and 8 (searches, recommendations), against in-process search
+bench-serve: $(STAMP) ## HTTP latency p50/p95/p99 and throughput at concurrency 1 and 8 (searches, recommendations), against in-process search; shopper words at 16 clients (Zipf-headed, all new) with the query cache's hit rate
 	$(BIN)/python -m bench.serving $(ARGS)
 
 bench-scale: $(STAMP) ## index time and query latency at 1k, 2.5k, 5k items and the whole catalog

@@ -1,9 +1,12 @@
 """Serving benchmark: in-process search time, then HTTP latency and throughput through Ray Serve, on one index
-(searches of each kind, and recommendations from three liked items and one disliked).
+(searches of each kind, and recommendations from three liked items and one disliked), then shopper words at
+--clients: a Zipf-headed load (a fixed pool, seeded) and one in which every query is new (bench/query_load.py).
 
 python -m bench.serving --seconds 60       (indexes the offline catalog first if the store has no collection)
 Headline: serving overhead = HTTP p50 - in-process p50, per query kind, at concurrency 1. The in-process search
-uses the service's torch thread count, so the difference is what serving adds (HTTP, proxy, hops, batching).
+uses the service's torch thread count and the same query cache size, so the difference is what serving adds
+(HTTP, proxy, hops, batching). "cache hit %": the encoded-query cache's hits over its lookups during that load.
+Loopback only; every load is bounded by time and by count.
 """
 
 from __future__ import annotations
@@ -11,23 +14,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import itertools
+import json
 import logging
 import time
 
 import httpx
 
-from bench.common import PHOTOS, in_process_latency, percentiles, query_kinds
+from bench.common import PHOTOS, WARM_UP, in_process_latency, percentiles, query_kinds
+from bench.query_load import distinct_share, unique_kinds, unique_words, zipf_words
 from jobs import cli, indexer
 from schemas.jobs import IndexConfig, StoreConfig
 from schemas.settings import get_settings
 
 def queries(kind: str) -> list[dict]:
     """JSON bodies of one kind: the shared query kinds with their photos base64-encoded."""
+    return json_bodies(query_kinds()[kind])
+
+
+def json_bodies(kind_queries: list[dict]) -> list[dict]:
+    """SearchService.search keyword arguments as /search bodies."""
     return [{**({"text": q["text"]} if "text" in q else {}),
              **({"image_base64": base64.b64encode(q["image"]).decode()} if "image" in q else {}), "k": 10}
-            for q in query_kinds()[kind]]
+            for q in kind_queries]
 
 
+ZIPF, UNIQUE = "text zipf", "text unique"  # shopper words: a Zipf-headed pool; every phrase new
 RECOMMEND = "recommend 3+1"  # three liked catalog items and one disliked, by id (POST /recommend)
 
 
@@ -38,17 +50,24 @@ def recommend_bodies() -> list[dict]:
             for i in range(n)]
 
 
-def in_process(repeats: int, threads: int) -> dict[str, dict]:
-    """The same queries through SearchService in this process (encode + search), no HTTP: latency percentiles."""
+def words_bodies(words: list[str]) -> list[dict]:
+    return [{"text": w, "k": 10} for w in words]
+
+
+def in_process(repeats: int, threads: int, cache_size: int) -> dict[str, dict]:
+    """The same queries through SearchService in this process (encode + search), no HTTP: latency percentiles;
+    "... unique": words and photos never searched before (each a cache miss)."""
     import torch
 
     from retrieval.service import SearchService
 
     s, default_threads = get_settings(), torch.get_num_threads()
     torch.set_num_threads(threads)
+    kinds = {**query_kinds(), **unique_kinds(repeats + WARM_UP, seed=1)}
     try:
-        with SearchService.open(s.model, StoreConfig.from_settings(), s.collection, device=s.device) as service:
-            timed = in_process_latency(service, query_kinds(), repeats)
+        with SearchService.open(s.model, StoreConfig.from_settings(), s.collection, device=s.device,
+                                cache_size=cache_size) as service:
+            timed = in_process_latency(service, kinds, repeats)
     finally:
         torch.set_num_threads(default_threads)
     return {kind: percentiles(ms["total"]) for kind, ms in timed.items()}
@@ -56,23 +75,29 @@ def in_process(repeats: int, threads: int) -> dict[str, dict]:
 
 async def load(url: str, bodies: list[dict], concurrency: int, seconds: float, max_requests: int,
                path: str = "/search") -> dict:
-    """`concurrency` clients posting in a loop, bounded by time and by count; latencies, errors, throughput."""
-    latencies, errors, deadline = [], [], time.monotonic() + seconds
+    """`concurrency` clients posting in a loop, bounded by time and by count, taking the bodies in turn (each once
+    before any comes again); latencies, errors, throughput, and this client's CPU per request. aiohttp with the
+    bodies serialised once: the client shares the machine, and httpx spent about 1 ms of CPU per request."""
+    import aiohttp
 
-    async def client_loop(client: httpx.AsyncClient, offset: int) -> None:
-        i = offset
+    latencies, errors, deadline = [], [], time.monotonic() + seconds
+    payloads, turn = [json.dumps(b).encode() for b in bodies], itertools.count()
+    headers = {"content-type": "application/json"}
+
+    async def client_loop(session: aiohttp.ClientSession) -> None:
         while time.monotonic() < deadline and len(latencies) + len(errors) < max_requests:
             started = time.perf_counter()
-            response = await client.post(path, json=bodies[i % len(bodies)])
-            (latencies if response.status_code == 200 else errors).append((time.perf_counter() - started) * 1000)
-            i += 1
+            async with session.post(url + path, data=payloads[next(turn) % len(payloads)], headers=headers) as r:
+                await r.read()
+            (latencies if r.status == 200 else errors).append((time.perf_counter() - started) * 1000)
 
-    started = time.perf_counter()
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        await asyncio.gather(*(client_loop(client, c) for c in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    return {**percentiles(latencies), "errors": len(errors), "requests": len(latencies) + len(errors),
-            "rps": len(latencies) / elapsed}
+    started, cpu = time.perf_counter(), time.process_time()
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await asyncio.gather(*(client_loop(session) for _ in range(concurrency)))
+    elapsed, done = time.perf_counter() - started, max(1, len(latencies) + len(errors))
+    return {**percentiles(latencies or [0.0]), "errors": len(errors), "requests": len(latencies) + len(errors),
+            "rps": len(latencies) / elapsed, "client_cpu_ms": (time.process_time() - cpu) / done * 1000}
 
 
 def metrics_cost_us(calls: int = 20_000) -> float:
@@ -113,13 +138,48 @@ def start_app(port: int, args: dict) -> str:
     raise TimeoutError("the app did not become ready")
 
 
+async def cache_counts(app_name: str = "default") -> tuple[int, int]:
+    """(hits, misses) of the ingress's encoded-query cache, asked through a Serve handle (in this event loop:
+    RAY_SERVE_THROUGHPUT_OPTIMIZED runs a handle's router in its caller's loop)."""
+    from ray import serve
+
+    stats = await serve.get_app_handle(app_name).query_cache.remote()
+    return stats["hits"], stats["misses"]
+
+
+async def measured(url: str, bodies: list[dict], concurrency: int, seconds: float, max_requests: int,
+                   path: str = "/search") -> dict:
+    """One load, with the cache's hit rate over its lookups during it."""
+    hits, misses = await cache_counts()
+    result = await load(url, bodies, concurrency, seconds, max_requests, path)
+    after_hits, after_misses = await cache_counts()
+    lookups = (after_hits - hits) + (after_misses - misses)
+    return {**result, "hit_rate": (after_hits - hits) / lookups if lookups else None}
+
+
+async def every_load(url: str, bodies: dict[str, list[dict]], args: argparse.Namespace) -> dict:
+    """Each kind at concurrency 1 and 8, the mixed soak, then the shopper-words loads: in one event loop (the
+    Serve handle that reads the cache's counts lives in it)."""
+    http = {}
+    for kind, kind_bodies in bodies.items():
+        path = "/recommend" if kind == RECOMMEND else "/search"
+        await load(url, kind_bodies, 1, 5, 10, path)  # warm-up
+        http[(kind, 1)] = await measured(url, kind_bodies, 1, 120, args.requests, path)
+        http[(kind, 8)] = await measured(url, kind_bodies, 8, 15, 100_000, path)
+    mixed = [b for kind, kind_bodies in bodies.items() if kind != RECOMMEND for b in kind_bodies]
+    http[("mixed soak", 8)] = await measured(url, mixed, 8, args.seconds, 1_000_000)
+    return {**http, **await words_loads(url, args.requests, args.clients, args.words_seconds)}
+
+
 def report(inproc: dict, http: dict) -> None:
-    print("\n| query | concurrency | p50 ms | p95 ms | p99 ms | req/s | errors | in-process p50 ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| query | concurrency | p50 ms | p95 ms | p99 ms | req/s | errors | in-process p50 ms | cache hit % "
+          "| client CPU ms/req |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for (kind, conc), r in http.items():
         base = f"{inproc[kind]['p50']:.1f}" if kind in inproc else ""
+        hits = f"{100 * r['hit_rate']:.0f}" if r.get("hit_rate") is not None else ""
         print(f"| {kind} | {conc} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['rps']:.1f} | "
-              f"{r['errors']} | {base} |")
+              f"{r['errors']} | {base} | {hits} | {r['client_cpu_ms']:.2f} |")
     for kind in inproc:
         overhead = http[(kind, 1)]["p50"] - inproc[kind]["p50"]
         print(f"serving overhead ({kind}): HTTP p50 {http[(kind, 1)]['p50']:.1f} ms - in-process p50 "
@@ -133,6 +193,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100, help="requests per kind at concurrency 1")
     parser.add_argument("--seconds", type=float, default=60, help="the mixed soak at concurrency 8")
+    parser.add_argument("--clients", type=int, default=16, help="concurrency of the shopper-words loads")
+    parser.add_argument("--words-seconds", type=float, default=30, help="each shopper-words load (Zipf, unique)")
+    parser.add_argument("--query-cache-size", type=int, default=get_settings().query_cache_size,
+                        help="encoded queries kept by the service (and the in-process search); 0: none")
     parser.add_argument("--port", type=int, default=8011)
     parser.add_argument("--placement", choices=["ingress", "deployment"], default="ingress",
                         help="where the encoder runs (ServeArgs.encoder_placement)")
@@ -143,23 +207,32 @@ def main(argv: list[str] | None = None) -> None:
     serve_env = use_fast_path()  # before anything imports ray.serve: Serve reads these at import
     from serve.app import ServeArgs
 
-    serve_args = ServeArgs(encoder_placement=args.placement)
-    threads = serve_args.encoder_config().threads
+    app_args = {"encoder_placement": args.placement, "query_cache_size": args.query_cache_size}
+    threads = ServeArgs(**app_args).encoder_config().threads
     bodies = {**{kind: queries(kind) for kind in ("text", "image", "image+text")}, RECOMMEND: recommend_bodies()}
     indexer.ensure_index(IndexConfig.from_settings())  # the settings' own store and collection, as `make serve` uses
-    inproc = in_process(args.requests, threads)
-    print(f"encoder: {args.placement}, {threads} torch thread(s); Ray Serve env: {serve_env}")
+    inproc = in_process(args.requests, threads, args.query_cache_size)
+    print(f"encoder: {args.placement}, {threads} torch thread(s), query cache {args.query_cache_size}; "
+          f"Ray Serve env: {serve_env}")
     ray.init(ignore_reinit_error=True, log_to_driver=False)
-    url, http = start_app(args.port, {"encoder_placement": args.placement}), {}
-    for kind, kind_bodies in bodies.items():
-        path = "/recommend" if kind == RECOMMEND else "/search"
-        asyncio.run(load(url, kind_bodies, 1, 5, 10, path))  # warm-up
-        http[(kind, 1)] = asyncio.run(load(url, kind_bodies, 1, 120, args.requests, path))
-        http[(kind, 8)] = asyncio.run(load(url, kind_bodies, 8, 15, 100_000, path))
-    mixed = [b for kind, kind_bodies in bodies.items() if kind != RECOMMEND for b in kind_bodies]
-    http[("mixed soak", 8)] = asyncio.run(load(url, mixed, 8, args.seconds, 1_000_000))
-    report(inproc, http)
+    url = start_app(args.port, app_args)
+    report(inproc, asyncio.run(every_load(url, bodies, args)))
     print(f"metrics: {metrics_cost_us():.1f} us per search recorded (serve/metrics.py, in a Ray worker)")
+
+
+async def words_loads(url: str, requests: int, clients: int, seconds: float) -> dict:
+    """Every query new at concurrency 1 (words, photos, photos with words), new words at `clients`, then the
+    Zipf-headed pool at `clients` (none of its phrases in the loads before, so the cache starts without them);
+    bounded by time and by count."""
+    most = int(400 * seconds)  # more than two cores answer in `seconds`
+    zipf = zipf_words(most, seed=3)
+    unique = words_bodies(unique_words(requests + most, seed=2, excluding=set(zipf)))
+    print(f"{ZIPF}: {len(set(zipf))} distinct phrases in {len(zipf)} drawn ({100 * distinct_share(zipf):.0f}%)")
+    http, fresh = {(UNIQUE, 1): await measured(url, unique[:requests], 1, 120, requests)}, unique_kinds(requests, 2)
+    for kind in ("image unique", "image+text unique"):
+        http[(kind, 1)] = await measured(url, json_bodies(fresh[kind]), 1, 120, requests)
+    return {**http, (UNIQUE, clients): await measured(url, unique[requests:], clients, seconds, most),
+            (ZIPF, clients): await measured(url, words_bodies(zipf), clients, seconds, most)}
 
 
 if __name__ == "__main__":

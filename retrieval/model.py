@@ -212,6 +212,7 @@ class ClipEncoder:
         self.dim = int(projection.shape[1] if projection is not None else self._probe_dim())
         self._dtype = getattr(torch, PRECISIONS[precision][0])
         self._mean, self._std = channel_stats(self.preprocess_cfg.mean, self.preprocess_cfg.std, device)
+        self._trims = trims_padding(model)
 
     def _probe_dim(self) -> int:
         return int(self.encode_texts(["probe"]).shape[1])
@@ -231,10 +232,38 @@ class ClipEncoder:
 
         with torch.inference_mode():
             tokens = self.tokenizer(list(texts)).to(self.device)
-            return self._finish(self.model.encode_text(tokens))
+            features = encode_trimmed(self.model, tokens) if self._trims else self.model.encode_text(tokens)
+            return self._finish(features)
 
     @staticmethod
     def _finish(features) -> np.ndarray:
         import torch.nn.functional as F
 
         return F.normalize(features.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)
+
+
+def trims_padding(model) -> bool:
+    """Whether the text tower may run on the words' tokens alone, without the padding after the end token: a
+    causal mask (no token sees the ones after it) and pooling at the end token (the highest id) make the padding
+    unread. open_clip's own CLIP text tower only; others (HF text towers) run as they are."""
+    mask = getattr(model, "attn_mask", None)
+    return (getattr(model, "text_pool_type", None) == "argmax" and mask is not None
+            and hasattr(model, "positional_embedding") and hasattr(model, "token_embedding"))
+
+
+def encode_trimmed(model, tokens):
+    """CLIP.encode_text over the first tokens up to the batch's last end token: a shopper's 3-6 words are a
+    fraction of the context (32 or 77 positions), so the tower does a fraction of the work (docs/performance.md),
+    with the same vectors (to float rounding: the padding never reaches the end token)."""
+    import torch
+    from open_clip.transformer import text_global_pool
+
+    n = int(tokens.argmax(dim=-1).max()) + 1
+    tokens, cast = tokens[:, :n], model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:n].to(cast)
+    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:n, :n]))
+    x = text_global_pool(x, tokens, model.text_pool_type)
+    projection = model.text_projection
+    if projection is None:
+        return x
+    return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection

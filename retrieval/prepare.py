@@ -15,6 +15,7 @@ import numpy as np
 from retrieval import lexical
 from retrieval.images import PreprocessConfig, load_and_preprocess
 from retrieval.model import ClipEncoder
+from retrieval.query_cache import QueryCache, cached, photo_key, words_key
 from retrieval.search import EncodedQuery, QueryError
 from retrieval.understanding import CatalogWords
 
@@ -51,14 +52,20 @@ def prepare_pixels(data: bytes, cfg: PreprocessConfig, *, max_pixels: int, segme
 
 
 def encode_query(encoder: ClipEncoder, image: bytes | None = None, text: str | None = None, *, letterbox: bool = False,
-                 max_pixels: int = 80_000_000, segmenter=None) -> EncodedQuery:
-    """Bytes and/or words to unit vectors, unbatched (the CLI's path; the service batches the model calls); nothing
-    given, nothing encoded (whether a query may be empty is `checked_query`'s to say, before)."""
+                 max_pixels: int = 80_000_000, segmenter=None, cache: QueryCache | None = None) -> EncodedQuery:
+    """Bytes and/or words to unit vectors, unbatched (the CLI's path; the service batches the model calls), through
+    `cache` when given; nothing given, nothing encoded (whether a query may be empty is `checked_query`'s to say)."""
     phrase = (text or "").strip() or None
     cfg = encoder.preprocess_cfg.with_letterbox(letterbox)
-    pixels = prepare_pixels(image, cfg, max_pixels=max_pixels, segmenter=segmenter) if image else None
-    return EncodedQuery(photo_vector=encoder.encode_images(pixels[None])[0] if pixels is not None else None,
-                        words_vector=encoder.encode_texts([phrase])[0] if phrase else None)
+
+    def photo() -> np.ndarray:
+        return encoder.encode_images(prepare_pixels(image, cfg, max_pixels=max_pixels, segmenter=segmenter)[None])[0]
+
+    return EncodedQuery(
+        photo_vector=cached(cache, lambda: photo_key(encoder, image, letterbox, segmenter is not None), photo)
+        if image else None,
+        words_vector=cached(cache, lambda: words_key(encoder, phrase), lambda: encoder.encode_texts([phrase])[0])
+        if phrase else None)
 
 
 def query_segmenter(name: str, threads: int = 2):

@@ -17,6 +17,7 @@ from retrieval import lexical, negation, recommend
 from retrieval.model import ClipEncoder, load_model
 from retrieval.recommend import RecommendOutcome, RecommendParams
 from retrieval.prepare import checked_query, encode_query, query_segmenter, with_words
+from retrieval.query_cache import QueryCache
 from retrieval.search import EncodedQuery, QueryError, SearchOutcome, SearchParams, search, validate_filters
 from retrieval.store.base import CollectionMissing, Filter, Nearest, SparseVector, VectorStore, check_fits
 from retrieval.understanding import CatalogWords
@@ -58,7 +59,9 @@ class Searcher:
         self.store, self.alias, self.model_spec = store, alias, model_spec
         self._checked: dict[str, CollectionSpec] = {}
         self._words: dict[str, CatalogWords] = {}
-        self._lock = threading.Lock()
+        # Two locks: the ingress resolves the generation on its event loop (serve/api.py), which must never wait for
+        # a generation's catalog words being built in a worker thread.
+        self._lock, self._words_lock = threading.Lock(), threading.Lock()
 
     def current(self) -> tuple[str, CollectionSpec]:
         """The concrete collection behind the alias and its spec (checked against our model once per generation)."""
@@ -70,7 +73,7 @@ class Searcher:
 
     def words(self, collection: str, spec: CollectionSpec) -> CatalogWords:
         """What queries' words are read against in this generation, built once per generation."""
-        with self._lock:
+        with self._words_lock:
             if collection not in self._words:
                 self._words[collection] = catalog_words(self.store, collection, spec)
             return self._words[collection]
@@ -167,29 +170,33 @@ def merged(item: EncodedQuery, given: EncodedQuery) -> EncodedQuery:
 class SearchService:
     """Encoder plus Searcher in one process: what the query CLI and the demo use."""
 
-    def __init__(self, encoder: ClipEncoder, searcher: Searcher, max_pixels: int = 16_000_000, segmenter=None):
+    def __init__(self, encoder: ClipEncoder, searcher: Searcher, max_pixels: int = 16_000_000, segmenter=None,
+                 cache: QueryCache | None = None):
         self.encoder, self.searcher, self.max_pixels, self.segmenter = encoder, searcher, max_pixels, segmenter
+        self.cache = cache  # encoded queries (retrieval/query_cache.py); None: every query encoded
 
     @classmethod
     def open(cls, model: str, store: StoreConfig, alias: str, *, device: str = "auto", precision: str = "fp32",
-             segment: str = "none") -> "SearchService":
-        """`segment` (e.g. u2netp) isolates the garment in query photos; plain catalog-style photos are left whole."""
+             segment: str = "none", cache_size: int | None = None) -> "SearchService":
+        """`segment` (e.g. u2netp) isolates the garment in query photos; plain catalog-style photos are left whole;
+        `cache_size`: encoded queries kept (default: the query_cache_size setting)."""
         encoder = load_model(model, device=device, precision=precision)
-        segmenter = query_segmenter(segment)
-        return cls(encoder, Searcher(open_store(store), alias, encoder.spec), get_settings().query_max_pixels,
-                   segmenter)
+        segmenter, settings = query_segmenter(segment), get_settings()
+        cache = QueryCache(settings.query_cache_size if cache_size is None else cache_size)
+        return cls(encoder, Searcher(open_store(store), alias, encoder.spec), settings.query_max_pixels,
+                   segmenter, cache)
 
     def search(self, *, image: bytes | None = None, text: str | None = None, item_id: str | None = None,
                params: SearchParams = SearchParams()) -> SearchOutcome:
         pending = self.searcher.begin(image, text, item_id, filters=params.filters)
         query = encode_query(self.encoder, pending.image, pending.phrase, letterbox=pending.spec.letterbox,
-                             max_pixels=self.max_pixels, segmenter=self.segmenter)
+                             max_pixels=self.max_pixels, segmenter=self.segmenter, cache=self.cache)
         return self.searcher.finish(pending, query, params)
 
     def recommend(self, params: RecommendParams) -> RecommendOutcome:
         """Items like the liked ones and unlike the disliked ones (retrieval/recommend.py); only words are encoded."""
         pending = recommend.begin(self.searcher, params)
-        words = encode_query(self.encoder, None, pending.phrase) if pending.phrase else None
+        words = encode_query(self.encoder, None, pending.phrase, cache=self.cache) if pending.phrase else None
         return recommend.finish(self.searcher, pending, words, params)
 
     def close(self) -> None:

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     query_max_pixels: int = Field(16_000_000, gt=0, description="Larger query photos are refused (a 16 MP phone "
                                                                 "photo passes; decoding memory is 3 bytes a pixel)")
     metrics: bool = Field(True, description="Export the service's Prometheus metrics (off: to measure their cost)")
+    query_cache_size: int = Field(8192, ge=0, description="Encoded queries (words, photos) kept per service "
+                                                         "process, least recently used dropped (0: none); about "
+                                                         "4 bytes x the model's dimension each")
     query_decode_budget: int = Field(48_000_000, gt=0, description="Query pixels decoded at once per replica; more "
                                                                    "wait (bounds decode memory to a few hundred MB)")
 

@@ -24,7 +24,8 @@ from serve.http import BodyTimeouts
 # The settings the service takes as arguments, by their names (`model=...`); it reads the others, `metrics` among
 # them, from FASHION_* in each replica, so an argument could not change them.
 SERVICE_SETTINGS = ("model", "device", "precision", "collection", "qdrant_url", "qdrant_api_key", "qdrant_grpc",
-                    "qdrant_timeout_s", "store_backend", "store_path", "query_max_pixels", "query_decode_budget")
+                    "qdrant_timeout_s", "store_backend", "store_path", "query_max_pixels", "query_decode_budget",
+                    "query_cache_size")
 
 
 class ServeArgs(BaseModel):
@@ -75,7 +76,7 @@ class ServeArgs(BaseModel):
         return EncoderConfig(model=s.model, device=s.device, precision=s.precision,
                              threads=self.encoder_threads or max(1, int(self.encoder_cpus)),
                              segmenter=self.query_segmenter, max_pixels=s.query_max_pixels,
-                             decode_budget=s.query_decode_budget)
+                             decode_budget=s.query_decode_budget, cache_size=s.query_cache_size)
 
     def search_api_config(self) -> SearchAPIConfig:
         """What SearchAPI is built from, besides its encoder."""

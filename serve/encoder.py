@@ -18,6 +18,7 @@ from ray.serve.handle import DeploymentHandle
 from retrieval.images import ImageRejected
 from retrieval.model import load_model
 from retrieval.prepare import prepare_pixels, query_segmenter
+from retrieval.query_cache import CacheStats, QueryCache, photo_key, words_key
 from retrieval.search import EncodedQuery
 from serve.batching import ContinuousBatcher
 from serve.limits import PixelBudget, pixel_count
@@ -38,6 +39,7 @@ class EncoderConfig(BaseModel):
     segmenter: str
     max_pixels: int  # larger query photos are refused from their header
     decode_budget: int  # query pixels decoded at once (serve/limits.py)
+    cache_size: int = 0  # encoded queries kept (retrieval/query_cache.py)
 
 
 class QueryEncoderCore:
@@ -51,11 +53,11 @@ class QueryEncoderCore:
         self.encoder = load_model(config.model, device=config.device, precision=config.precision)
         self.segmenter = query_segmenter(config.segmenter, threads=config.threads or 1)
         self.max_pixels, self.budget = config.max_pixels, PixelBudget(config.decode_budget)
-        metrics = service_metrics()
+        self.cache, self.metrics = QueryCache(config.cache_size), service_metrics()
         self.images = ContinuousBatcher(lambda batch: list(self.encoder.encode_images(np.stack(batch))), 16,
-                                        functools.partial(metrics.batched, "image"))
+                                        functools.partial(self.metrics.batched, "image"))
         self.texts = ContinuousBatcher(lambda batch: list(self.encoder.encode_texts(batch)), 32,
-                                       functools.partial(metrics.batched, "text"))
+                                       functools.partial(self.metrics.batched, "text"))
 
     def model_spec(self) -> str:
         return self.encoder.spec
@@ -66,14 +68,31 @@ class QueryEncoderCore:
         crosses processes."""
         if segment and self.segmenter is None:
             return None, ("segmentation_disabled", SEGMENTATION_OFF)
-        image_task = self._image(image, letterbox, segment) if image else _none()
-        text_task = self.texts(text) if text else _none()
+        image_task = self._photo(image, letterbox, segment) if image else _none()
+        text_task = self._words(text) if text else _none()
         try:
             image_vector, text_vector = await asyncio.gather(image_task, text_task)
         except ImageRejected as err:
             reason = "image_too_large" if err.reason == "decompression bomb" else "undecodable_image"
             return None, (reason, f"the image cannot be used: {err}")
         return EncodedQuery(photo_vector=image_vector, words_vector=text_vector), None
+
+    async def _words(self, text: str) -> np.ndarray:
+        """A cached vector answers on the event loop, with no batch and no thread hop."""
+        key = words_key(self.encoder, text)
+        vector = self.cache.get(key)
+        self.metrics.cached("text", vector is not None)
+        return vector if vector is not None else self.cache.put(key, await self.texts(text))
+
+    async def _photo(self, data: bytes, letterbox: bool, segment: bool) -> np.ndarray:
+        """The same photo again (a shopper refining the words under it) is not decoded nor encoded again."""
+        key = photo_key(self.encoder, data, letterbox, segment)
+        vector = self.cache.get(key)
+        self.metrics.cached("image", vector is not None)
+        return vector if vector is not None else self.cache.put(key, await self._image(data, letterbox, segment))
+
+    def cache_stats(self) -> CacheStats:
+        return self.cache.stats()
 
     async def _image(self, data: bytes, letterbox: bool, segment: bool) -> np.ndarray:
         """Decoding is per request (each has its own options), off the event loop and within the pixel budget; the
@@ -106,6 +125,9 @@ class EncoderClient:
 
     async def model_spec(self) -> str:
         return self.target.model_spec() if self.local else await self.target.model_spec.remote()
+
+    async def cache_stats(self) -> CacheStats:
+        return self.target.cache_stats() if self.local else await self.target.cache_stats.remote()
 
 
 async def _none() -> None:

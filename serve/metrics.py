@@ -10,7 +10,9 @@ Names (the Grafana dashboard in cluster/grafana/ queries each one; tests/test_ob
 - fashion_encoder_requests_total{kind}: requests the model encoded: the mean batch size is its rate over the
   histogram's count rate, because Ray 2.60 exports a histogram's `_sum` rebuilt from bucket midpoints (a batch of
   one would read 0.5);
-- fashion_encoder_queue_length{kind}: requests waiting for the model.
+- fashion_encoder_queue_length{kind}: requests waiting for the model;
+- fashion_query_cache_total{kind, result}: encoded-query cache lookups (kind text or image, result hit or miss):
+  the hit rate is the hits' rate over all lookups' (retrieval/query_cache.py).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class ServiceMetrics:
                                        boundaries=BATCH, tag_keys=("kind",))
         self.encoded = metrics.Counter("fashion_encoder_requests_total", description="Requests the model encoded",
                                        tag_keys=("kind",))
+        self.cache = metrics.Counter("fashion_query_cache_total", description="Encoded-query cache lookups",
+                                     tag_keys=("kind", "result"))
         self.queue = metrics.Gauge("fashion_encoder_queue_length", description="Requests waiting for the model",
                                    tag_keys=("kind",))
 
@@ -51,6 +55,9 @@ class ServiceMetrics:
         self.requests.inc(1, tags={"mode": mode, "strategy": "none", "status": str(status)})
         self.rejected.inc(1, tags={"reason": reason})
 
+    def cached(self, kind: str, hit: bool) -> None:
+        self.cache.inc(1, tags={"kind": kind, "result": "hit" if hit else "miss"})
+
     def batched(self, kind: str, size: int, waiting: int) -> None:
         self.batch.observe(size, tags={"kind": kind})
         self.encoded.inc(size, tags={"kind": kind})
@@ -63,7 +70,7 @@ class NoMetrics:
     def searched(self, *args) -> None:
         pass
 
-    refused = batched = searched
+    refused = batched = cached = searched
 
 
 @lru_cache(maxsize=1)

@@ -8,6 +8,7 @@ import contextlib
 import json
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -143,3 +144,28 @@ def test_a_stalled_connection_is_timed_to_its_answer_and_its_close():
     answered, closed, status = held[0]
     assert status == "HTTP/1.1 408 Request Timeout" and 0.2 <= answered < 0.35 and 0.4 <= closed < 0.6
     assert held[-1][2] in ("open", "HTTP/1.1 408 Request Timeout")  # the last one may outlive the run
+
+
+def test_the_shopper_word_loads_are_seeded_zipf_headed_and_unique():
+    from bench.query_load import ZIPF_POOL, distinct_share, phrases, unique_words, zipf_words
+
+    assert len(set(phrases())) == len(phrases())
+    zipf = zipf_words(5000, seed=3)
+    assert zipf == zipf_words(5000, seed=3) and zipf != zipf_words(5000, seed=4)
+    counts = sorted(Counter(zipf).values(), reverse=True)
+    assert len(counts) <= ZIPF_POOL and counts[0] > 20 * counts[len(counts) // 2]  # a head, then a long tail
+    assert 0.05 < distinct_share(zipf) < 0.3
+    unique = unique_words(3000, seed=2, excluding=set(zipf))
+    assert unique == unique_words(3000, seed=2, excluding=set(zipf)) and len(set(unique)) == 3000
+    assert not set(unique) & set(zipf) and distinct_share(unique) == 1.0
+
+
+def test_unique_queries_repeat_nothing_and_are_seeded():
+    from bench.common import PHOTOS, photo_bytes
+    from bench.query_load import unique_kinds
+
+    kinds = unique_kinds(20, seed=1)
+    assert kinds == unique_kinds(20, seed=1)
+    photos = [q["image"] for kind in ("image unique", "image+text unique") for q in kinds[kind]]
+    assert len(set(photos)) == 40 and not set(photos) & set(photo_bytes()) and len(PHOTOS) == 8
+    assert len({q["text"] for q in kinds["text unique"]}) == 20

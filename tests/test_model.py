@@ -58,3 +58,20 @@ def test_embeddings_are_unit_float32(encoder, offline_catalog):
     # The real model aligns words with pictures: each caption is closer to its own photo.
     similarity = texts @ images.T
     assert similarity[0, 0] > similarity[0, 1] and similarity[1, 1] > similarity[1, 0]
+
+
+def test_text_tower_trimmed_to_the_words_gives_the_full_context_vectors(encoder):
+    """The padding after the end token is never read (causal mask, end-token pooling): running the tower on the
+    words' tokens alone gives the vectors of the whole context, for a batch of mixed lengths and a full one."""
+    import torch
+
+    from retrieval.model import encode_trimmed, trims_padding
+
+    texts = ["red", "blue jeans for men", "a long white cotton shirt with puffed sleeves and a collar " * 4]
+    assert trims_padding(encoder.model)
+    with torch.inference_mode():
+        tokens = encoder.tokenizer(texts)
+        full = torch.nn.functional.normalize(encoder.model.encode_text(tokens), dim=-1).numpy()
+        trimmed = torch.nn.functional.normalize(encode_trimmed(encoder.model, tokens[:2]), dim=-1).numpy()
+    np.testing.assert_allclose(encoder.encode_texts(texts), full, atol=1e-5)
+    np.testing.assert_allclose(trimmed, full[:2], atol=1e-5)

@@ -100,6 +100,12 @@ def test_metrics_move_by_exactly_the_mix_of_searches_and_recommendations(service
     delta = lambda name: total(after, name, kind="text") - total(before, name, kind="text")  # noqa: E731
     encoded, batches = delta("ray_fashion_encoder_requests_total"), delta("ray_fashion_encoder_batch_size_count")
     assert encoded >= 4 and encoded == batches  # one client, one request at a time: every batch holds one
+    lookups = lambda kind: sum(total(after, "ray_fashion_query_cache_total", kind=kind, result=r)  # noqa: E731
+                               - total(before, "ray_fashion_query_cache_total", kind=kind, result=r)
+                               for r in ("hit", "miss"))
+    # The cache is asked once per encoded part: the four answered searches' words, the undecodable photo (a miss
+    # that is not kept); the refused filter and the oversized body end before it.
+    assert (lookups("text"), lookups("image")) == (4, 1)
 
 
 def test_every_response_carries_one_request_id(service):
@@ -123,7 +129,8 @@ def test_the_dashboard_queries_only_exported_metrics(service, metrics_port, ray_
 
     url, wanted = f"http://127.0.0.1:{metrics_port}/metrics", dashboard_metrics()
     assert {"ray_fashion_search_requests_total", "ray_fashion_index_items_total"} <= wanted
-    service.post("/search", json={"text": "blue jeans"})
+    # Words not searched before: the model runs (a cached phrase never reaches the encoder's queue gauge).
+    service.post("/search", json={"text": "olive track pants for the dashboard"})
     run = threading.Thread(target=indexer.run, args=(index_config(offline_catalog, model_spec, tmp_path / "store",
                                                                   limit=1200),))
     run.start()
