@@ -1,8 +1,10 @@
 """Recommendations: catalog items like the ones a shopper liked and unlike the ones they disliked, optionally steered
 by words ("summer dress") and away from words ("not floral"), diverse, and one per product group.
 
-- The examples are the liked and disliked items' stored photo vectors (never encoded again), run as the store's
-  recommend query (`Recommend` on the `image` vector: best_score by default, sum_scores or average_vector asked).
+- The examples are the liked and disliked items' stored photo vectors (never encoded again) and the shopper's own
+  liked and disliked photos (encoded as a search's photo is), run as the store's recommend query (`Recommend` on the
+  `image` vector: best_score by default, sum_scores or average_vector asked). A photo is an example, not a catalog
+  item: only the items are left out of the results.
 - Words add the hybrid strategies' word legs (BM25 and CLIP meaning, retrieval/hybrid.py), fused with the examples
   by DBSF as hybrid_dbsf fuses a photo with words: each kind of evidence counts once.
 - Negative words leave out the items whose documents have any of them: "not floral" is a refusal, not a
@@ -18,14 +20,15 @@ by words ("summer dress") and away from words ("not floral"), diverse, and one p
   colour, many colours per product), done here over a list GROUP_DEPTH times deeper than k: the embedded engine has
   no grouping query.
 
-Every result says which liked item it is closest to and which disliked item it avoided (photo CLIP cosine).
+Every result says which liked example it is closest to and which disliked one it avoided (photo CLIP cosine): an item
+by its id, a photo by its label ("liked photo 1" is the first of liked_photos).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
@@ -52,11 +55,19 @@ class ItemsNotFound(QueryError):
     """Liked or disliked item ids the collection does not hold (HTTP 404, naming them)."""
 
 
+class NoLikedExample(QueryError):
+    """A request without a liked item or a liked photo: nothing to recommend from (HTTP 422)."""
+
+
+NO_LIKED_EXAMPLE = "a recommendation needs at least one liked item (liked) or liked photo (liked_photos)"
+
+
 @dataclass(frozen=True)
 class RecommendParams:
-    """What a recommendation asks: the examples (catalog item ids), words for and against, and the knobs."""
+    """What a recommendation asks: the examples (catalog item ids and the shopper's photos, as bytes), words for and
+    against, and the knobs."""
 
-    liked: tuple[str, ...]
+    liked: tuple[str, ...] = ()
     disliked: tuple[str, ...] = ()
     text: str | None = None
     not_text: str | None = None
@@ -65,11 +76,14 @@ class RecommendParams:
     diversity: float = 0.0  # 0: none (MMR's trade-off, 0..1)
     group_by: str | None = None
     strategy: Literal["best_score", "sum_scores", "average_vector"] | None = None  # None: by the table below
+    liked_photos: tuple[bytes, ...] = ()
+    disliked_photos: tuple[bytes, ...] = ()
 
     @property
     def chosen_strategy(self) -> str:
-        """The strategy asked for, else the evaluated default for this request's shape (strategies.py)."""
-        return self.strategy or strategies.recommend_strategy(bool(self.disliked))
+        """The strategy asked for, else the evaluated default for this request's shape (strategies.py); a disliked
+        photo counts as a disliked item."""
+        return self.strategy or strategies.recommend_strategy(bool(self.disliked or self.disliked_photos))
 
     @property
     def depth(self) -> int:
@@ -84,16 +98,65 @@ class RecommendParams:
         return min(MAX_DEPTH, self.depth * (MMR_DEPTH if self.diversity > 0 else 1))
 
 
+@dataclass(frozen=True)
+class Example:
+    """One liked or disliked photo vector: a catalog item's (labelled by its id) or the shopper's own photo."""
+
+    label: str  # the item id, or e.g. "liked photo 1"
+    vector: np.ndarray
+    item: bool = True  # a catalog item, left out of the results (a shopper's photo is not in the catalog)
+
+
+def photo_label(side: str, index: int) -> str:
+    """What a result calls the shopper's photo `index` (0-based) of `side`: "liked photo 1" is the first."""
+    return f"{side} photo {index + 1}"
+
+
+def photo_name(side: str, index: int) -> str:
+    """How an error names that photo: where the request has it, and its label ("liked_photos[0] (liked photo 1)")."""
+    return f"{side}_photos[{index}] ({photo_label(side, index)})"
+
+
+def photos_of(params: RecommendParams) -> list[tuple[str, bytes]]:
+    """The shopper's photos to encode, liked then disliked, each with its photo_name."""
+    return [(photo_name(side, i), data)
+            for side, photos in (("liked", params.liked_photos), ("disliked", params.disliked_photos))
+            for i, data in enumerate(photos)]
+
+
+@dataclass(frozen=True)
+class EncodedPhotos:
+    """The shopper's liked and disliked photos' CLIP vectors, in the order asked."""
+
+    liked: tuple[np.ndarray, ...] = ()
+    disliked: tuple[np.ndarray, ...] = ()
+
+    @classmethod
+    def of(cls, params: RecommendParams, vectors: Sequence[np.ndarray]) -> EncodedPhotos:
+        """The vectors of photos_of(params), in its order, split back into liked and disliked."""
+        liked = len(params.liked_photos)
+        return cls(tuple(vectors[:liked]), tuple(vectors[liked:]))
+
+
 @dataclass
 class Examples:
-    """The liked and disliked items' stored photo vectors, by item id, in the order asked."""
+    """The liked and disliked examples, the items' first in the order asked, then the photos'."""
 
-    liked: dict[str, np.ndarray]
-    disliked: dict[str, np.ndarray]
+    liked: tuple[Example, ...]
+    disliked: tuple[Example, ...] = ()
 
     @property
     def ids(self) -> tuple[str, ...]:
-        return (*self.liked, *self.disliked)
+        """The catalog items among the examples (left out of the results); photos are not items."""
+        return tuple(e.label for e in (*self.liked, *self.disliked) if e.item)
+
+    def with_photos(self, photos: EncodedPhotos) -> Examples:
+        """These examples and the shopper's photos after them, labelled by side and position."""
+        def labelled(side: str, vectors: tuple[np.ndarray, ...]) -> tuple[Example, ...]:
+            return tuple(Example(photo_label(side, i), v, item=False) for i, v in enumerate(vectors))
+
+        return Examples((*self.liked, *labelled("liked", photos.liked)),
+                        (*self.disliked, *labelled("disliked", photos.disliked)))
 
 
 @dataclass
@@ -118,7 +181,10 @@ class RecommendOutcome:
 
 
 def check_request(params: RecommendParams, spec: CollectionSpec) -> None:
-    """Unknown filter or group-by fields are refused before anything is read or encoded."""
+    """A request with nothing liked, or unknown filter or group-by fields, is refused before anything is read or
+    encoded."""
+    if not (params.liked or params.liked_photos):
+        raise NoLikedExample(NO_LIKED_EXAMPLE)
     validate_filters(params.filters, spec.filter_fields)
     if params.group_by is not None and params.group_by not in spec.filter_fields:
         raise GroupFieldError(f"unknown group_by field {params.group_by!r}; keyword fields: "
@@ -126,13 +192,17 @@ def check_request(params: RecommendParams, spec: CollectionSpec) -> None:
 
 
 def read_examples(store: VectorStore, collection: str, params: RecommendParams) -> Examples:
-    """The examples' stored photo vectors; every id the collection lacks is named in one ItemsNotFound."""
+    """The liked and disliked items' stored photo vectors (the photos are added once encoded: Examples.with_photos);
+    every id the collection lacks is named in one ItemsNotFound."""
     wanted = list(dict.fromkeys((*params.liked, *params.disliked)))
     found = {h.item_id: (h.vectors or {}).get(IMAGE_VECTOR) for h in store.retrieve(collection, wanted)}
     missing = [i for i in wanted if found.get(i) is None]
     if missing:
         raise ItemsNotFound(f"no catalog item(s) {', '.join(map(repr, missing))} in collection {collection}")
-    return Examples({i: found[i] for i in params.liked}, {i: found[i] for i in params.disliked})
+    def side(ids: tuple[str, ...]) -> tuple[Example, ...]:
+        return tuple(Example(i, found[i]) for i in dict.fromkeys(ids))
+
+    return Examples(side(params.liked), side(params.disliked))
 
 
 def unit(vector: np.ndarray) -> np.ndarray:
@@ -143,7 +213,7 @@ def unit(vector: np.ndarray) -> np.ndarray:
 def plan(examples: Examples, words: EncodedQuery | None, params: RecommendParams) -> Plan:
     """The examples' recommend query, fused with the words' legs if any, under MMR if diversity is asked."""
     depth = params.candidates
-    liked, disliked = tuple(examples.liked.values()), tuple(examples.disliked.values())
+    liked, disliked = (tuple(e.vector for e in side) for side in (examples.liked, examples.disliked))
     found: Plan = Recommend(IMAGE_VECTOR, liked, disliked, depth, params.chosen_strategy)
     if words is not None:
         word_legs = [hybrid.lexical_legs(words, depth), hybrid.meaning_legs(words, depth)]
@@ -191,14 +261,14 @@ def group_of(payload: dict, field_name: str | None) -> str | None:
     return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def nearest_example(vector: np.ndarray | None, examples: dict[str, np.ndarray]) -> tuple[str | None, float | None]:
-    """The example whose photo is most like `vector` (CLIP cosine) and that cosine; None without examples."""
+def nearest_example(vector: np.ndarray | None, examples: Sequence[Example]) -> tuple[str | None, float | None]:
+    """The label of the example whose photo is most like `vector` (CLIP cosine) and that cosine; None without
+    examples."""
     if vector is None or not examples:
         return None, None
-    ids = list(examples)
-    scores = np.stack([examples[i] for i in ids]) @ np.asarray(vector, dtype=np.float32)
+    scores = np.stack([e.vector for e in examples]) @ np.asarray(vector, dtype=np.float32)
     best = int(np.argmax(scores))
-    return ids[best], float(scores[best])
+    return examples[best].label, float(scores[best])
 
 
 def explained(hit: Hit, examples: Examples, group_by: str | None) -> Recommended:
@@ -244,8 +314,8 @@ def with_typed_negations(params: RecommendParams) -> RecommendParams:
 
 
 def begin(searcher, params: RecommendParams, started: float | None = None) -> PendingRecommend:
-    """Resolve the generation (retrieval/service.py's Searcher), refuse unknown fields, read the examples (404 for
-    unknown ids), all before anything is encoded."""
+    """Resolve the generation (retrieval/service.py's Searcher), refuse a request without a liked example and
+    unknown fields, read the items' vectors (404 for unknown ids), all before anything is encoded."""
     started = time.perf_counter() if started is None else started
     params = with_typed_negations(params)
     collection, spec = searcher.current()
@@ -254,16 +324,16 @@ def begin(searcher, params: RecommendParams, started: float | None = None) -> Pe
     return PendingRecommend(collection, spec, examples, (params.text or "").strip() or None, started)
 
 
-def finish(searcher, pending: PendingRecommend, words: EncodedQuery | None,
-           params: RecommendParams) -> RecommendOutcome:
-    """Recommend with the words encoded (their CLIP vector; their BM25 vector is added here, as a search's is);
-    timings: encode (since begin), search, explain, total."""
+def finish(searcher, pending: PendingRecommend, words: EncodedQuery | None, params: RecommendParams,
+           photos: EncodedPhotos = EncodedPhotos()) -> RecommendOutcome:
+    """Recommend with the words and the shopper's photos encoded (the words' CLIP vector; their BM25 vector is added
+    here, as a search's is); timings: encode (since begin), search, explain, total."""
     encoded = time.perf_counter()
     params = with_typed_negations(params)
     if pending.phrase is not None and words is not None:
         catalog = searcher.words(pending.collection, pending.spec)
         words = with_words(words, pending.phrase, pending.spec.bm25_language, catalog)
-    outcome = recommend(searcher.store, pending.collection, pending.spec, pending.examples,
+    outcome = recommend(searcher.store, pending.collection, pending.spec, pending.examples.with_photos(photos),
                         words if pending.phrase else None, params)
     outcome.timings_ms = {"encode_ms": (encoded - pending.parsed) * 1000, **outcome.timings_ms,
                           "total_ms": (time.perf_counter() - pending.started) * 1000}

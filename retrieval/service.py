@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from retrieval import lexical, negation, recommend
+from retrieval.images import ImageRejected
 from retrieval.model import ClipEncoder, load_model
 from retrieval.recommend import RecommendOutcome, RecommendParams
 from retrieval.prepare import checked_query, encode_query, query_segmenter, with_words
@@ -194,10 +195,19 @@ class SearchService:
         return self.searcher.finish(pending, query, params)
 
     def recommend(self, params: RecommendParams) -> RecommendOutcome:
-        """Items like the liked ones and unlike the disliked ones (retrieval/recommend.py); only words are encoded."""
+        """Items like the liked examples and unlike the disliked ones (retrieval/recommend.py): the items' vectors are
+        read, the words and the shopper's photos encoded (an unusable photo is an ImageRejected naming it)."""
         pending = recommend.begin(self.searcher, params)
         words = encode_query(self.encoder, None, pending.phrase, cache=self.cache) if pending.phrase else None
-        return recommend.finish(self.searcher, pending, words, params)
+        vectors = [self._photo_vector(name, data, pending.spec.letterbox) for name, data in recommend.photos_of(params)]
+        return recommend.finish(self.searcher, pending, words, params, recommend.EncodedPhotos.of(params, vectors))
+
+    def _photo_vector(self, name: str, data: bytes, letterbox: bool):
+        try:
+            return encode_query(self.encoder, data, letterbox=letterbox, max_pixels=self.max_pixels,
+                                cache=self.cache).photo_vector
+        except ImageRejected as err:
+            raise ImageRejected(err.reason, f"{name}: {err}") from err
 
     def close(self) -> None:
         self.searcher.store.close()

@@ -29,7 +29,7 @@ from schemas.api import (STRATEGIES, InspectResponse, ItemInspection, ReadyRespo
                          Understood)
 from schemas.jobs import StoreConfig
 from serve.encoder import SEGMENTATION_OFF, EncoderClient, EncoderConfig
-from serve.http import BODY_TIMEOUTS, CLIENT_GONE, BodyTimeouts, Refused, parse_json_body, parse_search
+from serve.http import BODY_TIMEOUTS, CLIENT_GONE, BodyTimeouts, Refused, parse_json_body, parse_search, photo_bytes
 from serve.metrics import service_metrics
 from serve.openapi import Deployment
 from serve.routes import create_app
@@ -92,9 +92,14 @@ def to_item(result) -> ResultItem:
 
 
 def to_recommend_params(body: RecommendRequest) -> recommend.RecommendParams:
+    """The request as retrieval/recommend.py's params, the photos' base64 decoded (a 400 naming one that is not)."""
+    def photos(side: str, given: list[str]) -> tuple[bytes, ...]:
+        return tuple(photo_bytes(text, recommend.photo_name(side, i)) for i, text in enumerate(given))
+
     return recommend.RecommendParams(
         liked=tuple(body.liked), disliked=tuple(body.disliked), text=body.text, not_text=body.not_text,
-        filters=body.filters, k=body.k, diversity=body.diversity, group_by=body.group_by, strategy=body.strategy)
+        filters=body.filters, k=body.k, diversity=body.diversity, group_by=body.group_by, strategy=body.strategy,
+        liked_photos=photos("liked", body.liked_photos), disliked_photos=photos("disliked", body.disliked_photos))
 
 
 def to_recommended(result: recommend.Recommended) -> RecommendedItem:
@@ -286,6 +291,7 @@ class SearchAPI:
         async def answer() -> tuple[RecommendResponse, str]:
             body = await parse_json_body(request, RecommendRequest, self.max_upload_bytes, self.body_timeouts)
             record.update(k=body.k, liked=len(body.liked), disliked=len(body.disliked),
+                          liked_photos=len(body.liked_photos), disliked_photos=len(body.disliked_photos),
                           text=(body.text or "")[:TEXT_LOGGED])
             return await self._recommend(body, started), RECOMMEND_MODE
 
@@ -295,10 +301,10 @@ class SearchAPI:
         params = to_recommend_params(body)
         try:
             pending = await asyncio.to_thread(recommend.begin, self.searcher, params, started)
-            words = None
-            if pending.phrase:
-                words, _ = await self.encoder.encode(None, pending.phrase, pending.spec.letterbox, False)
-            outcome = await asyncio.to_thread(recommend.finish, self.searcher, pending, words, params)
+            words, photos = await self._recommend_encoded(pending, params)
+            outcome = await asyncio.to_thread(recommend.finish, self.searcher, pending, words, params, photos)
+        except recommend.NoLikedExample as err:
+            raise Refused(422, "no_liked_example", str(err)) from err
         except recommend.ItemsNotFound as err:
             raise Refused(404, "unknown_item", str(err)) from err
         except recommend.GroupFieldError as err:
@@ -311,6 +317,18 @@ class SearchAPI:
         return RecommendResponse(collection=pending.collection, strategy=outcome.strategy,
                                  results=[to_recommended(r) for r in outcome.results], timings_ms=timings)
 
+    async def _recommend_encoded(self, pending: recommend.PendingRecommend, params: recommend.RecommendParams):
+        """The words and the shopper's photos, encoded at once: each photo decoded as a search's is (its limits, the
+        collection's letterbox), the model calls batched; the first unusable photo is a 400 naming it."""
+        letterbox, named = pending.spec.letterbox, recommend.photos_of(params)
+        words, *encoded = await asyncio.gather(
+            self.encoder.encode(None, pending.phrase, letterbox, False) if pending.phrase else no_encoding(),
+            *(self.encoder.encode(data, None, letterbox, False) for _, data in named))
+        for (name, _), (_, rejected) in zip(named, encoded):
+            if rejected:
+                raise Refused(400, rejected[0], f"{name}: {rejected[1]}")
+        return words[0], recommend.EncodedPhotos.of(params, [query.photo_vector for query, _ in encoded])
+
     def item_image(self, item_id: str) -> Response:
         try:
             path = self.searcher.item_image_path(item_id, *self.searcher.current())
@@ -321,6 +339,10 @@ class SearchAPI:
         if isinstance(path, str):  # on an object store: read through the index job's code, bounded (retrieval/files)
             return object_image(path)
         return FileResponse(path, headers=IMAGE_CACHE)
+
+
+async def no_encoding() -> tuple[None, None]:
+    return None, None
 
 
 def object_image(uri: str) -> Response:

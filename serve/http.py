@@ -151,7 +151,7 @@ def _json_object(body: bytes, model: type[Model]) -> Model:
 
 async def _parse_json(body: bytes) -> tuple[SearchRequest, bytes | None]:
     search = _json_object(body, SearchRequest)
-    return search, _b64(search.image_base64) if search.image_base64 else None
+    return search, photo_bytes(search.image_base64) if search.image_base64 else None
 
 
 async def parse_json_body(request: Request, model: type[Model], max_bytes: int,
@@ -165,11 +165,13 @@ async def parse_json_body(request: Request, model: type[Model], max_bytes: int,
     return _json_object(await read_body(request, max_bytes, timeouts), model)
 
 
-def _b64(text: str) -> bytes:
+def photo_bytes(text: str, name: str = "image_base64") -> bytes:
+    """A base64 photo's bytes (a search's, a recommendation's); not base64 is a 400 naming it (`name`: its field, or
+    which of a list)."""
     try:
         return base64.b64decode(text.split(",", 1)[-1], validate=True)  # tolerate a data: URL prefix
     except (binascii.Error, ValueError) as err:
-        raise Refused(400, "bad_base64", "image_base64 is not valid base64") from err
+        raise Refused(400, "bad_base64", f"{name} is not valid base64") from err
 
 
 async def _parse_form(request: Request, body: bytes, max_bytes: int) -> tuple[SearchRequest, bytes | None]:

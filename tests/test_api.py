@@ -5,6 +5,7 @@ with every check against a real index."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import re
@@ -21,6 +22,7 @@ from starlette.testclient import TestClient
 from retrieval import inspection
 from retrieval.model import canonical_spec
 from schemas.api import STRATEGIES
+from schemas.settings import OFFLINE_CATALOG
 from serve.api import SearchAPI, SearchAPIConfig
 from serve.encoder import EncoderConfig
 from serve.http import BodyTimeouts, Refused, parse_search
@@ -283,6 +285,8 @@ def test_the_served_document_names_the_collections_fields_and_what_each_strategy
     assert valid({"text": "red", "segment": False}) and not valid({"text": "red", "segment": True})
     recommend = jsonschema_rs.validator_for(served_body(client, "/recommend")).is_valid
     assert recommend({"liked": ["1"], "group_by": fields[0]}) and not recommend({"liked": ["1"], "group_by": "hue"})
+    assert recommend({"liked_photos": ["eA=="], "disliked": ["1"]}) and not recommend({"disliked_photos": ["eA=="]})
+    assert not recommend({"liked": [], "liked_photos": []}) and not recommend({"liked_photos": ["eA=="] * 5})
     form = served_body(client, media="multipart/form-data")["properties"]["filters"]["anyOf"][0]["pattern"]
     assert re.search(form, json.dumps({fields[0]: ["a", "b"], fields[1]: 3}))
     assert not re.search(form, '{"hue": "red"}') and not re.search(form, "[1]")
@@ -355,13 +359,21 @@ def assert_accepted(case, response) -> None:
         return
     detail = response.json()["detail"]
     body = case.body if isinstance(case.body, dict) else {}
-    assert ("image" in body or "image_base64" in body) and ("image" in detail) or \
+    assert not PHOTO_FIELDS.isdisjoint(body) and ("image" in detail) or \
         ("filters" in body and "filters" in detail), f"schema-valid request refused: {body!r} -> {detail}"
+
+
+PHOTO_FIELDS = {"image", "image_base64", "liked_photos", "disliked_photos"}  # the requests' photos
 
 
 # ---------------------------------------------------------------------------------------------- POST /recommend
 # The small index's first items: 10000-10002 skirts, 10003 and 10005-10010 t-shirts, 10004 shorts.
 LIKED, DISLIKED = ["10003", "10005", "10007"], ["10004"]
+
+
+def catalog_photo(item_id: str) -> str:
+    """The catalog item's own photo file, base64: what a shopper would send as a liked or disliked photo."""
+    return base64.b64encode((OFFLINE_CATALOG / "images" / f"{item_id}.jpg").read_bytes()).decode("ascii")
 
 
 def photo_vectors(handlers, ids) -> dict:
@@ -410,7 +422,15 @@ def test_recommend_one_per_group_with_words_filters_and_diversity(client):
     ({"liked": LIKED, "filters": {"colour": "Red"}}, 422, "unknown filter field"),
     ({"liked": [str(10000 + i) for i in range(17)]}, 422, "liked: List should have at most 16 items"),
     ({"liked": LIKED, "disliked": [str(10020 + i) for i in range(17)]}, 422, "disliked: List should have at most 16"),
-    ({"liked": []}, 422, "liked: List should have at least 1 item"),
+    ({"liked": []}, 422, "needs at least one liked item (liked) or liked photo (liked_photos)"),
+    ({"disliked": ["10004"], "disliked_photos": [catalog_photo("10004")]}, 422, "needs at least one liked item"),
+    ({"liked_photos": [catalog_photo("10003")] * 5}, 422, "liked_photos: List should have at most 4 items"),
+    ({"liked": LIKED, "disliked_photos": [catalog_photo("10004")] * 5}, 422,
+     "disliked_photos: List should have at most 4 items"),
+    ({"liked": LIKED, "liked_photos": [""]}, 422, "liked_photos.0: String should have at least 1 character"),
+    ({"liked_photos": [catalog_photo("10003"), "not base64!"]}, 400, "liked_photos[1] (liked photo 2) is not valid"),
+    ({"liked": LIKED, "disliked_photos": [base64.b64encode(b"GIF89a, or not").decode()]}, 400,
+     "disliked_photos[0] (disliked photo 1): the image cannot be used: not an image"),
     ({"liked": LIKED, "diversity": 1.5}, 422, "diversity"),
     ({"likes": LIKED}, 422, "did you mean 'liked'"),
     ({"liked": LIKED, "strategy": "median"}, 422, "strategy"),
@@ -419,6 +439,50 @@ def test_recommend_refuses_unknown_ids_and_fields_and_too_many_examples(client, 
     response = client.post("/recommend", json=body)
     assert response.status_code == status, response.text
     assert words in response.json()["detail"]
+
+
+def test_a_liked_photo_of_an_item_recommends_it_and_what_its_stored_photo_recommends(client):
+    """The photo is encoded as the index encoded the item (same model, preprocessing, letterbox): the item itself
+    comes first (a photo is not a catalog id to leave out), then the item's own recommendations in their order."""
+    plain = {"k": 8, "diversity": 0}
+    by_item = client.post("/recommend", json={"liked": ["10000"], **plain}).json()["results"]
+    response = client.post("/recommend", json={"liked_photos": [catalog_photo("10000")], **plain})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["id"] for r in results] == ["10000", *(r["id"] for r in by_item[:7])]
+    assert {r["closest_liked"] for r in results} == {"liked photo 1"}
+    assert results[0]["closest_liked_score"] == pytest.approx(1.0, abs=1e-3)
+    assert [r["closest_liked_score"] for r in results[1:]] == pytest.approx([r["closest_liked_score"]
+                                                                             for r in by_item[:7]], abs=1e-3)
+
+
+def test_photos_and_items_are_examples_together_and_a_disliked_photo_is_named_as_avoided(client, handlers):
+    shorts = catalog_photo("10004")
+    response = client.post("/recommend", json={"liked": LIKED[:2], "liked_photos": [catalog_photo(LIKED[2])],
+                                               "disliked_photos": [shorts], "k": 8, "diversity": 0})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["strategy"] == "best_score"  # a disliked photo counts as a disliked item
+    results = body["results"]
+    assert len(results) == 8 and not {r["id"] for r in results} & set(LIKED[:2])
+    assert {r["avoided_disliked"] for r in results} == {"disliked photo 1"}
+    # The liked photo of LIKED[2] stands for it: each result names the example its stored photo is nearest to.
+    vectors = photo_vectors(handlers, [*LIKED, *(r["id"] for r in results)])
+    labels = {LIKED[0]: LIKED[0], LIKED[1]: LIKED[1], LIKED[2]: "liked photo 1"}
+    for result in results:
+        cosines = {label: float(vectors[i] @ vectors[result["id"]]) for i, label in labels.items()}
+        assert result["closest_liked"] == max(cosines, key=cosines.get)
+        assert result["closest_liked_score"] == pytest.approx(cosines[result["closest_liked"]], abs=1e-3)
+
+
+def test_a_disliked_photo_pushes_its_item_last_without_leaving_it_out(client):
+    """best_score: the shorts in the disliked photo are nearer it than any liked example, so they rank last of all
+    the items (a photo is not a catalog id to leave out)."""
+    body = {"liked": LIKED, "disliked_photos": [catalog_photo("10004")], "k": 100, "diversity": 0}
+    results = client.post("/recommend", json=body).json()["results"]
+    assert len(results) == SMALL_INDEX_ITEMS - len(LIKED) and results[-1]["id"] == "10004"
+    assert results[-1]["avoided_disliked"] == "disliked photo 1"
+    assert results[-1]["avoided_disliked_score"] == pytest.approx(1.0, abs=1e-3)
 
 
 def test_recommend_takes_json_only_and_is_logged_with_its_mode(client, caplog):
@@ -438,6 +502,11 @@ def test_openapi_documents_recommend(client):
     assert {"200", "404", "415", "422", "503"} <= set(recommend["responses"])
     body = recommend["requestBody"]
     assert body["required"] is True and list(body["content"]) == ["application/json"]
-    fields = body["content"]["application/json"]["schema"]["properties"]
-    assert (fields["liked"]["minItems"], fields["liked"]["maxItems"], fields["disliked"]["maxItems"]) == (1, 16, 16)
+    schema = body["content"]["application/json"]["schema"]
+    fields = schema["properties"]
+    assert (fields["liked"]["maxItems"], fields["disliked"]["maxItems"]) == (16, 16)
+    assert (fields["liked_photos"]["maxItems"], fields["disliked_photos"]["maxItems"]) == (4, 4)
+    assert fields["liked_photos"]["items"]["format"] == fields["disliked_photos"]["items"]["format"] == "base64-image"
+    assert "liked photo 1" in fields["liked_photos"]["description"]
+    assert [branch["required"] for branch in schema["anyOf"]] == [["liked"], ["liked_photos"]]
     assert (fields["diversity"]["minimum"], fields["diversity"]["maximum"]) == (0, 1)

@@ -1,5 +1,6 @@
-"""Recommendations (retrieval/recommend.py) on a real edge store: liked items pull, disliked ones push, negative words
-leave items out, one result per product group, MMR mixes products, and every result names its nearest examples."""
+"""Recommendations (retrieval/recommend.py) on a real edge store: liked items and photos pull, disliked ones push,
+negative words leave items out, one result per product group, MMR mixes products, and every result names its nearest
+examples."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 
 from retrieval import lexical, recommend
-from retrieval.recommend import GroupFieldError, ItemsNotFound, RecommendParams, one_per_group
+from retrieval.recommend import (EncodedPhotos, GroupFieldError, ItemsNotFound, NoLikedExample, RecommendParams,
+                                  one_per_group)
 from retrieval.rows import item_point
 from retrieval.search import EncodedQuery, FilterError
 from retrieval.service import Searcher
@@ -118,6 +120,44 @@ def test_words_pull_their_items_in(searcher):
 def test_filters_hold(searcher):
     outcome = run(searcher, liked=("dress-red",), filters={"baseColour": "green"}, k=5)
     assert {r.payload["baseColour"] for r in outcome.results} == {"green"} and len(outcome.results) == 4
+
+
+def test_photos_are_examples_named_by_their_labels_and_not_left_out(searcher):
+    """A shopper's photo of the red dress pulls like the item does, but the dress itself is no example item to leave
+    out: it comes first. The disliked photo of a shirt is what every result avoided."""
+    params = RecommendParams(liked_photos=(b"jpeg bytes",), disliked_photos=(b"more",), k=4)
+    photos = EncodedPhotos(liked=(catalog()["dress-red"][1],), disliked=(catalog()["shirt-blue"][1],))
+    outcome = recommend.finish(searcher, recommend.begin(searcher, params), None, params, photos)
+    assert ids(outcome)[0] == "dress-red" and {r.closest_liked for r in outcome.results} == {"liked photo 1"}
+    assert outcome.results[0].closest_liked_score == pytest.approx(1.0, abs=1e-5)
+    assert {r.avoided_disliked for r in outcome.results} == {"disliked photo 1"}
+    assert outcome.strategy == "best_score"  # a disliked photo counts as a disliked item
+
+
+def test_items_and_photos_together_each_result_names_its_nearest(searcher):
+    params = RecommendParams(liked=("shoe-red",), liked_photos=(b"a",), k=6, strategy="best_score")
+    photos = EncodedPhotos(liked=(catalog()["dress-red"][1],))
+    outcome = recommend.finish(searcher, recommend.begin(searcher, params), None, params, photos)
+    assert "shoe-red" not in ids(outcome) and "dress-red" in ids(outcome)  # only the item is left out
+    for result in outcome.results:
+        product = result.item_id.split("-")[0]
+        assert result.closest_liked == {"dress": "liked photo 1", "shoe": "shoe-red"}.get(product, result.closest_liked)
+
+
+def test_photos_are_named_where_the_request_has_them_and_split_back_by_side():
+    params = RecommendParams(liked=("x",), liked_photos=(b"a", b"b"), disliked_photos=(b"c",))
+    assert recommend.photos_of(params) == [("liked_photos[0] (liked photo 1)", b"a"),
+                                           ("liked_photos[1] (liked photo 2)", b"b"),
+                                           ("disliked_photos[0] (disliked photo 1)", b"c")]
+    vectors = [unit(1, 0, 0), unit(0, 1, 0), unit(0, 0, 1)]
+    encoded = EncodedPhotos.of(params, vectors)
+    assert encoded.liked == tuple(vectors[:2]) and encoded.disliked == (vectors[2],)
+
+
+@pytest.mark.parametrize("asked", [{}, {"disliked": ("shirt-red",)}, {"disliked_photos": (b"x",)}])
+def test_nothing_liked_is_refused_before_anything_is_read(searcher, asked):
+    with pytest.raises(NoLikedExample, match="at least one liked item .liked. or liked photo .liked_photos."):
+        recommend.begin(searcher, RecommendParams(**asked))
 
 
 def test_unknown_items_are_named_together(searcher):
