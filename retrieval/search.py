@@ -133,16 +133,25 @@ def validate_filters(filters: Filter | None, allowed: tuple[str, ...]) -> None:
 
 
 def check_strategy(query: EncodedQuery, strategy: strategies.Strategy) -> None:
-    """A strategy that needs a signal the query lacks is an error, not a silent substitute."""
-    missing = [signal for signal in strategy.needs if signal not in query.signals]
+    """A strategy that needs a signal the query lacks is an error, not a silent substitute. (Typed words without a
+    BM25 term, all stopwords or punctuation, are not lacking: BM25 finds nothing for them, see `rank`.)"""
+    missing = [signal for signal in strategy.needs if signal not in query.signals and not terms_only(signal, query)]
     if missing:
         raise StrategyError(f"strategy {strategy.name} needs the query's {strategies.SIGNALS[missing[0]]}")
+
+
+def terms_only(signal: str, query: EncodedQuery) -> bool:
+    """Whether `signal` is the BM25 terms of words that were typed but have none (which no schema can tell apart
+    from words that have some: the tokenizer is the engine's)."""
+    return signal == "lexical" and query.phrase is not None and not query.words_bm25
 
 
 def rank(store: VectorStore, collection: str, query: EncodedQuery, params: SearchParams) -> fusion.Ranked:
     """The resolved strategy's ranking: hits with their final score, best first."""
     strategy = strategies.REGISTRY[params.strategy]
     check_strategy(query, strategy)
+    if "lexical" in strategy.needs and not query.words_bm25:  # typed words without a BM25 term match nothing
+        return []
     if strategy.prepare is not None:
         query = strategy.prepare(store, collection, query, params)
     if strategy.plans is not None:

@@ -57,9 +57,7 @@ FORM_SIGNAL_FIELDS = {**SIGNAL_FIELDS, "photo": ("image", "item_id")}
 
 
 def form_given(field: str, schema: dict | None = None) -> dict:
-    """A form field that is given: a file is there; a text field is there and not empty (an empty one is not given).
-    (Without the JSON body's letter-or-digit pattern for BM25 words: schemathesis's negative phase mutates a pattern
-    inside a form's anyOf and then counts the still-valid request's 200 as a failure.)"""
+    """A form field that is given: a file is there; a text field is there and not empty (an empty one is not given)."""
     if field == "image":
         return {"required": [field]}
     return {"required": [field], "properties": {field: FORM_FIELDS[field]["anyOf"][0]}}
