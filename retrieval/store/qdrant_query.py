@@ -34,8 +34,8 @@ def point_struct(point: Point) -> Any:
 
 
 def query_args(plan: Plan, qdrant_filter: Any, params: Any = None) -> dict[str, Any]:
-    """query_points' query, using, prefetch and search params for a plan (each prefetch with the call's filter and
-    the collection's search params)."""
+    """query_points' query, using and prefetch for a plan, each prefetch with the call's filter and the collection's
+    search params (query_points takes those as `search_params`, a Prefetch as `params`)."""
     from qdrant_client import models
 
     if isinstance(plan, Fuse):
@@ -48,9 +48,9 @@ def query_args(plan: Plan, qdrant_filter: Any, params: Any = None) -> dict[str, 
         query, using = wire_vector(plan.vector, models.SparseVector), plan.using
     prefetch = None if not getattr(plan, "parts", ()) else [
         models.Prefetch(limit=part.limit, filter=qdrant_filter, score_threshold=getattr(part, "min_score", None),
-                        **query_args(part, qdrant_filter, params))
+                        params=params, **query_args(part, qdrant_filter, params))
         for part in plan.parts]
-    return {"query": query, "using": using, "prefetch": prefetch, "params": params}
+    return {"query": query, "using": using, "prefetch": prefetch}
 
 
 def special_query(plan: Recommend | Diverse) -> Any:

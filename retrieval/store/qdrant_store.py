@@ -82,7 +82,7 @@ class QdrantStore(VectorStore):
         params = self._search_params(collection)
         response = self._call(lambda: self.client.query_points(
             collection, limit=limit, query_filter=qdrant_filter, with_payload=True, with_vectors=with_vectors,
-            **query_args(plan, qdrant_filter, params)), collection)
+            search_params=params, **query_args(plan, qdrant_filter, params)), collection)
         return [hit_from_record(p, p.score) for p in response.points]
 
     def retrieve(self, collection: str, item_ids: Sequence[str], with_vectors: bool = True) -> list[Hit]:
@@ -154,7 +154,10 @@ class QdrantStore(VectorStore):
     def _search_params(self, collection: str) -> Any:
         """The collection's search params, read from its spec once (the service searches concrete generations, whose
         storage never changes; a name read through an alias is forgotten when this store moves an alias). A name
-        with no spec of ours gets none: the query itself then says what is wrong."""
+        with no spec of ours gets none: the query itself then says what is wrong. Local mode searches exactly and
+        warns on every query that has params: it gets none."""
+        if self.local:
+            return None
         if collection not in self._params:
             try:
                 spec = self.collection_spec(self.resolve_alias(collection) or collection)
