@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from retrieval import model, segmentation
 from retrieval.catalogs import formats
-from retrieval.store.storage import storage_for
+from retrieval.store.storage import PLAIN_BELOW, storage_for
 from schemas.collection import QUANTIZATIONS, StorageSpec
 from schemas.settings import Settings, get_settings
 
@@ -98,7 +98,7 @@ class IndexConfig(BaseModel):
     keep_generations: int = Field(2, ge=1)
     summary_json: Path | None = Field(None, description="also write the summary here")
     progress_every_s: float = Field(10.0, gt=0, description="seconds between progress lines in the log")
-    optimize_above: int = Field(20_000, ge=0, description="build the kNN index past this many points")
+    optimize_above: int = Field(PLAIN_BELOW, ge=0, description="build the kNN index past this many points")
     # The collection's storage: chosen by the catalog's size (retrieval/store/storage.py); each given one overrides.
     quantization: str | None = Field(None, description=f"quantized copy searched first: {', '.join(QUANTIZATIONS)}")
     oversampling: float | None = Field(None, ge=1, description="quantized candidates per result, rescored")

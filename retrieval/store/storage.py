@@ -6,11 +6,13 @@ from typing import Any
 
 from schemas.collection import StorageSpec
 
+PLAIN_BELOW = 20_000  # points; also the index job's default --optimize-above (no graph is built below it)
+
 # Catalogs under each bound get its storage (the last row has no bound). Figures: bench.store on 2 CPUs, 512-d.
 SIZE_RULE: tuple[tuple[int | None, StorageSpec], ...] = (
     # Brute force over the float vectors: a few ms below ~20k points, and nothing to build (the index job builds
     # no graph below --optimize-above).
-    (20_000, StorageSpec()),
+    (PLAIN_BELOW, StorageSpec()),
     # int8 copy searched through the graph, the best candidates rescored by the float vectors.
     (None, StorageSpec(quantization="int8", oversampling=2.0, hnsw_m=16, ef_construct=100, hnsw_ef=128)),
 )
