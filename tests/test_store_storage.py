@@ -57,10 +57,12 @@ def test_an_edge_collection_with_an_old_spec_opens_and_searches(tmp_path):
         assert store.search("old", IMAGE_VECTOR, np.array([1, 0, 0, 0], np.float32), 1)[0].item_id == "a"
 
 
-def test_the_edge_store_creates_the_shard_the_storage_describes(tmp_path):
+def test_the_edge_store_creates_the_shard_the_storage_describes(tmp_path, caplog):
     storage = INT8.model_copy(update={"hnsw_m": 8, "vectors_on_disk": True})
     with open_store(StoreConfig(backend="edge", path=tmp_path)) as store:
         store.create_collection(CollectionSpec(name="q", model="m", dim=4, storage=storage, shard_number=3))
+        assert store.collection_spec("q").shard_number == 3  # recorded for a server
+    assert "one shard and one copy; shard_number 3" in caplog.text  # and said to be unused here
     config = json.loads((tmp_path / "q" / "shard" / "edge_config.json").read_text())
     assert config["quantization_config"] == {"scalar": {"type": "int8", "quantile": 0.99, "always_ram": True}}
     assert (config["hnsw_config"]["m"], config["hnsw_config"]["ef_construct"]) == (8, 100)

@@ -32,6 +32,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import threading
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from retrieval.store.edge_query import (edge_point, edge_prefetches, edge_query,
 from schemas.collection import CollectionSpec
 
 SHARD_DIR = "shard"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -280,6 +282,10 @@ def _edge() -> Any:
 
 def _build(folder: Path, spec: CollectionSpec) -> Any:
     """Create the shard, then record the spec: a collection exists for readers only once it is complete."""
+    if (spec.shard_number, spec.replication_factor, spec.write_consistency_factor) != (1, 1, 1):
+        log.warning("collection %s: an edge store keeps one shard and one copy; shard_number %d, replication_factor "
+                    "%d and write_consistency_factor %d are recorded for a Qdrant server, not applied", spec.name,
+                    spec.shard_number, spec.replication_factor, spec.write_consistency_factor)
     # A shard folder without spec.json is a creation that died half-way: start it again.
     shutil.rmtree(folder / SHARD_DIR, ignore_errors=True)
     shard = _create_shard(folder / SHARD_DIR, spec)
