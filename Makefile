@@ -104,8 +104,8 @@ bench-serve: $(STAMP) ## HTTP latency p50/p95/p99 and throughput at concurrency 
 bench-scale: $(STAMP) ## index time and query latency at 1k, 2.5k, 5k items and the whole catalog
 	$(BIN)/python -m bench.scale $(ARGS)
 
-bench-store: $(STAMP) ## store backends: upsert time and kNN latency on synthetic vectors
-	$(BIN)/python -m bench.store --points 10000 44000
+bench-store: $(STAMP) ## store configurations (quantization, HNSW, disk): build, latency, recall@10, memory; synthetic and real vectors
+	$(BIN)/python -m bench.store --points 10000 100000 $(ARGS)
 
 bench-memory: $(STAMP) ## peak memory of the search handlers under 16 concurrent maximum-size photos
 	$(BIN)/python -m bench.query_memory $(ARGS)

@@ -12,7 +12,8 @@ import sys
 
 from jobs import cli
 from jobs.indexer import run
-from schemas.jobs import CATALOG_FORMATS, SEGMENTERS, IndexConfig
+from schemas.collection import QUANTIZATIONS
+from schemas.jobs import CATALOG_FORMATS, SEGMENTERS, SERVER_LAYOUT, IndexConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("segment_actors", "segment_cpus", "segment_gpus", "segment_weights", "max_skip_fraction",
                  "optimize_above", "summary_json", "progress_every_s"):
         cli.add_field(p, IndexConfig, name)
+    add_storage_args(p)
     return p
+
+
+def add_storage_args(p: argparse.ArgumentParser) -> None:
+    """The collection's storage (default: by the catalog's size) and a server's layout of it."""
+    cli.add_field(p, IndexConfig, "quantization", choices=QUANTIZATIONS)
+    for name in ("oversampling", "hnsw_m", "ef_construct", "hnsw_ef", *SERVER_LAYOUT):
+        cli.add_field(p, IndexConfig, name)
+    for name in ("vectors_on_disk", "graph_on_disk"):
+        cli.add_field(p, IndexConfig, name, action="store_true")
+    p.add_argument("--no-rescore", dest="rescore", action="store_false", default=None,
+                   help="keep the quantized scores (faster, less exact)")
 
 
 def parse_args(argv: list[str] | None = None) -> IndexConfig:

@@ -35,12 +35,13 @@ def model_info(cfg: IndexConfig):
 
 def collection_spec(cfg: IndexConfig, model: str, dim: int, catalog_root: Path, stats: FieldStats) -> CollectionSpec:
     """What this run's collection holds: the model's vectors, the catalog's filter fields and their common values,
-    and the catalog's mean document length for BM25 (from the catalog's statistics, fields.FieldStats)."""
+    and the catalog's mean document length for BM25 (from the catalog's statistics, fields.FieldStats); its
+    storage by the catalog's size (retrieval/store/storage.py) and a server's layout."""
     fields = filter_fields(stats, cfg.filter_fields)
     return CollectionSpec(name=cfg.collection, model=model, dim=dim, letterbox=cfg.letterbox,
                           segmentation=cfg.segment, catalog_root=str(catalog_root), filter_fields=fields,
                           filter_values=top_values(stats, fields), synonyms=synonyms_of(cfg),
-                          bm25_avg_len=stats.mean_length())
+                          bm25_avg_len=stats.mean_length(), storage=cfg.storage(stats.items), **cfg.layout())
 
 
 def synonyms_of(cfg: IndexConfig) -> str | None:

@@ -1,4 +1,4 @@
-"""The collection spec: named vectors, distance, payload indexes and the model that made the vectors."""
+"""The collection spec: named vectors, distance, payload indexes, storage and the model that made the vectors."""
 
 from __future__ import annotations
 
@@ -16,8 +16,26 @@ IDF_VECTORS = (BM25_VECTOR,)  # sparse vectors whose collection applies IDF
 # Distance names as the spec records them, and as Qdrant (server, local mode and edge) spells them.
 DISTANCES = {"cosine": "Cosine", "dot": "Dot", "euclid": "Euclid", "manhattan": "Manhattan"}
 
+QUANTIZATIONS = ("none", "int8", "binary", "product")  # of the dense vectors; how each is built: retrieval/store
+
 # What must agree between a collection and the run writing into it (the vectors are checked apart).
 INDEX_FIELDS = ("model", "dim", "distance", "letterbox", "segmentation")
+
+
+class StorageSpec(BaseModel):
+    """How a collection keeps and searches its dense vectors: the compressed copy searched first (with `oversampling`
+    times the candidates rescored by the full vectors), the HNSW graph (m 0: none, brute force), what lies on disk.
+    Chosen by catalog size (retrieval/store/storage.py) unless flags say otherwise; fixed when the collection is
+    created, except the search-time fields (hnsw_ef, rescore, oversampling)."""
+
+    quantization: Literal["none", "int8", "binary", "product"] = "none"
+    rescore: bool = True  # rank the quantized candidates again by the full vectors
+    oversampling: float = Field(1.0, ge=1.0, description="quantized candidates fetched per result, then rescored")
+    hnsw_m: int = Field(16, ge=0, description="HNSW edges per node; 0: no graph, every search is a full scan")
+    ef_construct: int = Field(100, ge=4)
+    hnsw_ef: int | None = Field(None, ge=1, description="candidates searched in the graph (None: the engine's)")
+    vectors_on_disk: bool = False  # full vectors memory-mapped (the quantized copy stays in RAM)
+    graph_on_disk: bool = False
 
 
 class CollectionSpec(BaseModel):
@@ -37,6 +55,12 @@ class CollectionSpec(BaseModel):
     bm25_language: str = "english"  # stopwords and stemmer of the documents, and so of the queries
     synonyms: str | None = None  # the catalog's synonyms file (retrieval/understanding.py), None: the default one
     complete: bool = True  # a generation is created False and marked True when its run succeeded
+    # None (a spec.json written before storage was recorded): the engine's defaults, searched without parameters.
+    storage: StorageSpec | None = None
+    # A Qdrant server's layout, applied when the collection is created (an embedded store has one shard, one copy).
+    shard_number: int = Field(1, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    write_consistency_factor: int = Field(1, ge=1)
 
     @property
     def dense_vectors(self) -> tuple[str, ...]:

@@ -14,6 +14,8 @@ from pydantic import BaseModel, Field
 
 from retrieval import model, segmentation
 from retrieval.catalogs import formats
+from retrieval.store.storage import PLAIN_BELOW, storage_for
+from schemas.collection import QUANTIZATIONS, StorageSpec
 from schemas.settings import Settings, get_settings
 
 # The choices, from their tables next to the implementations.
@@ -22,6 +24,7 @@ PRECISIONS = model.PRECISION_CHOICES
 SEGMENTERS = segmentation.SEGMENTER_NAMES
 QUERY_SEGMENTERS = segmentation.QUERY_SEGMENTER_NAMES  # the ones that work on a shopper's photo
 STORE_BACKENDS = ("edge", "local")
+SERVER_LAYOUT = ("shard_number", "replication_factor", "write_consistency_factor")
 
 
 class StoreConfig(BaseModel):
@@ -95,7 +98,27 @@ class IndexConfig(BaseModel):
     keep_generations: int = Field(2, ge=1)
     summary_json: Path | None = Field(None, description="also write the summary here")
     progress_every_s: float = Field(10.0, gt=0, description="seconds between progress lines in the log")
-    optimize_above: int = Field(20_000, ge=0, description="build the kNN index past this many points")
+    optimize_above: int = Field(PLAIN_BELOW, ge=0, description="build the kNN index past this many points")
+    # The collection's storage: chosen by the catalog's size (retrieval/store/storage.py); each given one overrides.
+    quantization: str | None = Field(None, description=f"quantized copy searched first: {', '.join(QUANTIZATIONS)}")
+    oversampling: float | None = Field(None, ge=1, description="quantized candidates per result, rescored")
+    rescore: bool | None = Field(None, description="rank quantized candidates again by the full vectors")
+    hnsw_m: int | None = Field(None, ge=0, description="HNSW edges per node (0: no graph, brute force)")
+    ef_construct: int | None = Field(None, ge=4, description="HNSW candidates while building")
+    hnsw_ef: int | None = Field(None, ge=1, description="HNSW candidates while searching")
+    vectors_on_disk: bool | None = Field(None, description="full vectors memory-mapped (quantized copy in RAM)")
+    graph_on_disk: bool | None = Field(None, description="HNSW graph memory-mapped")
+    shard_number: int
+    replication_factor: int
+    write_consistency_factor: int
+
+    def storage(self, points: int) -> StorageSpec:
+        """The storage of a new collection for `points` catalog items: the size rule, with the flags given."""
+        return storage_for(points, **{name: getattr(self, name) for name in StorageSpec.model_fields})
+
+    def layout(self) -> dict[str, int]:
+        """A new collection's layout on a Qdrant server (recorded in the spec; an embedded store ignores it)."""
+        return {name: getattr(self, name) for name in SERVER_LAYOUT}
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> "IndexConfig":

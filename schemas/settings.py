@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     qdrant_timeout_s: float = Field(30.0, gt=0)
     store_backend: str = Field("edge", description="Embedded backend: edge (qdrant-edge-py) or local (qdrant-client)")
     store_path: Path = Field(PROJECT_ROOT / "var" / "qdrant", description="Folder of the embedded store")
+    # A server's layout of new collections (an embedded store has one shard and one copy, whatever these say).
+    shard_number: int = Field(1, ge=1, description="Shards of a new collection on a Qdrant server")
+    replication_factor: int = Field(1, ge=1, description="Copies of each shard on a Qdrant server")
+    write_consistency_factor: int = Field(1, ge=1, description="Copies that must confirm a write on a Qdrant server")
     letterbox: bool = Field(False, description="Pad to square instead of centre-cropping")
     max_image_pixels: int = Field(80_000_000, gt=0, description="Larger catalog images are skipped as "
                                                                  "decompression bombs")

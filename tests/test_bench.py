@@ -23,29 +23,39 @@ def table_row(out: str, prefix: str) -> list[str]:
     return [cell.strip() for cell in line.strip().strip("|").split("|")]
 
 
-def test_store_benchmark_runs_edge_and_reports_what_the_store_answered(capsys):
-    bench_store.main(["--points", "300", "--dim", "16", "--backends", "edge", "--queries", "20", "--limit", "10"])
-    cells = table_row(capsys.readouterr().out, "| edge | 300 |")
-    upsert_s, optimize_s, reopen_s, knn50, knn95, filtered50, filtered95, hits = cells[2:]
-    assert float(upsert_s) >= 0 and optimize_s == "-" and float(reopen_s) > 0  # brute force: no HNSW build
-    assert 0 < float(knn50) <= float(knn95) and float(filtered50) <= float(filtered95)
-    # The mean hit count of the filtered queries is what the payloads allow: the filter really ran in the store.
-    points, filters = bench_store.make_points(300, 16), bench_store.make_filters(20)
-    matching = [sum(all(p.payload[k] == v for k, v in f.items()) for p in points) for f in filters]
-    assert min(matching) < 10, "a filter that matches fewer points than the limit makes this check count"
-    assert hits == f"{np.mean([min(10, m) for m in matching]):.0f}"
-
-
-def test_a_backend_past_its_budget_is_not_run(capsys):
-    small = bench_store.StoreBenchResult("local", 1000, upsert_s=10.0, optimize_s=None, reopen_s=0.1, knn_ms=(1, 2),
-                               filtered_ms=(1, 2), filtered_hits=10)
-    assert bench_store.predicted_build_s([small], "local", 100_000) == 1000.0
-    assert bench_store.predicted_build_s([small], "edge", 100_000) is None
-    bench_store.main(["--points", "200", "4000", "--dim", "8", "--backends", "edge", "--queries", "10",
-                      "--budget-s", "1e-6"])
+def test_store_benchmark_reports_what_the_store_answered_and_its_recall(capsys):
+    bench_store.main(["--points", "300", "--dim", "16", "--data", "synthetic", "--configs", "brute", "int8-scan",
+                      "--queries", "20", "--limit", "10"])
     out = capsys.readouterr().out
-    assert "| edge | 200 |" in out and "| edge | 4000 |" not in out
-    assert "edge at 4000 points: not run" in out
+    cells = table_row(out, "| brute | synthetic | 300 |")
+    upsert_s, optimize_s, reopen_s, knn50, knn95, filtered50, filtered95, knn_recall, filtered_recall, rss = cells[3:13]
+    assert float(upsert_s) >= 0 and optimize_s == "-" and float(reopen_s) > 0  # brute force: nothing to build
+    assert 0 < float(knn50) <= float(knn95) and float(filtered50) <= float(filtered95)
+    assert knn_recall == filtered_recall == "1.000"  # brute force is exact search: the reference agrees with it
+    assert float(rss) > 0 and len(table_row(out, "| int8-scan | synthetic | 300 |")[13].split()) == 3  # load avg
+
+
+def test_recall_counts_the_exact_neighbours_found_and_skips_queries_with_none():
+    data = bench_store.synthetic(50, 8, 4)
+    exact = bench_store.exact_top(data, filtered=False, k=10)
+    by_numpy = np.argsort(-(data.queries @ data.vectors.T), axis=1)[:, :10]
+    assert all(set(a) == set(b) for a, b in zip(exact, by_numpy))
+    assert bench_store.recall([list(r) for r in by_numpy], exact) == 1.0
+    assert bench_store.recall([list(r[:5]) for r in by_numpy], exact) == 0.5
+    nothing = np.full((1, 10), -1)
+    assert bench_store.recall([[1, 2], [3]], np.vstack([exact[:1], nothing])) == 0.0  # the empty one is left out
+
+
+def test_a_configuration_past_its_budget_is_not_run(capsys):
+    small = bench_store.StoreBenchResult("brute", "synthetic", 1000, upsert_s=10.0, optimize_s=None, reopen_s=0.1,
+                                         knn_ms=(1, 2), filtered_ms=(1, 2), filtered_hits=10)
+    assert bench_store.predicted_build_s([small], "brute", "synthetic", 100_000) == 1000.0
+    assert bench_store.predicted_build_s([small], "int8", "synthetic", 100_000) is None
+    bench_store.main(["--points", "200", "4000", "--dim", "8", "--data", "synthetic", "--configs", "brute",
+                      "--queries", "10", "--budget-s", "1e-6"])
+    out = capsys.readouterr().out
+    assert "| brute | synthetic | 200 |" in out and "| brute | synthetic | 4000 |" not in out
+    assert "brute on synthetic at 4000 points: not run" in out
 
 
 class _SlowSearch(BaseHTTPRequestHandler):

@@ -1,4 +1,4 @@
-"""Our filters, points and query plans in qdrant-edge's types (the edge store's wire format)."""
+"""Our filters, points, query plans and storage settings in qdrant-edge's types (the edge store's wire format)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ from typing import Any, Sequence
 
 from retrieval.store.base import (RRF_K, Diverse, Filter, Fuse, Plan, Point, Recommend, average_vector, point_id,
                                   wire_parts, wire_vector)
+from schemas.collection import StorageSpec
+
+# Below this many KB of vectors matching a filter, a search scans them (found by the payload index) instead of
+# walking the graph: Qdrant's default, kept explicit because HnswIndexConfig requires it.
+FULL_SCAN_KB = 10_000
 
 
 def edge() -> Any:
@@ -56,11 +61,44 @@ def edge_recommend(plan: Recommend) -> Any:
     return kind(examples, using=plan.using)
 
 
-def edge_prefetches(plan: Plan, edge_filter: Any) -> list[Any] | None:
-    """The plan's parts as prefetches, each with the call's filter (so it holds at every level)."""
+def edge_prefetches(plan: Plan, edge_filter: Any, params: Any = None) -> list[Any] | None:
+    """The plan's parts as prefetches, each with the call's filter (so it holds at every level) and the
+    collection's search parameters."""
     if not getattr(plan, "parts", ()):  # a kNN, a recommendation, or an MMR over the nearest points
         return None
     q = edge()
-    return [q.Prefetch(part.limit, query=edge_query(part), prefetches=edge_prefetches(part, edge_filter),
-                       filter=edge_filter, score_threshold=getattr(part, "min_score", None)) for part in plan.parts]
+    return [q.Prefetch(part.limit, query=edge_query(part), prefetches=edge_prefetches(part, edge_filter, params),
+                       params=params, filter=edge_filter, score_threshold=getattr(part, "min_score", None))
+            for part in plan.parts]
+
+
+def edge_search_params(storage: StorageSpec | None) -> Any:
+    """The search parameters a collection's storage asks for (None: the engine's defaults, a spec from before
+    storage was recorded)."""
+    if storage is None:
+        return None
+    q = edge()
+    quantized = None if storage.quantization == "none" else q.QuantizationSearchParams(
+        rescore=storage.rescore, oversampling=storage.oversampling)
+    return q.SearchParams(hnsw_ef=storage.hnsw_ef, quantization=quantized)
+
+
+def edge_storage(storage: StorageSpec | None) -> dict[str, Any]:
+    """EdgeConfig's graph and quantization arguments for a storage (none: the engine's defaults)."""
+    if storage is None:
+        return {}
+    q = edge()
+    hnsw = q.HnswIndexConfig(m=storage.hnsw_m, ef_construct=storage.ef_construct, full_scan_threshold=FULL_SCAN_KB,
+                             on_disk=storage.graph_on_disk)
+    return {"hnsw_config": hnsw, "quantization_config": edge_quantization(storage.quantization)}
+
+
+def edge_quantization(kind: str) -> Any:
+    """The quantized copy of the vectors, always in RAM (searched first; the full vectors rescore)."""
+    q = edge()
+    configs = {"none": lambda: None,
+               "int8": lambda: q.ScalarQuantizationConfig(q.ScalarType.Int8, quantile=0.99, always_ram=True),
+               "binary": lambda: q.BinaryQuantizationConfig(always_ram=True),
+               "product": lambda: q.ProductQuantizationConfig(q.CompressionRatio.X16, always_ram=True)}
+    return configs[kind]()
 

@@ -32,6 +32,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import threading
 from dataclasses import dataclass
@@ -43,16 +44,19 @@ from retrieval.store.base import (
     ITEM_ID_FIELD, CollectionMissing, Filter, Hit, Plan, Point, StoreError, VectorStore, point_id,
 )
 from retrieval.store.edge_files import SPEC_FILE, AliasFile, folder_of, lock_folder, unlock, write_json_atomic
-from retrieval.store.edge_query import edge_point, edge_prefetches, edge_query, to_edge_filter
+from retrieval.store.edge_query import (edge_point, edge_prefetches, edge_query, edge_search_params, edge_storage,
+                                        to_edge_filter)
 from schemas.collection import CollectionSpec
 
 SHARD_DIR = "shard"
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class _OpenShard:
     shard: Any
     lock_fd: int
+    params: Any = None  # the search parameters its spec's storage asks for, sent with every query
 
 
 class EdgeStore(VectorStore):
@@ -83,7 +87,7 @@ class EdgeStore(VectorStore):
         try:
             found = self.collection_spec(spec.name)
             if found is None:
-                self._open[spec.name] = _OpenShard(_build(folder, spec), fd)
+                self._open[spec.name] = _OpenShard(_build(folder, spec), fd, edge_search_params(spec.storage))
                 return None
         except BaseException:
             unlock(fd)
@@ -109,11 +113,12 @@ class EdgeStore(VectorStore):
     def query(self, collection: str, plan: Plan, limit: int, query_filter: Filter | None = None, *,
               with_vectors: bool = False, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> list[Hit]:
         edge_filter = to_edge_filter(query_filter, exclude, only)
-        request = _edge().QueryRequest(limit=limit, query=edge_query(plan),
-                                       prefetches=edge_prefetches(plan, edge_filter), filter=edge_filter,
-                                       with_payload=True, with_vector=with_vectors)
         with self._lock, _edge_errors():
-            found = self._shard(collection).query(request)
+            opened = self._handle(collection)
+            request = _edge().QueryRequest(limit=limit, query=edge_query(plan), params=opened.params,
+                                           prefetches=edge_prefetches(plan, edge_filter, opened.params),
+                                           filter=edge_filter, with_payload=True, with_vector=with_vectors)
+            found = opened.shard.query(request)
         return [hit_from_record(p, p.score) for p in found]
 
     def retrieve(self, collection: str, item_ids: Sequence[str], with_vectors: bool = True) -> list[Hit]:
@@ -209,10 +214,13 @@ class EdgeStore(VectorStore):
 
     def _shard(self, name: str) -> Any:
         """The open shard of a collection (or of an alias's target), loading it on first use. Caller holds _lock."""
+        return self._handle(name).shard
+
+    def _handle(self, name: str) -> _OpenShard:
         name = self._concrete(name)
         if name not in self._open:
             self._open[name] = self._load(name)
-        return self._open[name].shard
+        return self._open[name]
 
     def _load(self, name: str) -> _OpenShard:
         folder = self._folder(name)
@@ -222,7 +230,8 @@ class EdgeStore(VectorStore):
         try:
             if not (folder / SPEC_FILE).is_file():  # deleted by another process before we took the lock
                 raise CollectionMissing(f"no collection {name!r} in the store at {self.root}; index first")
-            return _OpenShard(_edge().EdgeShard.load(str(folder / SHARD_DIR)), fd)
+            spec = CollectionSpec.model_validate_json((folder / SPEC_FILE).read_text())
+            return _OpenShard(_edge().EdgeShard.load(str(folder / SHARD_DIR)), fd, edge_search_params(spec.storage))
         except BaseException:
             unlock(fd)
             raise
@@ -273,6 +282,10 @@ def _edge() -> Any:
 
 def _build(folder: Path, spec: CollectionSpec) -> Any:
     """Create the shard, then record the spec: a collection exists for readers only once it is complete."""
+    if (spec.shard_number, spec.replication_factor, spec.write_consistency_factor) != (1, 1, 1):
+        log.warning("collection %s: an edge store keeps one shard and one copy; shard_number %d, replication_factor "
+                    "%d and write_consistency_factor %d are recorded for a Qdrant server, not applied", spec.name,
+                    spec.shard_number, spec.replication_factor, spec.write_consistency_factor)
     # A shard folder without spec.json is a creation that died half-way: start it again.
     shutil.rmtree(folder / SHARD_DIR, ignore_errors=True)
     shard = _create_shard(folder / SHARD_DIR, spec)
@@ -282,10 +295,13 @@ def _build(folder: Path, spec: CollectionSpec) -> Any:
 
 def _create_shard(path: Path, spec: CollectionSpec) -> Any:
     edge = _edge()
+    on_disk = spec.storage.vectors_on_disk if spec.storage else None
     vectors, sparse = vector_params(
-        spec, lambda size, distance: edge.EdgeVectorParams(size=size, distance=getattr(edge.Distance, distance)),
+        spec, lambda size, distance: edge.EdgeVectorParams(size=size, distance=getattr(edge.Distance, distance),
+                                                           on_disk=on_disk),
         lambda idf: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf if idf else None))
-    shard = edge.EdgeShard.create(str(path), edge.EdgeConfig(vectors=vectors, sparse_vectors=sparse or None))
+    config = edge.EdgeConfig(vectors=vectors, sparse_vectors=sparse or None, **edge_storage(spec.storage))
+    shard = edge.EdgeShard.create(str(path), config)
     for field in keyword_fields(spec):
         shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Keyword))
     shard.flush()

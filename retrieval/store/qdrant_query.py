@@ -1,4 +1,5 @@
-"""Our filters, points and query plans in qdrant-client's models (a Qdrant server, or the client's local mode)."""
+"""Our filters, points, query plans and storage settings in qdrant-client's models (a Qdrant server, or the
+client's local mode)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any, Sequence
 
 from retrieval.store.base import (RRF_K, Diverse, Filter, Fuse, Plan, Point, Recommend, point_id, wire_parts,
                                   wire_vector)
+from schemas.collection import CollectionSpec, StorageSpec
 
 
 def to_qdrant_filter(query_filter: Filter | None, exclude: Sequence[str] = (),
@@ -31,8 +33,9 @@ def point_struct(point: Point) -> Any:
     return models.PointStruct(id=point.id, vector=vectors, payload=payload)
 
 
-def query_args(plan: Plan, qdrant_filter: Any) -> dict[str, Any]:
-    """query_points' query, using and prefetch for a plan (each prefetch with the call's filter)."""
+def query_args(plan: Plan, qdrant_filter: Any, params: Any = None) -> dict[str, Any]:
+    """query_points' query, using and prefetch for a plan, each prefetch with the call's filter and the collection's
+    search params (query_points takes those as `search_params`, a Prefetch as `params`)."""
     from qdrant_client import models
 
     if isinstance(plan, Fuse):
@@ -45,7 +48,7 @@ def query_args(plan: Plan, qdrant_filter: Any) -> dict[str, Any]:
         query, using = wire_vector(plan.vector, models.SparseVector), plan.using
     prefetch = None if not getattr(plan, "parts", ()) else [
         models.Prefetch(limit=part.limit, filter=qdrant_filter, score_threshold=getattr(part, "min_score", None),
-                        **query_args(part, qdrant_filter))
+                        params=params, **query_args(part, qdrant_filter, params))
         for part in plan.parts]
     return {"query": query, "using": using, "prefetch": prefetch}
 
@@ -61,3 +64,42 @@ def special_query(plan: Recommend | Diverse) -> Any:
         positive=[wire_vector(v, None) for v in plan.positives],
         negative=[wire_vector(v, None) for v in plan.negatives],
         strategy=models.RecommendStrategy(plan.strategy)))
+
+
+def search_params(storage: StorageSpec | None) -> Any:
+    """The search params a collection's storage asks for (None: the server's defaults, an older spec)."""
+    from qdrant_client import models
+
+    if storage is None:
+        return None
+    quantized = None if storage.quantization == "none" else models.QuantizationSearchParams(
+        rescore=storage.rescore, oversampling=storage.oversampling)
+    return models.SearchParams(hnsw_ef=storage.hnsw_ef, quantization=quantized)
+
+
+def create_args(spec: CollectionSpec) -> dict[str, Any]:
+    """create_collection's layout (shards, copies, write quorum) and storage arguments, from the spec."""
+    from qdrant_client import models
+
+    layout = {"shard_number": spec.shard_number, "replication_factor": spec.replication_factor,
+              "write_consistency_factor": spec.write_consistency_factor}
+    storage = spec.storage
+    if storage is None:
+        return layout
+    hnsw = models.HnswConfigDiff(m=storage.hnsw_m, ef_construct=storage.ef_construct, on_disk=storage.graph_on_disk)
+    return {**layout, "hnsw_config": hnsw, "quantization_config": quantization(storage.quantization)}
+
+
+def quantization(kind: str) -> Any:
+    """The quantized copy of the vectors, always in RAM (the same choices as the edge store's)."""
+    from qdrant_client import models
+
+    configs = {
+        "none": lambda: None,
+        "int8": lambda: models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
+            type=models.ScalarType.INT8, quantile=0.99, always_ram=True)),
+        "binary": lambda: models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True)),
+        "product": lambda: models.ProductQuantization(product=models.ProductQuantizationConfig(
+            compression=models.CompressionRatio.X16, always_ram=True)),
+    }
+    return configs[kind]()

@@ -12,7 +12,7 @@ from retrieval.store.base import (
     REBUILD, check_fits, hit_from_record, keyword_fields, vector_params,
     ITEM_ID_FIELD, CollectionMismatch, CollectionMissing, Filter, Hit, Plan, Point, StoreError, VectorStore, point_id,
 )
-from retrieval.store.qdrant_query import point_struct, query_args, to_qdrant_filter
+from retrieval.store.qdrant_query import create_args, point_struct, query_args, search_params, to_qdrant_filter
 from schemas.collection import CollectionSpec
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class QdrantStore(VectorStore):
         self.local = _is_local(client)
         # Local mode is plain Python state plus SQLite: not safe for concurrent threads, so serialise it.
         self._lock = threading.RLock() if self.local else contextlib.nullcontext()
+        self._params: dict[str, Any] = {}  # each collection's search params, from its spec, read once
 
     def create_collection(self, spec: CollectionSpec) -> None:
         found = self.collection_spec(spec.name)
@@ -43,12 +44,16 @@ class QdrantStore(VectorStore):
             return
         from qdrant_client import models
 
+        on_disk = spec.storage.vectors_on_disk if spec.storage else None
         vectors, sparse = vector_params(
-            spec, lambda size, distance: models.VectorParams(size=size, distance=models.Distance(distance)),
+            spec, lambda size, distance: models.VectorParams(size=size, distance=models.Distance(distance),
+                                                             on_disk=on_disk),
             lambda idf: models.SparseVectorParams(modifier=models.Modifier.IDF if idf else None))
         metadata = {SPEC_METADATA_KEY: spec.model_dump(mode="json")}
+        # Local mode takes the layout and storage arguments and ignores them (it has one copy and no index).
         self._call(lambda: self.client.create_collection(spec.name, vectors_config=vectors,
-                                                         sparse_vectors_config=sparse or None, metadata=metadata))
+                                                         sparse_vectors_config=sparse or None, metadata=metadata,
+                                                         **create_args(spec)))
         # Local mode keeps no payload indexes (it only warns), and filters work without them: skip it there.
         for field in () if self.local else keyword_fields(spec):
             self._call(lambda: self.client.create_payload_index(
@@ -74,9 +79,10 @@ class QdrantStore(VectorStore):
     def query(self, collection: str, plan: Plan, limit: int, query_filter: Filter | None = None, *,
               with_vectors: bool = False, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> list[Hit]:
         qdrant_filter = to_qdrant_filter(query_filter, exclude, only)
+        params = self._search_params(collection)
         response = self._call(lambda: self.client.query_points(
             collection, limit=limit, query_filter=qdrant_filter, with_payload=True, with_vectors=with_vectors,
-            **query_args(plan, qdrant_filter)), collection)
+            search_params=params, **query_args(plan, qdrant_filter, params)), collection)
         return [hit_from_record(p, p.score) for p in response.points]
 
     def retrieve(self, collection: str, item_ids: Sequence[str], with_vectors: bool = True) -> list[Hit]:
@@ -120,6 +126,7 @@ class QdrantStore(VectorStore):
             time.sleep(1.0)
 
     def delete_collection(self, name: str) -> None:
+        self._params.clear()
         if name in self.list_collections():
             self._call(lambda: self.client.delete_collection(name))
 
@@ -139,9 +146,27 @@ class QdrantStore(VectorStore):
             create_alias=models.CreateAlias(collection_name=collection, alias_name=alias)))
         # One request: the server applies both operations together, so no search sees the alias missing.
         self._call(lambda: self.client.update_collection_aliases(change_aliases_operations=operations))
+        self._params.clear()
 
     def resolve_alias(self, alias: str) -> str | None:
         return self.aliases().get(alias)
+
+    def _search_params(self, collection: str) -> Any:
+        """The collection's search params, read from its spec once (the service searches concrete generations, whose
+        storage never changes; a name read through an alias is forgotten when this store moves an alias). A name
+        with no spec of ours gets none: the query itself then says what is wrong. Local mode searches exactly and
+        warns on every query that has params: it gets none."""
+        if self.local:
+            return None
+        if collection not in self._params:
+            try:
+                spec = self.collection_spec(self.resolve_alias(collection) or collection)
+            except CollectionMismatch:
+                spec = None
+            if spec is None:
+                return None
+            self._params[collection] = search_params(spec.storage)
+        return self._params[collection]
 
     def close(self) -> None:
         with self._lock:
