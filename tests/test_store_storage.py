@@ -69,6 +69,21 @@ def test_the_edge_store_creates_the_shard_the_storage_describes(tmp_path, caplog
     assert config["vectors"]["image"]["on_disk"] is True and config["vectors"]["text"]["on_disk"] is True
 
 
+def test_a_small_quantized_collection_is_quantized_by_optimize(tmp_path):
+    """A quantized copy asked for is built whatever the size (the engine's own threshold is 10 MB of vectors per
+    segment, which would leave a catalog of ~10k items searched unquantized)."""
+    rng = np.random.default_rng(1)
+    points = [Point(str(i), {IMAGE_VECTOR: rng.normal(size=8).astype(np.float32),
+                             TEXT_VECTOR: rng.normal(size=8).astype(np.float32)}, {}) for i in range(300)]
+    with open_store(StoreConfig(backend="edge", path=tmp_path)) as store:
+        store.create_collection(CollectionSpec(name="q", model="m", dim=8, vectors=(IMAGE_VECTOR, TEXT_VECTOR),
+                                               storage=INT8))
+        store.upsert("q", points)
+        store.optimize("q")
+        assert store._shard("q").info().indexed_vectors_count > 0
+    assert list((tmp_path / "q" / "shard").rglob("quantized.data"))
+
+
 class _Recording:
     """A real local-mode client that records what create_collection was given."""
 
@@ -215,4 +230,7 @@ def test_the_service_searches_a_quantized_collection_with_its_defaults(plain_and
                     for name in ("plain", "int8")}
         for text in TEXTS:
             found = {name: [r.item_id for r in service.search(text=text).results] for name, service in services.items()}
-            assert found["int8"] == found["plain"] and found["plain"], text
+            # The same head; below it an approximate index may swap a near-tie (the evaluation's nDCG@10 moved by at
+            # most 0.0003 on the offline catalog, docs/performance.md).
+            assert found["int8"][:5] == found["plain"][:5] and found["plain"], text
+            assert len(set(found["int8"]) & set(found["plain"])) >= 9, text

@@ -90,7 +90,12 @@ def edge_storage(storage: StorageSpec | None) -> dict[str, Any]:
     q = edge()
     hnsw = q.HnswIndexConfig(m=storage.hnsw_m, ef_construct=storage.ef_construct, full_scan_threshold=FULL_SCAN_KB,
                              on_disk=storage.graph_on_disk)
-    return {"hnsw_config": hnsw, "quantization_config": edge_quantization(storage.quantization)}
+    # A quantized copy asked for is built by optimize() whatever the collection's size: the engine's default
+    # threshold (10 MB of vectors per segment) would leave a catalog of ~10k items unquantized, searched otherwise
+    # than the spec says.
+    optimizers = q.EdgeOptimizersConfig(indexing_threshold=1) if storage.quantization != "none" else None
+    return {"hnsw_config": hnsw, "quantization_config": edge_quantization(storage.quantization),
+            "optimizers": optimizers}
 
 
 def edge_quantization(kind: str) -> Any:
