@@ -56,7 +56,7 @@ def test_threads_share_one_cache_and_the_counts_add_up():
 
     def worker(offset: int) -> None:
         for i in range(rounds):
-            key, vector = (offset + i) % 80, np.full(4, i, dtype=np.float32)
+            key, vector = (offset + i) % 40, np.full(4, i, dtype=np.float32)  # 40 keys fit: every thread hits
             cached(cache, lambda: key, lambda: vector)  # noqa: B023 - called at once, in this iteration
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
@@ -65,7 +65,8 @@ def test_threads_share_one_cache_and_the_counts_add_up():
     for t in threads:
         t.join()
     stats = cache.stats()
-    assert stats.hits + stats.misses == 8 * rounds and stats.entries == 50 and stats.hits > 0
+    # A key misses at most once per thread (two threads may both miss it before either puts it).
+    assert stats.hits + stats.misses == 8 * rounds and stats.entries == 40 and stats.misses <= 8 * 40
 
 
 def test_words_are_keyed_by_model_and_by_what_the_model_reads(encoder):
