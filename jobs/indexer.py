@@ -9,6 +9,7 @@ from pathlib import Path
 
 from jobs.index_progress import IndexProgress, ProgressLogger
 from jobs.pipeline import build_pipeline
+from retrieval.catalogs.tabular import READ_RESOURCES
 from jobs.qdrant_sink import QdrantDatasink
 from retrieval import held
 from retrieval.catalogs import open_catalog
@@ -74,7 +75,7 @@ def still_to_index(cfg: IndexConfig, target: Target, ds):
         return ds, 0
     with open_store(cfg.store) as store:
         keys = held.held_keys(store, target.name)
-    return ds.map_batches(held.SkipHeld(keys), batch_format="numpy", batch_size=None), len(keys)
+    return ds.map_batches(held.SkipHeld(keys), batch_format="numpy", batch_size=None, **READ_RESOURCES), len(keys)
 
 
 def finish(cfg: IndexConfig, target: Target, tally, n_items: int) -> dict:

@@ -18,7 +18,7 @@ from itertools import islice
 
 from retrieval.catalogs.base import Catalog
 from retrieval.catalogs.fields import FieldStats, item_stats
-from retrieval.catalogs.tabular import Columns, table_items
+from retrieval.catalogs.tabular import READ_RESOURCES, Columns, table_items
 from retrieval.indexing import catalog_rows, column
 from retrieval.rows import Batch
 from schemas.catalog import CatalogItem
@@ -96,13 +96,16 @@ class CatalogSource:
         if not self.streamed:
             rows = catalog_rows(self.catalog, self.items())
             return ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // ROWS_PER_BLOCK, 400)))
-        return self._table_rows().repartition(target_num_rows_per_block=ROWS_PER_BLOCK)
+        # Blocks of ROWS_PER_BLOCK rows from the map stage itself: a repartition is a task of Ray's default 1 CPU,
+        # which a 2-CPU cluster whose Serve replicas hold CPUs never grants (tests/test_serve.py hung on it).
+        return self._table_rows(ROWS_PER_BLOCK)
 
-    def _table_rows(self):
-        """A table catalog's input rows in the datasource's own blocks (streamed, never all at once)."""
+    def _table_rows(self, rows_per_block: int = RECORDS_PER_BATCH):
+        """A table catalog's input rows in blocks of `rows_per_block` (streamed, never all at once)."""
         columns = self.catalog.columns()
         ds = self.catalog.table.dataset(self.catalog.table_file())
-        ds = ds.map_batches(ItemRows(self.catalog, columns), batch_format="pyarrow", batch_size=RECORDS_PER_BATCH)
+        ds = ds.map_batches(ItemRows(self.catalog, columns), batch_format="pyarrow", batch_size=rows_per_block,
+                            **READ_RESOURCES)
         return ds.limit(self.limit) if self.limit else ds
 
     def stats(self, keep: Sequence[str] = ()) -> FieldStats:
@@ -111,7 +114,8 @@ class CatalogSource:
             return item_stats(self.items(), keep)
         merged = FieldStats(keep=tuple(keep))
         with ordered():
-            blocks = self._table_rows().map_batches(BlockStats(keep), batch_format="numpy", batch_size=None)
+            blocks = self._table_rows().map_batches(BlockStats(keep), batch_format="numpy", batch_size=None,
+                                                               **READ_RESOURCES)
             for batch in blocks.iter_batches(batch_size=None, batch_format="numpy"):
                 for blob in batch["stats"]:
                     merged.merge(pickle.loads(blob))

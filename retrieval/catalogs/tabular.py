@@ -17,6 +17,9 @@ from schemas.catalog import CatalogItem
 ID_COLUMNS = ("id", "item_id", "sku")
 IMAGE_COLUMNS = ("image", "image_path", "path", "filename")
 
+# A read task's share of a core: Ray's default (1 CPU) deadlocks a 2-CPU cluster whose Serve replicas hold CPUs.
+READ_RESOURCES = {"num_cpus": 0.25}
+
 
 @dataclass(frozen=True)
 class Columns:
@@ -192,13 +195,13 @@ def _ray_csv(path: Path, header: list[str]):
 
     return ray.data.read_csv(str(path), convert_options=pacsv.ConvertOptions(
         column_types={name: pa.string() for name in header}, strings_can_be_null=False),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True))
+        parse_options=pacsv.ParseOptions(newlines_in_values=True), ray_remote_args=READ_RESOURCES)
 
 
 def _ray_parquet(path: Path, header: list[str]):
     import ray
 
-    return ray.data.read_parquet(str(path))
+    return ray.data.read_parquet(str(path), ray_remote_args=READ_RESOURCES)
 
 
 def _ray_jsonl(path: Path, header: list[str]):
@@ -207,7 +210,7 @@ def _ray_jsonl(path: Path, header: list[str]):
     strings, "007" -> 7)."""
     import ray
 
-    return ray.data.read_text(str(path), drop_empty_lines=True)
+    return ray.data.read_text(str(path), drop_empty_lines=True, ray_remote_args=READ_RESOURCES)
 
 
 def _jsonl_block(block) -> list[dict]:
