@@ -160,6 +160,20 @@ def test_a_limit_takes_the_first_items_in_both_passes(ray_cluster, offline_catal
 
 
 @pytest.mark.ray
+def test_every_format_reaches_the_pipeline_in_blocks_of_about_rows_per_block(ray_cluster, offline_catalog, tmp_path):
+    """Many blocks, not one of the whole catalog: the encode stage runs in parallel and the index job reports
+    progress as blocks are written (a killed run must have written part of its catalog)."""
+    from retrieval.catalogs.streamed import ROWS_PER_BLOCK, ordered
+
+    for fmt, folder in write_tables(tmp_path, offline_catalog, 2000).items():
+        with ordered():
+            sizes = [len(batch["id"]) for batch in CatalogSource(open_catalog(folder), limit=1500).dataset()
+                     .iter_batches(batch_size=None, batch_format="numpy")]
+        assert sum(sizes) == 1500 and len(sizes) >= 1500 // (2 * ROWS_PER_BLOCK), (fmt, sizes)
+        assert max(sizes) <= 2 * ROWS_PER_BLOCK, (fmt, sizes)
+
+
+@pytest.mark.ray
 def test_skip_held_in_a_ray_pipeline(ray_cluster, store, offline_catalog):
     catalog = open_catalog(offline_catalog)
     first = [item.id for item in islice(catalog.items(), 40)]

@@ -25,7 +25,7 @@ from schemas.catalog import CatalogItem
 
 ROW_COLUMNS = ("id", "path", "text", "payload")  # indexing.catalog_rows' columns: what the pipeline starts from
 NOT_METADATA = ("image", "text")  # what catalog_rows adds to an item's metadata in its payload
-ROWS_PER_BLOCK = 256  # an in-memory catalog's rows per block (parallelism without tiny tasks)
+ROWS_PER_BLOCK = 256  # a catalog's rows per block (parallelism and progress without tiny tasks)
 RECORDS_PER_BATCH = 4096  # table records turned into rows at once: a worker never holds a whole block as items
 
 
@@ -69,6 +69,15 @@ def ordered(on: bool = True) -> Iterator[None]:
         options.preserve_order = before
 
 
+def light_repartition(ds, rows_per_block: int):
+    """Blocks of `rows_per_block` rows by Ray's streaming repartition, asking the read's share of a core: by default
+    it asks 1 CPU, which a 2-CPU cluster whose Serve replicas hold CPUs never grants (the index job hung in
+    tests/test_serve.py), and Ray Data 2.60 has no public knob for a repartition's resources."""
+    ds = ds.repartition(target_num_rows_per_block=rows_per_block)
+    ds._logical_plan.dag.ray_remote_args.update(READ_RESOURCES)
+    return ds
+
+
 @dataclass
 class CatalogSource:
     """The index job's view of a catalog: its rows as a Ray Data dataset and its statistics, a table catalog read in
@@ -96,16 +105,17 @@ class CatalogSource:
         if not self.streamed:
             rows = catalog_rows(self.catalog, self.items())
             return ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // ROWS_PER_BLOCK, 400)))
-        # Blocks of ROWS_PER_BLOCK rows from the map stage itself: a repartition is a task of Ray's default 1 CPU,
-        # which a 2-CPU cluster whose Serve replicas hold CPUs never grants (tests/test_serve.py hung on it).
-        return self._table_rows(ROWS_PER_BLOCK)
+        return self._table_rows()
 
-    def _table_rows(self, rows_per_block: int = RECORDS_PER_BATCH):
-        """A table catalog's input rows in blocks of `rows_per_block` (streamed, never all at once)."""
+    def _table_rows(self):
+        """A table catalog's input rows in blocks of ROWS_PER_BLOCK (streamed, never all at once). Without the
+        repartition a map stage's outputs are merged up to 128 MB: one block of a whole small catalog, encoded by one
+        actor and written at its end (no progress until then)."""
         columns = self.catalog.columns()
         ds = self.catalog.table.dataset(self.catalog.table_file())
-        ds = ds.map_batches(ItemRows(self.catalog, columns), batch_format="pyarrow", batch_size=rows_per_block,
+        ds = ds.map_batches(ItemRows(self.catalog, columns), batch_format="pyarrow", batch_size=RECORDS_PER_BATCH,
                             **READ_RESOURCES)
+        ds = light_repartition(ds, ROWS_PER_BLOCK)
         return ds.limit(self.limit) if self.limit else ds
 
     def stats(self, keep: Sequence[str] = ()) -> FieldStats:
