@@ -16,6 +16,16 @@ by words ("summer dress") and away from words ("not floral"), diverse, and one p
   theirs down); its relevance is the similarity to the liked items' average direction. Moved away from the disliked
   ones as well (Qdrant's average_vector), it cost liked+disliked queries 0.06 nDCG@10 at diversity 0.1 on the
   Myntra dev set; the liked average gains 0.06 there (docs/evaluation.md). 0 keeps the recommend query's order.
+- What the liked items agree on ranks first: the values of a keyword field that every liked catalog item has (two
+  or more items), far more often than the catalog's items do (evidence.LIFT, as a search's photo neighbours'
+  agreement), make a tier, as the values a search's words name do (retrieval/evidence.py): the items with all of
+  them first, then the others, each ranked by the examples. Two liked blue shirts ask for blue shirts; one liked item
+  says nothing of which of its values mattered, so "more like this" has no tier. A photo has no payload: it does
+  not vote. Where the disliked items all differ from that agreement in a field (liked blue shirts, a red one
+  disliked), the items that differ as the disliked ones do (every such value: a disliked red men's shirt among
+  liked blue women's ones says no more of men's blue shirts than of women's red ones) go last among the others (a
+  list AVOID_DEPTH times deeper): a preference, not a refusal, since a disliked item is one example, not a rule.
+  `shared_values=False` turns both off (docs/evaluation.md has both).
 - Group-by keeps the best result of each value of a keyword payload field (Luma's `product_group`: one photo per
   colour, many colours per product), done here over a list GROUP_DEPTH times deeper than k: the embedded engine has
   no grouping query.
@@ -33,6 +43,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from retrieval import hybrid, negation, strategies
+from retrieval.evidence import LIFT, within
 from retrieval.prepare import with_words
 from retrieval.search import EncodedQuery, FilterError, QueryError, validate_filters
 from retrieval.store.base import (Diverse, Filter, Hit, Nearest, Plan, Recommend, SparseVector, VectorStore,
@@ -43,6 +54,7 @@ GROUP_DEPTH = 5  # candidates read per result when one result per group is kept
 MMR_DEPTH = 10  # candidates MMR chooses from per result it keeps (from k alone it could only reorder them)
 NOT_WORDS_LIMIT = 200  # items the store leaves out for having a negative word (the service checks the rest)
 NOT_WORDS_DEPTH = 2  # candidates read per result when negative words may drop some of them
+AVOID_DEPTH = 2  # candidates read per result beyond the shared values' tier when some have a disliked value
 MAX_DEPTH = 1000  # candidates read, at most (the API's k is at most 100)
 FUSION = "dbsf"  # examples with words, as hybrid_dbsf fuses a photo with words
 
@@ -78,6 +90,7 @@ class RecommendParams:
     strategy: Literal["best_score", "sum_scores", "average_vector"] | None = None  # None: by the table below
     liked_photos: tuple[bytes, ...] = ()
     disliked_photos: tuple[bytes, ...] = ()
+    shared_values: bool = True  # what every liked item has ranks first (module docstring)
 
     @property
     def chosen_strategy(self) -> str:
@@ -105,6 +118,7 @@ class Example:
     label: str  # the item id, or e.g. "liked photo 1"
     vector: np.ndarray
     item: bool = True  # a catalog item, left out of the results (a shopper's photo is not in the catalog)
+    payload: dict = field(default_factory=dict)  # a catalog item's; a photo has none
 
 
 def photo_label(side: str, index: int) -> str:
@@ -158,6 +172,36 @@ class Examples:
         return Examples((*self.liked, *labelled("liked", photos.liked)),
                         (*self.disliked, *labelled("disliked", photos.disliked)))
 
+    def shared(self, counts: dict[str, dict[str, int]]) -> Filter | None:
+        """The values every liked catalog item has (two or more of them), in the fields of `counts` (value -> items
+        in the catalog), each held by at most 1 / LIFT of the catalog: a value most items have says nothing."""
+        payloads = [e.payload for e in self.liked if e.item]
+        if len(payloads) < 2:
+            return None
+        shared = {}
+        for name, field_counts in counts.items():
+            values = {str(p.get(name)) if isinstance(p.get(name), str) else None for p in payloads}
+            value = values.pop() if len(values) == 1 else None
+            if value is not None and LIFT * field_counts.get(value, 0) <= sum(field_counts.values()):
+                shared[name] = value
+        return shared or None
+
+    def avoided(self, shared: Filter | None) -> Filter | None:
+        """In the fields the liked items agree on, the value every disliked catalog item has instead."""
+        payloads = [e.payload for e in self.disliked if e.item]
+        if not payloads or not shared:
+            return None
+        avoided = {}
+        for name, value in shared.items():
+            values = {p.get(name) if isinstance(p.get(name), str) else None for p in payloads}
+            if len(values) == 1 and (other := values.pop()) not in (None, value):
+                avoided[name] = other
+        return avoided or None
+
+
+def has_all(payload: dict, values: Filter | None) -> bool:
+    return bool(values) and all(payload.get(name) == value for name, value in values.items())
+
 
 @dataclass
 class Recommended:
@@ -178,6 +222,7 @@ class RecommendOutcome:
     results: list[Recommended]
     strategy: str
     timings_ms: dict[str, float] = field(default_factory=dict)
+    shared_values: Filter | None = None  # what the liked items agree on, ranked first
 
 
 def check_request(params: RecommendParams, spec: CollectionSpec) -> None:
@@ -195,12 +240,13 @@ def read_examples(store: VectorStore, collection: str, params: RecommendParams) 
     """The liked and disliked items' stored photo vectors (the photos are added once encoded: Examples.with_photos);
     every id the collection lacks is named in one ItemsNotFound."""
     wanted = list(dict.fromkeys((*params.liked, *params.disliked)))
-    found = {h.item_id: (h.vectors or {}).get(IMAGE_VECTOR) for h in store.retrieve(collection, wanted)}
-    missing = [i for i in wanted if found.get(i) is None]
+    found = {h.item_id: h for h in store.retrieve(collection, wanted)
+             if (h.vectors or {}).get(IMAGE_VECTOR) is not None}
+    missing = [i for i in wanted if i not in found]
     if missing:
         raise ItemsNotFound(f"no catalog item(s) {', '.join(map(repr, missing))} in collection {collection}")
     def side(ids: tuple[str, ...]) -> tuple[Example, ...]:
-        return tuple(Example(i, found[i]) for i in dict.fromkeys(ids))
+        return tuple(Example(i, found[i].vectors[IMAGE_VECTOR], payload=found[i].payload) for i in dict.fromkeys(ids))
 
     return Examples(side(params.liked), side(params.disliked))
 
@@ -279,19 +325,38 @@ def explained(hit: Hit, examples: Examples, group_by: str | None) -> Recommended
                        disliked_score, group_of(hit.payload, group_by))
 
 
+def tiered_hits(store: VectorStore, collection: str, query: Plan, params: RecommendParams, exclude: tuple,
+                shared: Filter | None, avoided: Filter | None = None) -> list[Hit]:
+    """The candidates: the items with every shared value first (one store call), then, while fewer than the depth
+    came back, the others (a second), those with an avoided value last."""
+    hits: list[Hit] = []
+    for narrowed in ((shared, None) if shared else (None,)):
+        filters = within(params.filters, narrowed)
+        if filters is False:
+            continue
+        wanted = params.depth - len(hits)
+        found = store.query(collection, query, min(MAX_DEPTH, wanted * (AVOID_DEPTH if avoided else 1)), filters,
+                            exclude=(*exclude, *(h.item_id for h in hits)), with_vectors=True)
+        hits += sorted(found, key=lambda h: has_all(h.payload, avoided))[:wanted]  # stable: the order kept
+        if len(hits) >= params.depth:
+            break
+    return hits
+
+
 def recommend(store: VectorStore, collection: str, spec: CollectionSpec, examples: Examples,
               words: EncodedQuery | None, params: RecommendParams) -> RecommendOutcome:
-    """One store call for the candidates (the examples and the negative words' items left out), then one per group
-    and the explanation; timings: search (with the negative words' lookup), explain."""
+    """The candidates by tier (the examples and the negative words' items left out), then one per group and the
+    explanation; timings: search (with the negative words' lookup), explain."""
     started = time.perf_counter()
     refused = negation.tokens(params.not_text, spec.bm25_language)
     exclude = (*examples.ids, *not_words_ids(store, collection, refused, params))
-    hits = without_words(store.query(collection, plan(examples, words, params), params.depth, params.filters,
-                                     exclude=exclude, with_vectors=True), refused)
+    shared = examples.shared(spec.filter_values) if params.shared_values else None
+    hits = without_words(tiered_hits(store, collection, plan(examples, words, params), params, exclude, shared,
+                                     examples.avoided(shared)), refused)
     searched = time.perf_counter()
     results = [explained(h, examples, params.group_by) for h in one_per_group(hits, params.group_by, params.k)]
     timings = {"search_ms": (searched - started) * 1000, "explain_ms": (time.perf_counter() - searched) * 1000}
-    return RecommendOutcome(results, params.chosen_strategy, timings)
+    return RecommendOutcome(results, params.chosen_strategy, timings, shared)
 
 
 @dataclass

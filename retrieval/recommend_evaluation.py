@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval import lexical, negation, recommend
+from retrieval import lexical, negation, recommend, strategies
 from retrieval.evaluation import paired_delta
 from retrieval.metrics import CUTOFF, score_query
 from retrieval.prepare import with_words
@@ -39,6 +39,8 @@ LIKED_MODES = ("liked", "more-like-this", "liked+disliked")
 MODES = (*LIKED_MODES, "words+not")
 NOT_WORDS = ("exclude", "push_down", "drop", "ignore", "as_typed")
 OTHER_STRATEGIES = ("sum_scores", "average_vector")  # the recommend strategies measured besides best_score
+NO_SHARED = "no_shared_values"  # the variant without the liked items' shared values ranked first
+RECOMMEND_ON = strategies.RECOMMEND_DIVERSITY
 
 
 @dataclass
@@ -107,10 +109,10 @@ def measures(ids: list[str], query: RecQuery, catalog: Catalog, avoid: str | Non
 
 
 def recommended(searcher, query: RecQuery, diversity: float, group_by: str | None = None,
-                strategy: str = "best_score") -> list[str]:
+                strategy: str = "best_score", shared_values: bool = True) -> list[str]:
     """The ids /recommend returns for the query's examples (k = CUTOFF)."""
     params = recommend.RecommendParams(query.liked, query.disliked, k=CUTOFF, diversity=diversity, group_by=group_by,
-                                       strategy=strategy)
+                                       strategy=strategy, shared_values=shared_values)
     return [r.item_id for r in recommend.finish(searcher, recommend.begin(searcher, params), None, params).results]
 
 
@@ -145,6 +147,8 @@ def variants(query: RecQuery, catalog: Catalog, diversities: tuple[float, ...]) 
         return [(how, 0.0, {"how": how}) for how in NOT_WORDS]
     out = [("recommend", d, {"diversity": d}) for d in diversities]
     out += [(strategy, 0.0, {"diversity": 0.0, "strategy": strategy}) for strategy in OTHER_STRATEGIES]
+    out += [(f"{NO_SHARED} {d:g}", d, {"diversity": d, "shared_values": False}) for d in (0.0, RECOMMEND_ON)
+            if d in diversities]
     grouped = [("group_by", 0.0, {"diversity": 0.0, "group_by": catalog.group_field})] if catalog.has_groups else []
     return out + grouped
 
@@ -152,7 +156,8 @@ def variants(query: RecQuery, catalog: Catalog, diversities: tuple[float, ...]) 
 def run_one(searcher, encode, query: RecQuery, **how) -> list[str]:
     if query.mode == "words+not":
         return searched(searcher, encode, query, how["how"])
-    return recommended(searcher, query, how["diversity"], how.get("group_by"), how.get("strategy", "best_score"))
+    return recommended(searcher, query, how["diversity"], how.get("group_by"), how.get("strategy", "best_score"),
+                       how.get("shared_values", True))
 
 
 def run(searcher, encode, queries: list[RecQuery], catalog: Catalog, diversities: tuple[float, ...],
@@ -209,6 +214,13 @@ def comparisons(queries: list[RecQuery], scores: dict) -> dict[str, tuple[float,
         out[f"liked+disliked - liked{at}"] = paired(get("liked+disliked", d=d), get("liked", d=d), pairs=disliked)
         out[f"liked+disliked - liked: avoid_share{at}"] = paired(get("liked+disliked", d=d), get("liked", d=d),
                                                                  "avoid_share", disliked)
+        plain = get("liked", f"{NO_SHARED} {d:g}", d)
+        if plain:
+            out[f"liked - liked without shared values{at}"] = paired(get("liked", d=d), plain)
+            out[f"liked - more-like-this, without shared values{at}"] = paired(plain, get("more-like-this", d=d),
+                                                                              pairs=first)
+            out[f"liked+disliked - liked+disliked without shared values{at}"] = paired(
+                get("liked+disliked", d=d), get("liked+disliked", f"{NO_SHARED} {d:g}", d))
     for how in NOT_WORDS[1:]:
         out[f"words+not {how} - exclude"] = paired(get("words+not", how), get("words+not", "exclude"))
     for mode, variant in ((m, v) for m in LIKED_MODES for v in ("group_by", *OTHER_STRATEGIES)):

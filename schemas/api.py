@@ -283,6 +283,10 @@ class RecommendRequest(BaseModel):
     group_by: str | None = Field(None, min_length=1, max_length=200,
                                  description="A keyword payload field (one of /readyz's filter_fields, e.g. "
                                              "product_group): one result per value of it")
+    shared_values: bool = Field(True, description="Rank first the items with every value that all the liked "
+                                "catalog items share (two or more of them; e.g. two liked blue shirts: blue shirts "
+                                "first), and last among the others those that differ from it as every disliked item "
+                                "does; false: the examples alone rank")
     strategy: Literal[RECOMMEND_STRATEGIES] | None = Field(  # type: ignore[valid-type]
         None, description="How the examples score an item (Qdrant's recommend strategies): best_score, its "
                           "similarity to the nearest liked item unless a disliked one is nearer; sum_scores, liked "
@@ -313,5 +317,8 @@ class RecommendedItem(BaseModel):
 class RecommendResponse(BaseModel):
     collection: str
     strategy: str = Field(description="The recommend strategy that scored the examples")
+    shared_values: dict[str, str] | None = Field(None, description="What every liked catalog item has (field -> "
+                                                 "value), ranked first; null with fewer than two liked items, when "
+                                                 "they share nothing telling, or when shared_values is false")
     results: list[RecommendedItem]
     timings_ms: dict[str, float]

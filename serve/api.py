@@ -99,7 +99,8 @@ def to_recommend_params(body: RecommendRequest) -> recommend.RecommendParams:
     return recommend.RecommendParams(
         liked=tuple(body.liked), disliked=tuple(body.disliked), text=body.text, not_text=body.not_text,
         filters=body.filters, k=body.k, diversity=body.diversity, group_by=body.group_by, strategy=body.strategy,
-        liked_photos=photos("liked", body.liked_photos), disliked_photos=photos("disliked", body.disliked_photos))
+        shared_values=body.shared_values, liked_photos=photos("liked", body.liked_photos),
+        disliked_photos=photos("disliked", body.disliked_photos))
 
 
 def to_recommended(result: recommend.Recommended) -> RecommendedItem:
@@ -315,6 +316,7 @@ class SearchAPI:
             raise Refused(503, "store_unavailable", f"store unavailable: {err}") from err
         timings = {"parse_ms": (pending.parsed - started) * 1000, **outcome.timings_ms}
         return RecommendResponse(collection=pending.collection, strategy=outcome.strategy,
+                                 shared_values=outcome.shared_values,
                                  results=[to_recommended(r) for r in outcome.results], timings_ms=timings)
 
     async def _recommend_encoded(self, pending: recommend.PendingRecommend, params: recommend.RecommendParams):

@@ -400,6 +400,9 @@ def test_recommend_names_the_liked_item_each_result_is_closest_to_and_the_dislik
     body = response.json()
     results = body["results"]
     assert len(results) == 8 and body["strategy"] == "best_score" and "total_ms" in body["timings_ms"]
+    # the three liked T-shirts (two women's, one men's) share their type: T-shirts first, gender left open
+    assert body["shared_values"]["articleType"] == "Tshirts" and "gender" not in body["shared_values"]
+    assert {r["payload"]["articleType"] for r in results} == {"Tshirts"}
     assert not {r["id"] for r in results} & {*LIKED, *DISLIKED}  # the examples themselves are left out
     examples = photo_vectors(handlers, [*LIKED, *DISLIKED, *(r["id"] for r in results)])
     for result in results:

@@ -29,14 +29,36 @@ def catalog() -> dict[str, tuple[dict, np.ndarray]]:
         for colour, tint in COLOURS.items():
             item = f"{product}-{colour}"
             words = f"{colour} {'floral ' if item in FLORAL else ''}{product}"
-            items[item] = ({"product_group": product, "baseColour": colour, "text": words},
+            items[item] = ({"product_group": product, "baseColour": colour, "shop": "one", "text": words},
                            unit(*np.add(look, tint)))
     return items
 
 
+def value_counts(fields: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """The catalog's values of each field with their item counts, as an index job records them in the spec."""
+    counts: dict[str, dict[str, int]] = {}
+    for payload, _ in catalog().values():
+        for name in fields:
+            counts.setdefault(name, {})[payload[name]] = counts.get(name, {}).get(payload[name], 0) + 1
+    return counts
+
+
 @pytest.fixture
 def searcher(store) -> Searcher:
-    spec = CollectionSpec(name="gen-1", model="m", dim=3, filter_fields=("product_group", "baseColour"))
+    """The catalog without value counts in its spec (so the liked items' shared values are off; counted_searcher has
+    them)."""
+    return searcher_of(store, CollectionSpec(name="gen-1", model="m", dim=3,
+                                             filter_fields=("product_group", "baseColour")))
+
+
+@pytest.fixture
+def counted_searcher(store) -> Searcher:
+    fields = ("product_group", "baseColour", "shop")
+    return searcher_of(store, CollectionSpec(name="gen-1", model="m", dim=3, filter_fields=fields,
+                                             filter_values=value_counts(fields)))
+
+
+def searcher_of(store, spec: CollectionSpec) -> Searcher:
     store.create_collection(spec)
     store.upsert("gen-1", [item_point(i, payload, photo, photo, lexical.document_vector(payload["text"], 2.0))
                            for i, (payload, photo) in catalog().items()])
@@ -79,6 +101,28 @@ def test_a_disliked_item_pushes_its_look_down(searcher, strategy):
     plain = ids(run(searcher, liked=("dress-red",), k=5, strategy=strategy))
     pushed = ids(run(searcher, liked=("dress-red",), disliked=("skirt-blue",), k=5, strategy=strategy))
     assert "skirt-red" in plain[:3] and "skirt-red" not in pushed[:3]
+
+
+def test_what_two_liked_items_share_ranks_first_and_one_liked_item_has_no_tier(counted_searcher):
+    """A liked red dress and a liked red shirt: the red items come first, though the other dresses look more like the
+    dress; a value every item has (shop) says nothing. One liked item says nothing of which of its values mattered."""
+    outcome = run(counted_searcher, liked=("dress-red", "shirt-red"), k=4)
+    assert outcome.shared_values == {"baseColour": "red"}
+    assert sorted(ids(outcome)[:2]) == ["shoe-red", "skirt-red"]
+    plain = ids(run(counted_searcher, liked=("dress-red", "shirt-red"), k=4, shared_values=False))
+    assert not set(plain[:2]) & {"shoe-red", "skirt-red"}
+    single = run(counted_searcher, liked=("dress-red",), k=4)
+    assert single.shared_values is None and ids(single) == ids(run(counted_searcher, liked=("dress-red",), k=4,
+                                                                   shared_values=False))
+
+
+def test_a_disliked_item_that_differs_from_the_liked_ones_sends_its_value_last(counted_searcher):
+    """Liked red dress and shirt, disliked blue dress: after the red items, the green ones before any blue one."""
+    liked = ("dress-red", "shirt-red")
+    plain = ids(run(counted_searcher, liked=liked, k=8))
+    avoiding = ids(run(counted_searcher, liked=liked, disliked=("dress-blue",), k=8, strategy="average_vector"))
+    assert any(i.endswith("-blue") for i in plain[:6])
+    assert [i.split("-")[1] for i in avoiding] == ["red"] * 2 + ["green"] * 4 + ["blue"] * 2
 
 
 def test_one_result_per_product_group(searcher):

@@ -144,6 +144,11 @@ def _recommended(server, liked, disliked=(), diversity=RECOMMEND_DIVERSITY) -> l
     return response.json()["results"]
 
 
+def _shared_values(server, liked) -> dict:
+    response = server.post("/recommend", json={"liked": list(liked), "k": 1})
+    return response.json()["shared_values"] or {}
+
+
 def test_likes_make_a_for_you_row_that_follows_them(server, browser):
     """The filters show each value's item count. Liking two results shows a For-you row of other items, as POST
     /recommend ranks them, each naming the liked item it is closest to; a dislike and the diversity switch change
@@ -165,8 +170,10 @@ def test_likes_make_a_for_you_row_that_follows_them(server, browser):
     assert [c.get_attribute("data-id") for c in _cards(browser)] == results  # liking is not a search
     pressed = [c.find_element(By.CSS_SELECTOR, "button.like").get_attribute("aria-pressed") for c in _cards(browser)]
     assert pressed[:3] == ["true", "true", "false"]
-    expected = _recommended(server, names)
+    expected, shared = _recommended(server, names), _shared_values(server, names)
     assert row == [r["id"] for r in expected] and len(row) == 12 and not set(row) & set(names)
+    assert browser.find_element(By.ID, "foryou-shared").text == (
+        f"Your likes share: {' · '.join(shared.values())}" if shared else "")
     closest = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#foryou-row .card .closest")]
     assert closest == [f"closest to {names[r['closest_liked']]}" for r in expected]
     assert browser.find_element(By.ID, "prefs-count").text == "2 liked · 0 disliked"
