@@ -5,7 +5,9 @@
 python -m bench.serving --seconds 60       (indexes the offline catalog first if the store has no collection)
 Headline: serving overhead = HTTP p50 - in-process p50, per query kind, at concurrency 1. The in-process search
 uses the service's torch thread count and the same query cache size, so the difference is what serving adds
-(HTTP, proxy, hops, batching). "cache hit %": the encoded-query cache's hits over its lookups during that load.
+(HTTP, proxy, hops, batching). "cache hit %": the encoded-query cache's hits over its lookups during that load;
+"result cache hit %": the ingress's whole-response cache's (the per-kind rows and the soak send Cache-Control:
+no-cache, so each of their searches runs; the shopper-words loads do not).
 Loopback only; every load is bounded by time and by count.
 """
 
@@ -74,15 +76,16 @@ def in_process(repeats: int, threads: int, cache_size: int) -> dict[str, dict]:
 
 
 async def load(url: str, bodies: list[dict], concurrency: int, seconds: float, max_requests: int,
-               path: str = "/search") -> dict:
+               path: str = "/search", fresh: bool = False) -> dict:
     """`concurrency` clients posting in a loop, bounded by time and by count, taking the bodies in turn (each once
     before any comes again); latencies, errors, throughput, and this client's CPU per request. aiohttp with the
-    bodies serialised once: the client shares the machine, and httpx spent about 1 ms of CPU per request."""
+    bodies serialised once: the client shares the machine, and httpx spent about 1 ms of CPU per request. `fresh`:
+    Cache-Control: no-cache, so the service searches each one (its result cache would answer the repeats)."""
     import aiohttp
 
     latencies, errors, deadline = [], [], time.monotonic() + seconds
     payloads, turn = [json.dumps(b).encode() for b in bodies], itertools.count()
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json", **({"cache-control": "no-cache"} if fresh else {})}
 
     async def client_loop(session: aiohttp.ClientSession) -> None:
         while time.monotonic() < deadline and len(latencies) + len(errors) < max_requests:
@@ -138,23 +141,27 @@ def start_app(port: int, args: dict) -> str:
     raise TimeoutError("the app did not become ready")
 
 
-async def cache_counts(app_name: str = "default") -> tuple[int, int]:
-    """(hits, misses) of the ingress's encoded-query cache, asked through a Serve handle (in this event loop:
-    RAY_SERVE_THROUGHPUT_OPTIMIZED runs a handle's router in its caller's loop)."""
+async def cache_counts(app_name: str = "default") -> dict[str, int]:
+    """The ingress's cache counts (the encoded-query cache's hits and misses, the result cache's result_hits and
+    result_misses), asked through a Serve handle (in this event loop: RAY_SERVE_THROUGHPUT_OPTIMIZED runs a
+    handle's router in its caller's loop)."""
     from ray import serve
 
-    stats = await serve.get_app_handle(app_name).query_cache.remote()
-    return stats["hits"], stats["misses"]
+    return await serve.get_app_handle(app_name).query_cache.remote()
+
+
+def hit_rate(before: dict, after: dict, prefix: str = "") -> float | None:
+    hits, misses = (after[prefix + n] - before[prefix + n] for n in ("hits", "misses"))
+    return hits / (hits + misses) if hits + misses else None
 
 
 async def measured(url: str, bodies: list[dict], concurrency: int, seconds: float, max_requests: int,
-                   path: str = "/search") -> dict:
-    """One load, with the cache's hit rate over its lookups during it."""
-    hits, misses = await cache_counts()
-    result = await load(url, bodies, concurrency, seconds, max_requests, path)
-    after_hits, after_misses = await cache_counts()
-    lookups = (after_hits - hits) + (after_misses - misses)
-    return {**result, "hit_rate": (after_hits - hits) / lookups if lookups else None}
+                   path: str = "/search", fresh: bool = False) -> dict:
+    """One load, with each cache's hit rate over its lookups during it."""
+    before = await cache_counts()
+    result = await load(url, bodies, concurrency, seconds, max_requests, path, fresh)
+    after = await cache_counts()
+    return {**result, "hit_rate": hit_rate(before, after), "result_hit_rate": hit_rate(before, after, "result_")}
 
 
 async def every_load(url: str, bodies: dict[str, list[dict]], args: argparse.Namespace) -> dict:
@@ -164,22 +171,23 @@ async def every_load(url: str, bodies: dict[str, list[dict]], args: argparse.Nam
     for kind, kind_bodies in bodies.items():
         path = "/recommend" if kind == RECOMMEND else "/search"
         await load(url, kind_bodies, 1, 5, 10, path)  # warm-up
-        http[(kind, 1)] = await measured(url, kind_bodies, 1, 120, args.requests, path)
-        http[(kind, 8)] = await measured(url, kind_bodies, 8, 15, 100_000, path)
+        # fresh: each search runs (its 8 queries repeat; the result cache is for the shopper-words loads below)
+        http[(kind, 1)] = await measured(url, kind_bodies, 1, 120, args.requests, path, fresh=True)
+        http[(kind, 8)] = await measured(url, kind_bodies, 8, 15, 100_000, path, fresh=True)
     mixed = [b for kind, kind_bodies in bodies.items() if kind != RECOMMEND for b in kind_bodies]
-    http[("mixed soak", 8)] = await measured(url, mixed, 8, args.seconds, 1_000_000)
+    http[("mixed soak", 8)] = await measured(url, mixed, 8, args.seconds, 1_000_000, fresh=True)
     return {**http, **await words_loads(url, args.requests, args.clients, args.words_seconds)}
 
 
 def report(inproc: dict, http: dict) -> None:
     print("\n| query | concurrency | p50 ms | p95 ms | p99 ms | req/s | errors | in-process p50 ms | cache hit % "
-          "| client CPU ms/req |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| result cache hit % | client CPU ms/req |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for (kind, conc), r in http.items():
         base = f"{inproc[kind]['p50']:.1f}" if kind in inproc else ""
-        hits = f"{100 * r['hit_rate']:.0f}" if r.get("hit_rate") is not None else ""
+        hits, results = (f"{100 * r[n]:.0f}" if r.get(n) is not None else "" for n in ("hit_rate", "result_hit_rate"))
         print(f"| {kind} | {conc} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['rps']:.1f} | "
-              f"{r['errors']} | {base} | {hits} | {r['client_cpu_ms']:.2f} |")
+              f"{r['errors']} | {base} | {hits} | {results} | {r['client_cpu_ms']:.2f} |")
     for kind in inproc:
         overhead = http[(kind, 1)]["p50"] - inproc[kind]["p50"]
         print(f"serving overhead ({kind}): HTTP p50 {http[(kind, 1)]['p50']:.1f} ms - in-process p50 "
@@ -195,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=60, help="the mixed soak at concurrency 8")
     parser.add_argument("--clients", type=int, default=16, help="concurrency of the shopper-words loads")
     parser.add_argument("--words-seconds", type=float, default=30, help="each shopper-words load (Zipf, unique)")
+    parser.add_argument("--result-cache-size", type=int, default=get_settings().result_cache_size,
+                        help="whole responses the ingress keeps (0: none, to measure what the cache gives)")
     parser.add_argument("--query-cache-size", type=int, default=get_settings().query_cache_size,
                         help="encoded queries kept by the service (and the in-process search); 0: none")
     parser.add_argument("--port", type=int, default=8011)
@@ -207,7 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     serve_env = use_fast_path()  # before anything imports ray.serve: Serve reads these at import
     from serve.app import ServeArgs
 
-    app_args = {"encoder_placement": args.placement, "query_cache_size": args.query_cache_size}
+    app_args = {"encoder_placement": args.placement, "query_cache_size": args.query_cache_size,
+                "result_cache_size": args.result_cache_size}
     threads = ServeArgs(**app_args).encoder_config().threads
     bodies = {**{kind: queries(kind) for kind in ("text", "image", "image+text")}, RECOMMEND: recommend_bodies()}
     indexer.ensure_index(IndexConfig.from_settings())  # the settings' own store and collection, as `make serve` uses

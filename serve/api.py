@@ -29,6 +29,7 @@ from schemas.api import (STRATEGIES, InspectResponse, ItemInspection, ReadyRespo
                          Understood)
 from schemas.jobs import StoreConfig
 from serve.encoder import SEGMENTATION_OFF, EncoderClient, EncoderConfig
+from serve.result_cache import ResultCache, request_key
 from serve.http import BODY_TIMEOUTS, CLIENT_GONE, BodyTimeouts, Refused, parse_json_body, parse_search, photo_bytes
 from serve.metrics import service_metrics
 from serve.openapi import Deployment
@@ -143,6 +144,13 @@ class SearchAPIConfig(BaseModel):
     max_upload_bytes: int
     body_timeouts: BodyTimeouts = BODY_TIMEOUTS
     segmentation: bool = False  # whether the encoder isolates garments (segment=true), for the OpenAPI document
+    result_cache: tuple[int, float] = (0, 0.0)  # whole responses kept, and for how many seconds (0: none)
+
+
+def wants_fresh(request: Request) -> bool:
+    """Cache-Control: no-cache (or no-store) asks for an answer searched now, not a kept one (RFC 9111)."""
+    directives = {d.strip().lower() for d in request.headers.get("cache-control", "").split(",")}
+    return bool(directives & {"no-cache", "no-store"})
 
 
 class SearchAPI:
@@ -157,6 +165,7 @@ class SearchAPI:
         self.segmentation = self.encoder.target.segmenter is not None if self.encoder.local else config.segmentation
         self.searcher = Searcher(open_store(config.store), config.collection, config.model)
         self.inline_begin = config.store.embedded and config.store.backend == "edge"
+        self.results = ResultCache(*config.result_cache)
 
     def __serve_build_asgi_app__(self):
         """Serve calls this on the replica, after the constructor: the routes over this object."""
@@ -188,8 +197,9 @@ class SearchAPI:
 
     async def query_cache(self) -> dict[str, float]:
         """The encoded-query cache's counts (a Serve handle call: bench.serving states the hit rate of each load)."""
-        stats = await self.encoder.cache_stats()
-        return {"hits": stats.hits, "misses": stats.misses, "entries": stats.entries, "capacity": stats.capacity}
+        stats, results = await self.encoder.cache_stats(), self.results.stats()
+        return {"hits": stats.hits, "misses": stats.misses, "entries": stats.entries, "capacity": stats.capacity,
+                "result_hits": results.hits, "result_misses": results.misses}
 
     async def search(self, request: Request) -> SearchResponse:
         """Parse, search, and account for it: metrics by outcome and one log line, whatever the outcome."""
@@ -198,7 +208,7 @@ class SearchAPI:
         async def answer() -> tuple[SearchResponse, str]:
             search, image = await parse_search(request, self.max_upload_bytes, self.body_timeouts)
             record.update(mode=request_mode(search, image), k=search.k, text=(search.text or "")[:TEXT_LOGGED])
-            return await self._search(search, image, started)
+            return await self._search(search, image, started, wants_fresh(request))
 
         return await self._accounted(record, answer)
 
@@ -225,9 +235,10 @@ class SearchAPI:
                     "timings_ms": {k: round(v, 2) for k, v in response.timings_ms.items()}})
         return response
 
-    async def _search(self, search: SearchRequest, image: bytes | None, started: float) -> tuple[SearchResponse, str]:
+    async def _search(self, search: SearchRequest, image: bytes | None, started: float,
+                      fresh: bool = False) -> tuple[SearchResponse, str]:
         try:
-            return await self._run(search, image, started)
+            return await self._run(search, image, started, fresh)
         except ItemNotFound as err:
             raise Refused(404, "unknown_item", str(err)) from err
         except FilterError as err:
@@ -239,13 +250,18 @@ class SearchAPI:
         except StoreError as err:
             raise Refused(503, "store_unavailable", f"store unavailable: {err}") from err
 
-    async def _run(self, search: SearchRequest, image: bytes | None, started: float) -> tuple[SearchResponse, str]:
+    async def _run(self, search: SearchRequest, image: bytes | None, started: float,
+                   fresh: bool = False) -> tuple[SearchResponse, str]:
         """The shared orchestration (retrieval/service.py), with the batching encoder between its two halves; the
-        response and the mode searched (an item alone searches by its photo and its words)."""
+        response and the mode searched (an item alone searches by its photo and its words). The same request on the
+        same generation is answered from the result cache unless `fresh` (serve/result_cache.py)."""
         if search.segment and not self.segmentation:  # refused whatever else the request has, as its schema says
             raise Refused(400, "segmentation_disabled", SEGMENTATION_OFF)
         pending = await self._begin(functools.partial(self.searcher.begin, image, search.text, search.item_id,
                                                       started, search.filters))
+        key = request_key(pending.collection, search.model_dump_json(exclude={"image_base64"}), image)
+        if not fresh and (cached := self._cached(key, started)) is not None:
+            return cached
         query, rejected = await self.encoder.encode(pending.image, pending.phrase, pending.spec.letterbox,
                                                     search.segment and pending.image is not None)
         if rejected:
@@ -256,7 +272,17 @@ class SearchAPI:
         response = SearchResponse(collection=pending.collection, strategy=outcome.strategy,
                                   results=[to_item(r) for r in outcome.results], timings_ms=timings,
                                   **understood_of(outcome.understood))
+        self.results.put(key, (response, outcome.mode))
         return response, outcome.mode
+
+    def _cached(self, key: tuple, started: float) -> tuple[SearchResponse, str] | None:
+        """The response to the same request on the same generation, if kept (its timings: this answer's total)."""
+        found = self.results.get(key)
+        self.metrics.cached("results", found is not None)
+        if found is None:
+            return None
+        response, mode = found
+        return response.model_copy(update={"timings_ms": {"total_ms": (time.perf_counter() - started) * 1000}}), mode
 
     async def _begin(self, begin):
         """A search's first half, whose store calls are the alias and a catalog item's vectors: off the event loop

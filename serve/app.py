@@ -25,7 +25,7 @@ from serve.http import BodyTimeouts
 # them, from FASHION_* in each replica, so an argument could not change them.
 SERVICE_SETTINGS = ("model", "device", "precision", "collection", "qdrant_url", "qdrant_api_key", "qdrant_grpc",
                     "qdrant_timeout_s", "store_backend", "store_path", "query_max_pixels", "query_decode_budget",
-                    "query_cache_size")
+                    "query_cache_size", "result_cache_size", "result_cache_ttl_s")
 
 
 class ServeArgs(BaseModel):
@@ -83,7 +83,8 @@ class ServeArgs(BaseModel):
         return SearchAPIConfig(store=self.store(), collection=self.settings.collection,
                                model=canonical_spec(self.settings.model), max_upload_bytes=self.max_upload_bytes,
                                body_timeouts=BodyTimeouts(self.body_idle_timeout_s, self.body_timeout_s),
-                               segmentation=self.query_segmenter != "none")
+                               segmentation=self.query_segmenter != "none",
+                               result_cache=(self.settings.result_cache_size, self.settings.result_cache_ttl_s))
 
 
 def build_app(args: ServeArgs) -> Application:
