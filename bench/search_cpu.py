@@ -71,7 +71,7 @@ def http_app(calls: int) -> dict[str, float]:
     from serve.app import ServeArgs
     from serve.routes import create_app
 
-    args = ServeArgs(encoder_threads=1, query_segmenter="none")
+    args = ServeArgs(encoder_threads=1, query_segmenter="none", result_cache_size=0)  # each request searched
     api = SearchAPI(args.encoder_config(), args.search_api_config())
 
     async def run() -> dict[str, float]:
