@@ -13,7 +13,7 @@ import pytest
 
 from jobs.indexer import collection_spec
 from retrieval import held
-from retrieval.catalogs import open_catalog
+from retrieval.catalogs import CatalogError, open_catalog
 from retrieval.catalogs.fields import MAX_VALUES, FieldStats, filter_fields, item_stats, top_values
 from retrieval.catalogs.streamed import BlockStats, CatalogSource, ItemRows
 from retrieval.indexing import catalog_rows
@@ -37,13 +37,16 @@ def _typed(record: dict) -> dict:
             for k, v in record.items()}
 
 
+PARTS = "parquet-parts"  # catalog.parquet as a folder of part files, as Spark and warehouses export a table
+
+
 def write_tables(root, offline_catalog, n: int) -> dict[str, object]:
-    """The offline catalog's first n rows as catalog.csv, catalog.parquet and catalog.jsonl, each in a folder of its
-    own beside the offline photos."""
+    """The offline catalog's first n rows as catalog.csv, catalog.parquet, catalog.jsonl and a catalog.parquet folder
+    of three part files (and Spark's _SUCCESS marker), each in a folder of its own beside the offline photos."""
     import pyarrow.parquet as pq
 
     records = _csv_records(offline_catalog, n)
-    folders = {fmt: root / fmt for fmt in ("csv", "parquet", "jsonl")}
+    folders = {fmt: root / fmt for fmt in ("csv", "parquet", "jsonl", PARTS)}
     for folder in folders.values():
         folder.mkdir()
         (folder / "images").symlink_to(offline_catalog / "images")
@@ -53,6 +56,12 @@ def write_tables(root, offline_catalog, n: int) -> dict[str, object]:
         writer.writerows(records)
     pq.write_table(pa.Table.from_pylist([_typed(r) for r in records]), folders["parquet"] / "catalog.parquet")
     (folders["jsonl"] / "catalog.jsonl").write_text("".join(json.dumps(_typed(r)) + "\n" for r in records))
+    table = folders[PARTS] / "catalog.parquet"
+    table.mkdir()
+    (table / "_SUCCESS").write_text("")
+    for i, start in enumerate(range(0, n, -(-n // 3))):  # three parts, in catalog order by name
+        part = records[start:start + -(-n // 3)]
+        pq.write_table(pa.Table.from_pylist([_typed(r) for r in part]), table / f"part-{i:05d}.parquet")
     return folders
 
 
@@ -70,8 +79,16 @@ def test_item_rows_make_the_rows_the_in_memory_reader_makes(offline_catalog):
 def test_parquet_and_jsonl_readers_give_the_csv_items(tmp_path, offline_catalog):
     folders = write_tables(tmp_path, offline_catalog, 30)
     read = {fmt: list(open_catalog(folder).items()) for fmt, folder in folders.items()}
-    assert {fmt: open_catalog(folder).format for fmt, folder in folders.items()} == {f: f for f in folders}
-    assert read["parquet"] == read["csv"] == read["jsonl"] and len(read["csv"]) == 30
+    assert {fmt: open_catalog(folder).format for fmt, folder in folders.items()} == {
+        **{f: f for f in folders}, PARTS: "parquet"}
+    assert read["parquet"] == read["csv"] == read["jsonl"] == read[PARTS] and len(read["csv"]) == 30
+    given = open_catalog(folders[PARTS] / "catalog.parquet")  # the folder given directly: its parent holds the photos
+    assert list(given.items()) == read["csv"] and given.root == folders[PARTS]
+    empty = tmp_path / "empty" / "catalog.parquet"
+    empty.mkdir(parents=True)
+    (empty / "_SUCCESS").write_text("")
+    with pytest.raises(CatalogError, match="folder without .parquet part files"):
+        list(open_catalog(empty.parent, "parquet").items())
     assert read["csv"][0].metadata["year"] == 2011 and read["csv"][0].id == "10000"
 
 
@@ -206,7 +223,7 @@ def test_parquet_and_jsonl_catalogs_index_to_the_csv_results(ray_cluster, offlin
                                    with_vectors=True)
         found[fmt] = (spec.model_copy(update={"name": "", "catalog_root": ""}),
                       {h.item_id: (h.payload, {k: _vector(v) for k, v in h.vectors.items()}) for h in hits})
-    assert found["parquet"] == found["csv"] == found["jsonl"] and len(found["csv"][1]) == 24
+    assert found["parquet"] == found["csv"] == found["jsonl"] == found[PARTS] and len(found["csv"][1]) == 24
 
 
 def test_the_driver_memory_benchmark_catalog_reuses_the_offline_photos(tmp_path):

@@ -83,7 +83,7 @@ def detect_format(root: Path) -> str:
     from retrieval.catalogs.formats import FORMATS
 
     for layout in FORMATS.values():
-        if layout.table and ((root / layout.table.file).is_file() or root.suffix in layout.table.suffixes):
+        if layout.table and layout.table.holds(root):
             return layout.name
     if (root / "captions.json").is_file() or (root / "labels" / "shape" / "shape_anno_all.txt").is_file():
         return "deepfashion-mm"
@@ -108,6 +108,7 @@ def open_catalog(root: str | Path, fmt: str = "auto", text_fields: Sequence[str]
                                "itself")
         reader = functools.partial(reader, text_fields=tuple(text_fields))
     fields = tuple(text_fields) if text_fields is not None else None
-    if root.is_file():  # a table file given directly: its folder is the image root
+    given_directly = root.is_file() or layout.table is not None and root.suffix in layout.table.suffixes
+    if given_directly:  # a table file (or a folder of Parquet part files) given directly: its folder is the image root
         return Catalog(root.parent, layout.name, lambda _root, f=root: reader(f), layout.table, root, fields)
     return Catalog(root, layout.name, reader, layout.table, root, fields)

@@ -125,11 +125,19 @@ class TableKind:
         """The records of one block of `dataset`."""
         return (self.block_records or _table_block)(block)
 
+    folders: bool = False  # a folder of part files may stand for the file (Parquet: Spark's and warehouses' exports)
+
     def path(self, root: Path) -> Path:
         path = root if root.suffix in self.suffixes else root / self.file
-        if not path.is_file():
-            raise CatalogError(f"{path} not found")
+        if not (path.is_file() or self.folders and parts(path)):
+            raise CatalogError(f"{path} not found" + (" (or is a folder without .parquet part files)"
+                                                      if self.folders and path.is_dir() else ""))
         return path
+
+    def holds(self, root: Path) -> bool:
+        """Whether `root` is this kind's table, or a folder with one under its default name."""
+        path = root / self.file
+        return root.suffix in self.suffixes or path.is_file() or (self.folders and bool(parts(path)))
 
     def columns(self, root: Path, text_fields: Sequence[str] | None = None) -> Columns:
         path = self.path(root)
@@ -150,17 +158,29 @@ def _csv_records(path: Path) -> Iterator[dict]:
         yield from reader
 
 
+def parts(path: Path) -> list[Path]:
+    """A Parquet table's files: the file itself, or a folder's part files in name order (part-00000..., hidden and
+    marker files such as _SUCCESS left out; Hive partition folders' names are not read as columns); [] for
+    neither."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        return []
+    return sorted(p for p in path.rglob("*.parquet") if p.is_file() and not p.name.startswith((".", "_")))
+
+
 def _parquet_header(path: Path) -> list[str]:
     import pyarrow.parquet as pq
 
-    return list(pq.read_schema(path).names)
+    return list(pq.read_schema(parts(path)[0]).names)
 
 
 def _parquet_records(path: Path, batch_rows: int = 4096) -> Iterator[dict]:
     import pyarrow.parquet as pq
 
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
-        yield from batch.to_pylist()
+    for part in parts(path):
+        for batch in pq.ParquetFile(part).iter_batches(batch_size=batch_rows):
+            yield from batch.to_pylist()
 
 
 def _jsonl_header(path: Path) -> list[str]:
@@ -199,9 +219,10 @@ def _ray_csv(path: Path, header: list[str]):
 
 
 def _ray_parquet(path: Path, header: list[str]):
+    """The file, or the folder's part files read in parallel (a read task per file), in name order."""
     import ray
 
-    return ray.data.read_parquet(str(path), ray_remote_args=READ_RESOURCES)
+    return ray.data.read_parquet([str(p) for p in parts(path)], ray_remote_args=READ_RESOURCES)
 
 
 def _ray_jsonl(path: Path, header: list[str]):
@@ -223,7 +244,8 @@ def _table_block(block) -> list[dict]:
 
 
 CSV = TableKind("catalog.csv", (".csv",), _csv_header, _csv_records, _ray_csv)
-PARQUET = TableKind("catalog.parquet", (".parquet", ".pq"), _parquet_header, _parquet_records, _ray_parquet)
+PARQUET = TableKind("catalog.parquet", (".parquet", ".pq"), _parquet_header, _parquet_records, _ray_parquet,
+                    folders=True)
 JSONL = TableKind("catalog.jsonl", (".jsonl", ".ndjson"), _jsonl_header, _jsonl_records, _ray_jsonl, _jsonl_block)
 
 
