@@ -123,7 +123,10 @@ class SearchResponse(BaseModel):
     collection: str
     strategy: str = Field(description="The strategy that ranked the results")
     results: list[ResultItem]
-    timings_ms: dict[str, float]
+    timings_ms: dict[str, float] = Field(description="Per stage (parse, encode, search, explain) and total_ms; an "
+                                         "answer kept from an identical request has total_ms only")
+    cached: bool = Field(False, description="Answered from the service's result cache (the same request on the same "
+                                            "generation within its time to live); Cache-Control: no-cache searches")
     understood: list[Understood] = Field([], description="What the words were read as in the catalog (the items "
                                                          "with every named value rank first: a preference, not a "
                                                          "filter)")

@@ -54,8 +54,9 @@ class Settings(BaseSettings):
     query_cache_size: int = Field(8192, ge=0, description="Encoded queries (words, photos) kept per service "
                                                          "process, least recently used dropped (0: none); about "
                                                          "4 bytes x the model's dimension each")
-    result_cache_size: int = Field(4096, ge=0, description="Whole search responses kept per ingress process for "
-                                   "repeated requests on the same generation (0: none; serve/result_cache.py)")
+    result_cache_size: int = Field(40_000, ge=0, description="Results kept per ingress process in whole search "
+                                   "responses, for repeated requests on the same generation (4,000 ten-result answers; "
+                                   "0: none; serve/result_cache.py)")
     result_cache_ttl_s: float = Field(30.0, ge=0, description="Seconds a cached response is served: an index run "
                                       "without --rebuild changes the live generation in place")
     query_decode_budget: int = Field(48_000_000, gt=0, description="Query pixels decoded at once per replica; more "

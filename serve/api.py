@@ -147,10 +147,17 @@ class SearchAPIConfig(BaseModel):
     result_cache: tuple[int, float] = (0, 0.0)  # whole responses kept, and for how many seconds (0: none)
 
 
-def wants_fresh(request: Request) -> bool:
-    """Cache-Control: no-cache (or no-store) asks for an answer searched now, not a kept one (RFC 9111)."""
-    directives = {d.strip().lower() for d in request.headers.get("cache-control", "").split(",")}
-    return bool(directives & {"no-cache", "no-store"})
+def cache_directives(request: Request) -> set[str]:
+    """The request's Cache-Control directives (and Pragma: no-cache, HTTP/1.0's), lower case."""
+    given = f'{request.headers.get("cache-control", "")},{request.headers.get("pragma", "")}'
+    return {d.strip().lower() for d in given.split(",") if d.strip()}
+
+
+def wants_fresh(request: Request) -> tuple[bool, bool]:
+    """(search now, keep the answer): no-cache or max-age=0 asks for an answer searched now (RFC 9111); no-store
+    also asks that it not be kept."""
+    directives = cache_directives(request)
+    return bool(directives & {"no-cache", "no-store", "max-age=0"}), "no-store" not in directives
 
 
 class SearchAPI:
@@ -208,7 +215,7 @@ class SearchAPI:
         async def answer() -> tuple[SearchResponse, str]:
             search, image = await parse_search(request, self.max_upload_bytes, self.body_timeouts)
             record.update(mode=request_mode(search, image), k=search.k, text=(search.text or "")[:TEXT_LOGGED])
-            return await self._search(search, image, started, wants_fresh(request))
+            return await self._search(search, image, started, *wants_fresh(request))
 
         return await self._accounted(record, answer)
 
@@ -235,10 +242,10 @@ class SearchAPI:
                     "timings_ms": {k: round(v, 2) for k, v in response.timings_ms.items()}})
         return response
 
-    async def _search(self, search: SearchRequest, image: bytes | None, started: float,
-                      fresh: bool = False) -> tuple[SearchResponse, str]:
+    async def _search(self, search: SearchRequest, image: bytes | None, started: float, fresh: bool = False,
+                      keep: bool = True) -> tuple[SearchResponse, str]:
         try:
-            return await self._run(search, image, started, fresh)
+            return await self._run(search, image, started, fresh, keep)
         except ItemNotFound as err:
             raise Refused(404, "unknown_item", str(err)) from err
         except FilterError as err:
@@ -250,11 +257,12 @@ class SearchAPI:
         except StoreError as err:
             raise Refused(503, "store_unavailable", f"store unavailable: {err}") from err
 
-    async def _run(self, search: SearchRequest, image: bytes | None, started: float,
-                   fresh: bool = False) -> tuple[SearchResponse, str]:
+    async def _run(self, search: SearchRequest, image: bytes | None, started: float, fresh: bool = False,
+                   keep: bool = True) -> tuple[SearchResponse, str]:
         """The shared orchestration (retrieval/service.py), with the batching encoder between its two halves; the
         response and the mode searched (an item alone searches by its photo and its words). The same request on the
-        same generation is answered from the result cache unless `fresh` (serve/result_cache.py)."""
+        same generation is answered from the result cache unless `fresh`, and its answer kept there if `keep`
+        (serve/result_cache.py)."""
         if search.segment and not self.segmentation:  # refused whatever else the request has, as its schema says
             raise Refused(400, "segmentation_disabled", SEGMENTATION_OFF)
         pending = await self._begin(functools.partial(self.searcher.begin, image, search.text, search.item_id,
@@ -272,7 +280,8 @@ class SearchAPI:
         response = SearchResponse(collection=pending.collection, strategy=outcome.strategy,
                                   results=[to_item(r) for r in outcome.results], timings_ms=timings,
                                   **understood_of(outcome.understood))
-        self.results.put(key, (response, outcome.mode))
+        if keep:
+            self.results.put(key, (response, outcome.mode), weight=len(response.results))
         return response, outcome.mode
 
     def _cached(self, key: tuple, started: float) -> tuple[SearchResponse, str] | None:
@@ -282,7 +291,8 @@ class SearchAPI:
         if found is None:
             return None
         response, mode = found
-        return response.model_copy(update={"timings_ms": {"total_ms": (time.perf_counter() - started) * 1000}}), mode
+        timings = {"total_ms": (time.perf_counter() - started) * 1000}
+        return response.model_copy(update={"timings_ms": timings, "cached": True}), mode
 
     async def _begin(self, begin):
         """A search's first half, whose store calls are the alias and a catalog item's vectors: off the event loop

@@ -20,35 +20,44 @@ from retrieval.query_cache import CacheStats
 
 
 class ResultCache:
-    """Bounded LRU with a time to live; capacity 0 keeps nothing (every lookup a miss, still counted)."""
+    """LRU with a time to live, bounded by the total weight of its entries (a response's weight: its results, so a
+    k=100 answer takes the room of ten k=10 ones); capacity or ttl_s 0 keeps nothing (every lookup a miss, still
+    counted)."""
 
     def __init__(self, capacity: int, ttl_s: float, clock: Callable[[], float] = time.monotonic):
         if capacity < 0 or ttl_s < 0:
-            raise ValueError(f"a result cache holds 0 or more responses for 0 or more seconds, not {capacity}, {ttl_s}")
-        self.capacity, self.ttl_s, self.clock = capacity, ttl_s, clock
-        self._items: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+            raise ValueError(f"a result cache holds 0 or more results for 0 or more seconds, not {capacity}, {ttl_s}")
+        self.capacity, self.ttl_s, self.clock = capacity if ttl_s > 0 else 0, ttl_s, clock
+        self._items: OrderedDict[Hashable, tuple[float, int, Any]] = OrderedDict()
         self._lock = threading.Lock()
-        self._hits = self._misses = 0
+        self._hits = self._misses = self._weight = 0
 
     def get(self, key: Hashable) -> Any | None:
         with self._lock:
             entry = self._items.get(key)
             if entry is None or self.clock() - entry[0] > self.ttl_s:
-                self._items.pop(key, None)
+                self._drop(key)
                 self._misses += 1
                 return None
             self._items.move_to_end(key)
             self._hits += 1
-            return entry[1]
+            return entry[2]
 
-    def put(self, key: Hashable, value: Any) -> None:
-        if self.capacity == 0:
+    def put(self, key: Hashable, value: Any, weight: int = 1) -> None:
+        """Keep `value` (the least recently used ones go while the total weight is past capacity); a value heavier
+        than the whole capacity is not kept."""
+        if not 0 < max(1, weight) <= self.capacity:
             return
         with self._lock:
-            self._items[key] = (self.clock(), value)
-            self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+            self._drop(key)
+            self._items[key] = (self.clock(), max(1, weight), value)
+            self._weight += max(1, weight)
+            while self._weight > self.capacity:
+                self._drop(next(iter(self._items)))
+
+    def _drop(self, key: Hashable) -> None:
+        entry = self._items.pop(key, None)
+        self._weight -= entry[1] if entry else 0
 
     def stats(self) -> CacheStats:
         with self._lock:

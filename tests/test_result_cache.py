@@ -33,6 +33,18 @@ def test_least_recently_used_goes_first_and_old_entries_expire():
     assert (cache.stats().hits, cache.stats().misses) == (2, 3)
 
 
+def test_the_capacity_counts_results_and_a_zero_time_to_live_keeps_nothing():
+    cache = ResultCache(10, ttl_s=10)
+    cache.put("k10", "ten results", weight=10)
+    cache.put("k4", "four results", weight=4)  # 14 > 10: the older one goes
+    assert cache.get("k10") is None and cache.get("k4") == "four results"
+    cache.put("k20", "twenty", weight=20)  # heavier than the whole cache: not kept, nothing else dropped
+    assert cache.get("k20") is None and cache.get("k4") == "four results"
+    off = ResultCache(10, ttl_s=0)
+    off.put("a", 1)
+    assert off.get("a") is None and off.stats().entries == 0
+
+
 def test_capacity_zero_keeps_nothing_and_counts_the_misses():
     cache = ResultCache(0, ttl_s=10)
     cache.put("a", 1)
@@ -70,6 +82,7 @@ def test_a_repeated_search_is_answered_from_the_cache_and_no_cache_searches_agai
     first = client.post("/search", json={"text": "red dress", "k": 5}).json()
     again = client.post("/search", json={"text": "red dress", "k": 5}).json()
     assert "search_ms" in first["timings_ms"] and set(again["timings_ms"]) == {"total_ms"}
+    assert again["cached"] and not first["cached"]
     assert _ranked(again) == _ranked(first) and again["strategy"] == first["strategy"]
     fresh = client.post("/search", json={"text": "red dress", "k": 5}, headers={"Cache-Control": "no-cache"}).json()
     assert "search_ms" in fresh["timings_ms"] and _ranked(fresh) == _ranked(first)
@@ -79,8 +92,24 @@ def test_a_repeated_search_is_answered_from_the_cache_and_no_cache_searches_agai
 
 
 def test_refusals_are_not_kept(cached_client):
+    """A photo the encoder cannot decode is refused after the cache was asked: each time, and never kept."""
+    import base64
+
+    api, client = cached_client
+    before = api.results.stats()
+    body = {"image_base64": base64.b64encode(b"not an image at all").decode(), "text": "red"}
+    for _ in range(2):
+        assert client.post("/search", json=body).status_code == 400
+    after = api.results.stats()
+    assert after.entries == before.entries and after.misses == before.misses + 2
+
+
+def test_no_store_searches_and_keeps_nothing(cached_client):
     api, client = cached_client
     before = api.results.stats().entries
     for _ in range(2):
-        assert client.post("/search", json={"text": "red", "filters": {"hue": "red"}}).status_code == 422
+        answer = client.post("/search", json={"text": "black shoes"}, headers={"Cache-Control": "no-store"}).json()
+        assert not answer["cached"] and "search_ms" in answer["timings_ms"]
     assert api.results.stats().entries == before
+    client.post("/search", json={"text": "black shoes"}, headers={"Pragma": "no-cache"})  # HTTP/1.0's no-cache
+    assert client.post("/search", json={"text": "black shoes"}).json()["cached"]

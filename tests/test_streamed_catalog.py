@@ -59,6 +59,8 @@ def write_tables(root, offline_catalog, n: int) -> dict[str, object]:
     table = folders[PARTS] / "catalog.parquet"
     table.mkdir()
     (table / "_SUCCESS").write_text("")
+    (table / "_temporary" / "0").mkdir(parents=True)  # a failed job's leftovers: never read
+    pq.write_table(pa.Table.from_pylist([_typed(r) for r in records[:2]]), table / "_temporary" / "0" / "p.parquet")
     for i, start in enumerate(range(0, n, -(-n // 3))):  # three parts, in catalog order by name
         part = records[start:start + -(-n // 3)]
         pq.write_table(pa.Table.from_pylist([_typed(r) for r in part]), table / f"part-{i:05d}.parquet")

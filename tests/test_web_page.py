@@ -74,6 +74,10 @@ def test_search_shows_result_images_and_refines(server, browser):
     assert {"Men", "Women"} <= {o.get_attribute("value") for o in gender.find_elements(By.TAG_NAME, "option")}
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "web-search.png"))
+    shown = [c.get_attribute("data-id") for c in _cards(browser)]
+    browser.find_element(By.CSS_SELECTOR, "#search button[type=submit]").click()  # the same search: a kept answer
+    _wait_for(browser, lambda: "a kept answer" in browser.find_element(By.ID, "status").text)
+    assert [c.get_attribute("data-id") for c in _cards(browser)] == shown
     first = _cards(browser)[0]
     clicked = first.get_attribute("data-id")
     first.click()  # refine: search by that item's photo

@@ -159,14 +159,15 @@ def _csv_records(path: Path) -> Iterator[dict]:
 
 
 def parts(path: Path) -> list[Path]:
-    """A Parquet table's files: the file itself, or a folder's part files in name order (part-00000..., hidden and
-    marker files such as _SUCCESS left out; Hive partition folders' names are not read as columns); [] for
-    neither."""
+    """A Parquet table's files: the file itself, or a folder's part files in name order (part-00000...), leaving out
+    what is under a hidden or underscored name, as pyarrow does (_SUCCESS, a failed job's _temporary/, Delta's
+    _delta_log/, .spark-staging/); Hive partition folders' names are not read as columns. [] for neither."""
     if path.is_file():
         return [path]
     if not path.is_dir():
         return []
-    return sorted(p for p in path.rglob("*.parquet") if p.is_file() and not p.name.startswith((".", "_")))
+    return sorted(p for p in path.rglob("*.parquet") if p.is_file()
+                  and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
 
 
 def _parquet_header(path: Path) -> list[str]:
