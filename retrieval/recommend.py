@@ -46,11 +46,10 @@ from retrieval import hybrid, negation, strategies
 from retrieval.evidence import LIFT, within
 from retrieval.prepare import with_words
 from retrieval.search import EncodedQuery, FilterError, QueryError, validate_filters
-from retrieval.store.base import (Diverse, Filter, Hit, Nearest, Plan, Recommend, SparseVector, VectorStore,
-                                  average_vector)
+from retrieval.store.base import (GROUP_DEPTH, Diverse, Filter, Hit, Nearest, Plan, Recommend, SparseVector,
+                                  VectorStore, average_vector, group_of, one_per_group)
 from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, CollectionSpec
 
-GROUP_DEPTH = 5  # candidates read per result when one result per group is kept
 MMR_DEPTH = 10  # candidates MMR chooses from per result it keeps (from k alone it could only reorder them)
 NOT_WORDS_LIMIT = 200  # items the store leaves out for having a negative word (the service checks the rest)
 NOT_WORDS_DEPTH = 2  # candidates read per result when negative words may drop some of them
@@ -284,27 +283,6 @@ def without_words(hits: list[Hit], words: SparseVector | None) -> list[Hit]:
         return hits
     tokens = set(words.indices)
     return [h for h in hits if tokens.isdisjoint(getattr((h.vectors or {}).get(BM25_VECTOR), "indices", ()))]
-
-
-def one_per_group(hits: list[Hit], field_name: str | None, k: int) -> list[Hit]:
-    """The first (best) hit of each value of `field_name`, k at most; an item without the field is its own group."""
-    if field_name is None:
-        return hits[:k]
-    kept, seen = [], set()
-    for hit in hits:
-        key = group_of(hit.payload, field_name) or ("item", hit.item_id)
-        if key not in seen:
-            seen.add(key)
-            kept.append(hit)
-    return kept[:k]
-
-
-def group_of(payload: dict, field_name: str | None) -> str | None:
-    """A payload's group value as text (a list of values is one group), or None."""
-    value = payload.get(field_name) if field_name else None
-    if value is None or value == []:
-        return None
-    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def nearest_example(vector: np.ndarray | None, examples: Sequence[Example]) -> tuple[str | None, float | None]:
