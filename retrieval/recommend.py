@@ -28,8 +28,8 @@ by words ("summer dress") and away from words ("not floral"), diverse, and one p
   `shared_values=False` turns both off (docs/evaluation.md has both).
 - Group-by keeps the best result of each value of a keyword payload field (Luma's `product_group`: one photo per
   colour, many colours per product), an item without the field a group of its own. The store keeps them
-  (VectorStore.query_groups: Qdrant's grouping query for a recommendation without words or diversity on
-  qdrant-client, else the first of each group in a list GROUP_DEPTH times deeper), k groups per tier, the first of
+  (VectorStore.query_groups: a Qdrant server's grouping query for a recommendation without words or diversity,
+  else the first of each group in a list GROUP_DEPTH times deeper), k groups per tier, the first of
   each group kept across the tiers. Where the service drops or reorders the store's hits (negative words, avoided
   values) it groups them itself over the deeper list, as a group whose best hit goes must keep its next one.
 

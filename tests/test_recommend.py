@@ -146,6 +146,7 @@ def test_the_store_keeps_one_per_group_alike_on_every_backend(counted_searcher, 
 
     edge = run(counted_searcher, k=4, group_by="product_group", **asked)
     with open_store(StoreConfig(backend="local", path=":memory:")) as memory:
+        memory.group_in_engine = True  # as a server does (local mode's own default is the deeper list)
         fields = ("product_group", "baseColour", "shop")
         client = run(searcher_of(memory, CollectionSpec(name="gen-1", model="m", dim=3, filter_fields=fields,
                                                         filter_values=value_counts(fields))),

@@ -530,6 +530,10 @@ def grouped_points(products: int = 16, seed: int = 5) -> list[Point]:
 
 
 def fill_grouped(store) -> list[Point]:
+    """The grouped catalog in the store; a qdrant-client store groups in the engine even in local mode (by default
+    only a server does), so that the call a server gets is tested."""
+    if hasattr(store, "group_in_engine"):
+        store.group_in_engine = True
     points = grouped_points()
     store.create_collection(make_spec().model_copy(update={"filter_fields": ("gender", "baseColour", GROUP_FIELD)}))
     store.upsert("items", points)
@@ -576,6 +580,15 @@ def test_groups_bring_vectors_when_asked_and_stop_at_the_groups_there_are(store)
     every = store.query_groups("items", plan, GROUP_FIELD, 100)
     groups = {p.payload.get(GROUP_FIELD, p.item_id) for p in points}
     assert len(every) == len(groups) and {h.payload.get(GROUP_FIELD, h.item_id) for h in every} == groups
+
+
+def test_only_a_server_groups_in_the_engine_by_default(store_config):
+    """Local mode's grouping query is a pure-Python pass over every point: slower than the deeper list."""
+    from retrieval.store.qdrant_store import QdrantStore
+
+    with open_store(store_config) as store:
+        assert getattr(store, "group_in_engine", False) is bool(store_config.url)
+    assert QdrantStore(FlakyClient(503, failures=0)).group_in_engine
 
 
 @pytest.mark.parametrize("kind", ["nearest", "best_score", "average_vector", "dbsf", "mmr"])
