@@ -27,8 +27,11 @@ by words ("summer dress") and away from words ("not floral"), diverse, and one p
   list AVOID_DEPTH times deeper): a preference, not a refusal, since a disliked item is one example, not a rule.
   `shared_values=False` turns both off (docs/evaluation.md has both).
 - Group-by keeps the best result of each value of a keyword payload field (Luma's `product_group`: one photo per
-  colour, many colours per product), done here over a list GROUP_DEPTH times deeper than k: the embedded engine has
-  no grouping query.
+  colour, many colours per product), an item without the field a group of its own. The store keeps them
+  (VectorStore.query_groups: a Qdrant server's grouping query for a recommendation without words or diversity,
+  else the first of each group in a list GROUP_DEPTH times deeper), k groups per tier, the first of
+  each group kept across the tiers. Where the service drops or reorders the store's hits (negative words, avoided
+  values) it groups them itself over the deeper list, as a group whose best hit goes must keep its next one.
 
 Every result says which liked example it is closest to and which disliked one it avoided (photo CLIP cosine): an item
 by its id, a photo by its label ("liked photo 1" is the first of liked_photos).
@@ -46,11 +49,10 @@ from retrieval import hybrid, negation, strategies
 from retrieval.evidence import LIFT, within
 from retrieval.prepare import with_words
 from retrieval.search import EncodedQuery, FilterError, QueryError, validate_filters
-from retrieval.store.base import (Diverse, Filter, Hit, Nearest, Plan, Recommend, SparseVector, VectorStore,
-                                  average_vector)
+from retrieval.store.base import (GROUP_DEPTH, Diverse, Filter, Hit, Nearest, Plan, Recommend, SparseVector,
+                                  VectorStore, average_vector, group_of, one_per_group)
 from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, CollectionSpec
 
-GROUP_DEPTH = 5  # candidates read per result when one result per group is kept
 MMR_DEPTH = 10  # candidates MMR chooses from per result it keeps (from k alone it could only reorder them)
 NOT_WORDS_LIMIT = 200  # items the store leaves out for having a negative word (the service checks the rest)
 NOT_WORDS_DEPTH = 2  # candidates read per result when negative words may drop some of them
@@ -100,8 +102,9 @@ class RecommendParams:
 
     @property
     def depth(self) -> int:
-        """Results read from the store: k, times GROUP_DEPTH when one per group is kept, times NOT_WORDS_DEPTH when
-        negative words may drop some."""
+        """Results read from the store (and the plan's size): k, times GROUP_DEPTH when one per group is kept, times
+        NOT_WORDS_DEPTH when negative words may drop some. Where the store groups, it is asked for k groups and
+        reads this deep itself if it cannot group in the engine."""
         deeper = (GROUP_DEPTH if self.group_by else 1) * (NOT_WORDS_DEPTH if self.not_text else 1)
         return min(MAX_DEPTH, self.k * deeper)
 
@@ -286,27 +289,6 @@ def without_words(hits: list[Hit], words: SparseVector | None) -> list[Hit]:
     return [h for h in hits if tokens.isdisjoint(getattr((h.vectors or {}).get(BM25_VECTOR), "indices", ()))]
 
 
-def one_per_group(hits: list[Hit], field_name: str | None, k: int) -> list[Hit]:
-    """The first (best) hit of each value of `field_name`, k at most; an item without the field is its own group."""
-    if field_name is None:
-        return hits[:k]
-    kept, seen = [], set()
-    for hit in hits:
-        key = group_of(hit.payload, field_name) or ("item", hit.item_id)
-        if key not in seen:
-            seen.add(key)
-            kept.append(hit)
-    return kept[:k]
-
-
-def group_of(payload: dict, field_name: str | None) -> str | None:
-    """A payload's group value as text (a list of values is one group), or None."""
-    value = payload.get(field_name) if field_name else None
-    if value is None or value == []:
-        return None
-    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
-
-
 def nearest_example(vector: np.ndarray | None, examples: Sequence[Example]) -> tuple[str | None, float | None]:
     """The label of the example whose photo is most like `vector` (CLIP cosine) and that cosine; None without
     examples."""
@@ -326,21 +308,36 @@ def explained(hit: Hit, examples: Examples, group_by: str | None) -> Recommended
 
 
 def tiered_hits(store: VectorStore, collection: str, query: Plan, params: RecommendParams, exclude: tuple,
-                shared: Filter | None, avoided: Filter | None = None) -> list[Hit]:
-    """The candidates: the items with every shared value first (one store call), then, while fewer than the depth
-    came back, the others (a second), those with an avoided value last."""
+                shared: Filter | None, avoided: Filter | None = None, grouped: bool = False) -> list[Hit]:
+    """The candidates: the items with every shared value first (one store call), then, while fewer than wanted came
+    back, the others (a second), those with an avoided value last. grouped: one per group, by the store (k groups a
+    call: a group a former tier found is dropped from a later one), else the depth's items."""
+    wanted = params.k if grouped else params.depth
     hits: list[Hit] = []
     for narrowed in ((shared, None) if shared else (None,)):
         filters = within(params.filters, narrowed)
         if filters is False:
             continue
-        wanted = params.depth - len(hits)
-        found = store.query(collection, query, min(MAX_DEPTH, wanted * (AVOID_DEPTH if avoided else 1)), filters,
-                            exclude=(*exclude, *(h.item_id for h in hits)), with_vectors=True)
-        hits += sorted(found, key=lambda h: has_all(h.payload, avoided))[:wanted]  # stable: the order kept
-        if len(hits) >= params.depth:
+        left_out = (*exclude, *(h.item_id for h in hits))
+        if grouped:
+            found = store.query_groups(collection, query, params.group_by, wanted, filters, exclude=left_out,
+                                       with_vectors=True)
+            hits = one_per_group([*hits, *found], params.group_by, wanted)
+        else:
+            missing = wanted - len(hits)
+            found = store.query(collection, query, min(MAX_DEPTH, missing * (AVOID_DEPTH if avoided else 1)),
+                                filters, exclude=left_out, with_vectors=True)
+            hits += sorted(found, key=lambda h: has_all(h.payload, avoided))[:missing]  # stable: the order kept
+        if len(hits) >= wanted:
             break
     return hits
+
+
+def groups_in_store(params: RecommendParams, refused: SparseVector | None, avoided: Filter | None) -> bool:
+    """Whether the store keeps one hit per group: not where the service drops or reorders hits after the store call
+    (negative words among the candidates' own words; the avoided values sent last), since a group whose best hit is
+    dropped or sent down must be kept by its next one, and only the deeper list has that."""
+    return params.group_by is not None and refused is None and not avoided
 
 
 def recommend(store: VectorStore, collection: str, spec: CollectionSpec, examples: Examples,
@@ -351,8 +348,9 @@ def recommend(store: VectorStore, collection: str, spec: CollectionSpec, example
     refused = negation.tokens(params.not_text, spec.bm25_language)
     exclude = (*examples.ids, *not_words_ids(store, collection, refused, params))
     shared = examples.shared(spec.filter_values) if params.shared_values else None
+    avoided = examples.avoided(shared)
     hits = without_words(tiered_hits(store, collection, plan(examples, words, params), params, exclude, shared,
-                                     examples.avoided(shared)), refused)
+                                     avoided, groups_in_store(params, refused, avoided)), refused)
     searched = time.perf_counter()
     results = [explained(h, examples, params.group_by) for h in one_per_group(hits, params.group_by, params.k)]
     timings = {"search_ms": (searched - started) * 1000, "explain_ms": (time.perf_counter() - searched) * 1000}

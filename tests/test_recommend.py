@@ -131,6 +131,52 @@ def test_one_result_per_product_group(searcher):
     assert ids(outcome)[0] in ("dress-blue", "dress-green")
 
 
+GROUPED = [{"liked": ("dress-red",)}, {"liked": ("dress-red", "shirt-red")},  # the second: a red tier first
+           {"liked": ("dress-red", "shirt-red"), "diversity": 0.5},
+           {"liked": ("shoe-blue",), "disliked": ("shirt-green",)}]
+
+
+@pytest.mark.parametrize("asked", GROUPED)
+def test_the_store_keeps_one_per_group_alike_on_every_backend(counted_searcher, asked):
+    """One result per product on the edge store (the deeper list) and on qdrant-client (Qdrant's grouping query where
+    the plan allows it), the liked items' red tier first: the same groups, order and scores (this toy catalog has
+    exact ties, dress-blue and dress-green for one: either may stand for its group, tied groups in either order)."""
+    from retrieval.store.factory import open_store
+    from schemas.jobs import StoreConfig
+
+    edge = run(counted_searcher, k=4, group_by="product_group", **asked)
+    with open_store(StoreConfig(backend="local", path=":memory:")) as memory:
+        memory.group_in_engine = True  # as a server does (local mode's own default is the deeper list)
+        fields = ("product_group", "baseColour", "shop")
+        client = run(searcher_of(memory, CollectionSpec(name="gen-1", model="m", dim=3, filter_fields=fields,
+                                                        filter_values=value_counts(fields))),
+                     k=4, group_by="product_group", **asked)
+    def ranked(outcome) -> list[tuple[float, str]]:
+        return sorted(((round(r.score, 5), r.group) for r in outcome.results), key=lambda s: (-s[0], s[1]))
+
+    assert ranked(client) == ranked(edge)
+    assert [r.score for r in client.results] == pytest.approx([r.score for r in edge.results], abs=1e-5)
+    assert len({r.group for r in edge.results}) == len(edge.results) == 4
+    if edge.shared_values:  # the red items of two other products, then the other products
+        assert [r.payload["baseColour"] for r in edge.results][:2] == ["red", "red"]
+
+
+def test_groups_are_kept_by_the_store_unless_the_service_drops_or_reorders_hits(counted_searcher, monkeypatch):
+    """Negative words dropped from the candidates, or avoided values sent last, need the deeper list (a group's best
+    hit dropped leaves its next one); otherwise each tier is one grouped store call."""
+    calls = []
+    grouping = counted_searcher.store.query_groups
+    monkeypatch.setattr(counted_searcher.store, "query_groups", lambda *a, **kw: calls.append(a) or grouping(*a, **kw))
+    tiered = run(counted_searcher, liked=("dress-red", "shirt-red"), k=4, group_by="product_group")
+    assert len(calls) == 2 and len({r.group for r in tiered.results}) == 4
+    calls.clear()
+    refused = run(counted_searcher, liked=("dress-red",), k=4, group_by="product_group", not_text="floral")
+    avoiding = run(counted_searcher, liked=("dress-red", "shirt-red"), disliked=("dress-blue",), k=4,
+                   group_by="product_group")
+    assert not calls and FLORAL.isdisjoint(ids(refused)) and len({r.group for r in refused.results}) == 4
+    assert len({r.group for r in avoiding.results}) == 4
+
+
 def test_diversity_mixes_products_and_zero_keeps_the_plain_order(searcher):
     plain = run(searcher, liked=("dress-red",), k=4)
     assert ids(run(searcher, liked=("dress-red",), k=4, diversity=0.0)) == ids(plain)

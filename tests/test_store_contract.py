@@ -11,7 +11,7 @@ import pytest
 
 from retrieval.rows import item_point
 from retrieval.store.base import (CollectionMismatch, CollectionMissing, Diverse, Fuse, Nearest, Point, Recommend,
-                                  Rescore, StoreError, item_ids)
+                                  Rescore, StoreError, item_ids, one_per_group)
 from retrieval.store.factory import open_store
 from schemas.collection import BM25_VECTOR, IMAGE_VECTOR, TERMS_VECTOR, TEXT_VECTOR, CollectionSpec
 from schemas.jobs import StoreConfig
@@ -507,3 +507,104 @@ def test_every_backend_recommends_alike(tmp_path, strategy):
     results = {backend: sorted(hits, key=lambda hit: (-hit[1], hit[0]))  # equal scores come in any order
                for backend, hits in run_on_every_backend(tmp_path, plan, 10).items()}
     assert results["edge"] == results["local"] == results["memory"] and len(results["edge"]) == 10
+
+
+# ------------------------------------------------------------------------------------------ one hit per group
+# Products of one to five near-identical photos each; a quarter of the products' photos lack the group field, so each
+# of those is a group of its own.
+
+GROUP_FIELD = "product"
+
+
+def grouped_points(products: int = 16, seed: int = 5) -> list[Point]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(products, DIM))
+    points = []
+    for g in range(products):
+        for c in range(1 + g % 5):
+            i = len(points)
+            payload = {"gender": GENDERS[i % 5], "baseColour": COLOURS[i % 3]}
+            points.append(Point(f"p{g}-{c}", {IMAGE_VECTOR: unit(centres[g] + 0.1 * rng.normal(size=DIM))},
+                                payload if g % 4 == 3 else {**payload, GROUP_FIELD: f"p{g}"}))
+    return points
+
+
+def fill_grouped(store) -> list[Point]:
+    """The grouped catalog in the store; a qdrant-client store groups in the engine even in local mode (by default
+    only a server does), so that the call a server gets is tested."""
+    if hasattr(store, "group_in_engine"):
+        store.group_in_engine = True
+    points = grouped_points()
+    store.create_collection(make_spec().model_copy(update={"filter_fields": ("gender", "baseColour", GROUP_FIELD)}))
+    store.upsert("items", points)
+    return points
+
+
+def group_plans(points: list[Point]) -> dict[str, object]:
+    """A kNN and recommendations (grouped by a Qdrant backend's engine), fusion and MMR (by the deeper list)."""
+    vector = {p.item_id: p.vectors[IMAGE_VECTOR] for p in points}
+    query = unit(vector["p3-0"] + 0.5 * vector["p1-0"] + 0.3 * vector["p4-2"])  # near a field-less product first
+    liked, disliked = (vector["p3-0"], vector["p6-1"]), (vector["p1-1"],)  # the liked items are left out (below)
+    return {"nearest": Nearest(IMAGE_VECTOR, query, 40),
+            "best_score": Recommend(IMAGE_VECTOR, liked, disliked, 40, "best_score"),
+            "average_vector": Recommend(IMAGE_VECTOR, liked, disliked, 40, "average_vector"),
+            "dbsf": Fuse((Nearest(IMAGE_VECTOR, query, 40), Nearest(IMAGE_VECTOR, liked[1], 40)), "dbsf", 40),
+            "mmr": Diverse(IMAGE_VECTOR, query, 0.3, 40, 20)}
+
+
+GROUP_FILTER = {"gender": ["Men", "Women", "Boys", "Girls"]}
+GROUP_EXCLUDE = ("p3-0", "p6-1")
+
+
+@pytest.mark.parametrize("kind", ["nearest", "best_score", "average_vector", "dbsf", "mmr"])
+def test_groups_are_the_best_hit_of_each_group_in_the_plans_order(store, kind):
+    """query_groups is one_per_group over the plan's whole list (this catalog's groups all fit the deeper list), the
+    filter and the exclusions holding; the items without the field come each as a group of its own."""
+    plan = group_plans(fill_grouped(store))[kind]
+    full = store.query("items", plan, 200, GROUP_FILTER, exclude=GROUP_EXCLUDE)
+    grouped = store.query_groups("items", plan, GROUP_FIELD, 6, GROUP_FILTER, exclude=GROUP_EXCLUDE)
+    expected = one_per_group(full, GROUP_FIELD, 6)
+    assert [h.item_id for h in grouped] == [h.item_id for h in expected]
+    assert [h.score for h in grouped] == pytest.approx([h.score for h in expected], abs=1e-5)
+    assert all(h.payload["gender"] != "Unisex" for h in grouped)
+    assert not set(GROUP_EXCLUDE) & {h.item_id for h in grouped}
+    alone = [h.item_id for h in grouped if GROUP_FIELD not in h.payload]
+    assert len(alone) >= 2 and len({i.split("-")[0] for i in alone}) < len(alone)  # two photos of one such product
+
+
+def test_groups_bring_vectors_when_asked_and_stop_at_the_groups_there_are(store):
+    points = fill_grouped(store)
+    plan = group_plans(points)["best_score"]
+    grouped = store.query_groups("items", plan, GROUP_FIELD, 3, {"baseColour": "Red"}, with_vectors=True)
+    assert len(grouped) == 3 and all(h.vectors[IMAGE_VECTOR].shape == (DIM,) for h in grouped)
+    every = store.query_groups("items", plan, GROUP_FIELD, 100)
+    groups = {p.payload.get(GROUP_FIELD, p.item_id) for p in points}
+    assert len(every) == len(groups) and {h.payload.get(GROUP_FIELD, h.item_id) for h in every} == groups
+
+
+def test_only_a_server_groups_in_the_engine_by_default(store_config):
+    """Local mode's grouping query is a pure-Python pass over every point: slower than the deeper list."""
+    from retrieval.store.qdrant_store import QdrantStore
+
+    with open_store(store_config) as store:
+        assert getattr(store, "group_in_engine", False) is bool(store_config.url)
+    assert QdrantStore(FlakyClient(503, failures=0)).group_in_engine
+
+
+@pytest.mark.parametrize("kind", ["nearest", "best_score", "average_vector", "dbsf", "mmr"])
+def test_every_backend_groups_alike(tmp_path, kind):
+    """The same groups, best hits, order and scores on edge (the deeper list), local mode on disk and in memory
+    (Qdrant's grouping query where the plan allows it); equal scores may come in either order (ids break ties)."""
+    results = {}
+    for name, config in (("edge", StoreConfig(backend="edge", path=tmp_path / "edge")),
+                         ("local", StoreConfig(backend="local", path=tmp_path / "local")),
+                         ("memory", StoreConfig(backend="local", path=":memory:"))):
+        with open_store(config) as store:
+            plan = group_plans(fill_grouped(store))[kind]
+            hits = store.query_groups("items", plan, GROUP_FIELD, 6, GROUP_FILTER, exclude=GROUP_EXCLUDE)
+            ordered = hits if kind == "mmr" else sorted(hits, key=lambda h: (-round(h.score, 5), h.item_id))
+            results[name] = [(h.item_id, h.score) for h in ordered]
+    for name in ("local", "memory"):
+        assert [i for i, _ in results[name]] == [i for i, _ in results["edge"]], name
+        assert [s for _, s in results[name]] == pytest.approx([s for _, s in results["edge"]], abs=1e-5), name
+    assert len(results["edge"]) == 6

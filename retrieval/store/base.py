@@ -224,6 +224,36 @@ def item_ids(store: "VectorStore", collection: str, page: int = 2048) -> set[str
 # Filters are plain data: {"field": "value"} matches one value, {"field": ["a", "b"]} matches any of them.
 Filter = dict[str, Any]
 
+# One hit per group (VectorStore.query_groups): a group is an item's value of a keyword payload field (Luma's
+# product_group); an item without the field (absent, null or []) is a group of its own. Where the engine cannot group
+# (qdrant-edge has no grouping query; a Qdrant server's would rank fused or MMR plans otherwise: qdrant_store.py),
+# the best hit of each group is kept from a list GROUP_DEPTH times deeper than the groups asked for, so a group
+# whose best hit is below that depth is missed. Group by a single-valued field: an item with a list of values is the
+# group of that whole list on the deeper list, and in the group of each of its values in Qdrant's grouping query.
+GROUP_DEPTH = 5  # hits read per group asked for, where the store keeps the first hit of each group itself
+MAX_GROUP_READ = 1000  # hits read for that, at most
+
+
+def group_of(payload: dict, field_name: str | None) -> str | None:
+    """A payload's group value as text (a list of values is one group), or None."""
+    value = payload.get(field_name) if field_name else None
+    if value is None or value == []:
+        return None
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def one_per_group(hits: Sequence[Hit], field_name: str | None, k: int) -> list[Hit]:
+    """The first (best) hit of each value of `field_name`, k at most; an item without the field is its own group."""
+    if field_name is None:
+        return list(hits[:k])
+    kept, seen = [], set()
+    for hit in hits:
+        key = group_of(hit.payload, field_name) or ("item", hit.item_id)
+        if key not in seen:
+            seen.add(key)
+            kept.append(hit)
+    return kept[:k]
+
 
 class VectorStore(Protocol):
     """What jobs and the service need from a store. A collection argument may also be an alias (resolved at once).
@@ -251,6 +281,16 @@ class VectorStore(Protocol):
               with_vectors: bool = False, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> list[Hit]:
         """Run a query plan in one call, best first. The filter, and leaving out the `exclude` item ids (or keeping
         only the `only` ones), apply to every part of the plan."""
+
+    def query_groups(self, collection: str, plan: Plan, group_by: str, groups: int,
+                     query_filter: Filter | None = None, *, with_vectors: bool = False,
+                     exclude: Sequence[str] = ()) -> list[Hit]:
+        """The best hit of each of the first `groups` groups of the keyword field `group_by`, best first, as query
+        ranks them; an item without the field is a group of its own. A store that subclasses this protocol gets
+        it as one_per_group over a list GROUP_DEPTH times deeper (a group whose best hit is below it is missed)."""
+        depth = min(MAX_GROUP_READ, groups * GROUP_DEPTH)
+        hits = self.query(collection, plan, depth, query_filter, with_vectors=with_vectors, exclude=exclude)
+        return one_per_group(hits, group_by, groups)
 
     def retrieve(self, collection: str, item_ids: Sequence[str], with_vectors: bool = True) -> list[Hit]:
         """Points by catalog item id (missing ids are left out), score 0."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from retrieval.store.base import (RRF_K, Diverse, Filter, Fuse, Plan, Point, Recommend, point_id, wire_parts,
-                                  wire_vector)
+from retrieval.store.base import (RRF_K, Diverse, Filter, Fuse, Nearest, Plan, Point, Recommend, point_id,
+                                  wire_parts, wire_vector)
 from schemas.collection import CollectionSpec, StorageSpec
 
 
@@ -24,6 +24,26 @@ def to_qdrant_filter(query_filter: Filter | None, exclude: Sequence[str] = (),
         must.append(models.HasIdCondition(has_id=[point_id(i) for i in only]))
     must_not = [models.HasIdCondition(has_id=[point_id(i) for i in exclude])] if exclude else None
     return models.Filter(must=must or None, must_not=must_not) if must or must_not else None
+
+
+def without_field(qdrant_filter: Any, field: str) -> Any:
+    """The filter, narrowed to the points that lack `field` (absent, null or []: Qdrant's is_empty)."""
+    from qdrant_client import models
+
+    empty = models.IsEmptyCondition(is_empty=models.PayloadField(key=field))
+    if qdrant_filter is None:
+        return models.Filter(must=[empty])
+    return models.Filter(must=[*(qdrant_filter.must or []), empty], must_not=qdrant_filter.must_not)
+
+
+def engine_groups(plan: Plan) -> bool:
+    """Whether Qdrant's grouping query keeps what the plan ranks: a one-stage plan (a kNN, a recommendation) scores
+    each point alone, so the best hit of a group is the same however the engine searches for it. A plan with parts
+    (fusion, rescoring) or MMR is not: to fill its groups a server runs the query again without the groups found and
+    multiplies every prefetch's limit by the groups asked for (local mode lifts them to the collection's size), which
+    changes fused scores (ranks and score spreads are over other candidates) and MMR's picks; and it orders groups
+    by score, where MMR's order is its picking order."""
+    return isinstance(plan, (Nearest, Recommend))
 
 
 def point_struct(point: Point) -> Any:
