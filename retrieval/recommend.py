@@ -325,8 +325,9 @@ def tiered_hits(store: VectorStore, collection: str, query: Plan, params: Recomm
             hits = one_per_group([*hits, *found], params.group_by, wanted)
         else:
             missing = wanted - len(hits)
-            found = store.query(collection, query, min(MAX_DEPTH, missing * (AVOID_DEPTH if avoided else 1)),
-                                filters, exclude=left_out, with_vectors=True)
+            deeper = AVOID_DEPTH if avoided and narrowed is None else 1  # the tier's items all hold the shared values
+            found = store.query(collection, query, min(MAX_DEPTH, missing * deeper), filters, exclude=left_out,
+                                with_vectors=True)
             hits += sorted(found, key=lambda h: has_all(h.payload, avoided))[:missing]  # stable: the order kept
         if len(hits) >= wanted:
             break
@@ -340,6 +341,17 @@ def groups_in_store(params: RecommendParams, refused: SparseVector | None, avoid
     return params.group_by is not None and refused is None and not avoided
 
 
+def applied_shared(examples: Examples, spec: CollectionSpec, params: RecommendParams) -> Filter | None:
+    """The shared values that make the first tier: not the group_by field's (one group would fill the tier, and one
+    result per group would leave fewer than k), and none where the request's filters contradict them (the shopper
+    filtered to another value: no tier, and none reported)."""
+    if not params.shared_values:
+        return None
+    counts = {name: values for name, values in spec.filter_values.items() if name != params.group_by}
+    shared = examples.shared(counts)
+    return shared if shared and within(params.filters, shared) is not False else None
+
+
 def recommend(store: VectorStore, collection: str, spec: CollectionSpec, examples: Examples,
               words: EncodedQuery | None, params: RecommendParams) -> RecommendOutcome:
     """The candidates by tier (the examples and the negative words' items left out), then one per group and the
@@ -347,7 +359,7 @@ def recommend(store: VectorStore, collection: str, spec: CollectionSpec, example
     started = time.perf_counter()
     refused = negation.tokens(params.not_text, spec.bm25_language)
     exclude = (*examples.ids, *not_words_ids(store, collection, refused, params))
-    shared = examples.shared(spec.filter_values) if params.shared_values else None
+    shared = applied_shared(examples, spec, params)
     avoided = examples.avoided(shared)
     hits = without_words(tiered_hits(store, collection, plan(examples, words, params), params, exclude, shared,
                                      avoided, groups_in_store(params, refused, avoided)), refused)

@@ -97,12 +97,13 @@ def test_liked_items_and_diversity_through_the_service(searcher):  # noqa: F811
     scores = rec.run(searcher, None, queries, view, (0.0, 0.5))
     assert set(scores) == {(m, v, d) for m in rec.LIKED_MODES for v, d in
                            (("recommend", 0.0), ("recommend", 0.5), ("group_by", 0.0), ("sum_scores", 0.0),
-                            ("average_vector", 0.0))}
+                            ("average_vector", 0.0), ("no_shared_values 0", 0.0))}  # 0.3's twin: not measured here
     assert scores[("liked", "group_by", 0.0)]["liked:a"]["groups"] == 4.0  # one result per product
     assert scores[("liked", "recommend", 0.0)]["liked:a"]["avoid_share"] is not None
     comparisons = rec.comparisons(queries, scores)
     assert not np.isnan(comparisons["liked - more-like-this"][0])
     assert not np.isnan(comparisons["liked+disliked - liked: avoid_share"][0])
+    assert not np.isnan(comparisons["liked - liked without shared values"][0])
     rows = rec.rows_of(scores)
     assert all(r["n_queries"] == 1 for r in rows)
 

@@ -267,3 +267,15 @@ def test_one_per_group_keeps_the_first_of_each_and_items_without_the_field_alone
             Hit("e", 0, {"g": ["x", "y"]})]
     assert [h.item_id for h in one_per_group(hits, "g", 10)] == ["a", "c", "d", "e"]
     assert [h.item_id for h in one_per_group(hits, None, 2)] == ["a", "b"]
+
+
+def test_the_group_by_field_is_not_a_shared_value_so_every_group_can_come(counted_searcher):
+    """Two liked red items grouped by colour: red is not made a tier (it would fill it, one red result per group)."""
+    outcome = run(counted_searcher, liked=("dress-red", "shirt-red"), k=3, group_by="baseColour")
+    assert outcome.shared_values is None and len(outcome.results) == 3
+    assert sorted(r.group for r in outcome.results) == ["blue", "green", "red"]
+
+
+def test_shared_values_a_filter_contradicts_make_no_tier_and_are_not_reported(counted_searcher):
+    outcome = run(counted_searcher, liked=("dress-red", "shirt-red"), k=3, filters={"baseColour": "blue"})
+    assert outcome.shared_values is None and {r.payload["baseColour"] for r in outcome.results} == {"blue"}
