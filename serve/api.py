@@ -5,7 +5,6 @@ encoder is in this process or a handle)."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import time
@@ -171,7 +170,7 @@ class SearchAPI:
         # An encoder built here says whether it segments; a remote one's config is passed along (serve/app.py).
         self.segmentation = self.encoder.target.segmenter is not None if self.encoder.local else config.segmentation
         self.searcher = Searcher(open_store(config.store), config.collection, config.model)
-        self.inline_begin = config.store.embedded and config.store.backend == "edge"
+        self.inline_store = config.store.embedded and config.store.backend == "edge"
         self.results = ResultCache(*config.result_cache)
 
     def __serve_build_asgi_app__(self):
@@ -265,8 +264,8 @@ class SearchAPI:
         (serve/result_cache.py)."""
         if search.segment and not self.segmentation:  # refused whatever else the request has, as its schema says
             raise Refused(400, "segmentation_disabled", SEGMENTATION_OFF)
-        pending = await self._begin(functools.partial(self.searcher.begin, image, search.text, search.item_id,
-                                                      started, search.filters))
+        pending = await self._on_store(self.searcher.begin, image, search.text, search.item_id, started,
+                                       search.filters)
         key = request_key(pending.collection, search.model_dump_json(exclude={"image_base64"}), image)
         if not fresh and (cached := self._cached(key, started)) is not None:
             return cached
@@ -274,8 +273,7 @@ class SearchAPI:
                                                     search.segment and pending.image is not None)
         if rejected:
             raise Refused(400, *rejected)
-        # The search and the explanation off the event loop too.
-        outcome = await asyncio.to_thread(self.searcher.finish, pending, query, to_params(search))
+        outcome = await self._on_store(self.searcher.finish, pending, query, to_params(search))
         timings = {"parse_ms": (pending.parsed - started) * 1000, **outcome.timings_ms}
         response = SearchResponse(collection=pending.collection, strategy=outcome.strategy,
                                   results=[to_item(r) for r in outcome.results], timings_ms=timings,
@@ -294,11 +292,12 @@ class SearchAPI:
         timings = {"total_ms": (time.perf_counter() - started) * 1000}
         return response.model_copy(update={"timings_ms": timings, "cached": True}), mode
 
-    async def _begin(self, begin):
-        """A search's first half, whose store calls are the alias and a catalog item's vectors: off the event loop
-        for a server (a slow Qdrant must not stall the requests this replica is parsing); on it for the embedded
-        engine, where they are in-process lookups cheaper than the hop to a worker thread (docs/performance.md)."""
-        return begin() if self.inline_begin else await asyncio.to_thread(begin)
+    async def _on_store(self, work, *args):
+        """A search's or a recommendation's half whose waits are the store's: off the event loop for a server (a
+        slow Qdrant must not stall the requests this replica is parsing); on it for the embedded engine, whose
+        calls are in-process work, cheaper there than the hop to a worker thread and back (docs/performance.md:
+        faster at one client and more requests a second at 8 and 16)."""
+        return work(*args) if self.inline_store else await asyncio.to_thread(work, *args)
 
     async def inspect(self, facet_limit: int) -> InspectResponse:
         """What the service serves from (the alias, its generations, the live one's spec, count and value counts),
@@ -337,9 +336,9 @@ class SearchAPI:
     async def _recommend(self, body: RecommendRequest, started: float) -> RecommendResponse:
         params = to_recommend_params(body)
         try:
-            pending = await asyncio.to_thread(recommend.begin, self.searcher, params, started)
+            pending = await self._on_store(recommend.begin, self.searcher, params, started)
             words, photos = await self._recommend_encoded(pending, params)
-            outcome = await asyncio.to_thread(recommend.finish, self.searcher, pending, words, params, photos)
+            outcome = await self._on_store(recommend.finish, self.searcher, pending, words, params, photos)
         except recommend.NoLikedExample as err:
             raise Refused(422, "no_liked_example", str(err)) from err
         except recommend.ItemsNotFound as err:
