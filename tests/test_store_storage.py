@@ -18,7 +18,9 @@ from retrieval.store.storage import SIZE_RULE, storage_for
 from schemas.collection import IMAGE_VECTOR, TEXT_VECTOR, CollectionSpec, StorageSpec
 from schemas.jobs import StoreConfig
 
-INT8 = StorageSpec(quantization="int8", oversampling=2.0, hnsw_m=16, ef_construct=100, hnsw_ef=128)
+# hnsw_ef 512: the graph is built by threads, so which near-tie a narrow search misses varies from build to build (a
+# CI run under load missed one at 128); a wide one makes the comparisons below about quantization, not the graph.
+INT8 = StorageSpec(quantization="int8", oversampling=2.0, hnsw_m=16, ef_construct=100, hnsw_ef=512)
 COPIES = 150  # 80 real items x 150 copies: 12k points, past the size (10 MB of vectors) Qdrant indexes at
 DIM = 256  # the offline model's
 TEXTS = ("blue jeans", "red dress", "black leather shoes", "white shirt", "women watch", "sports shoes running")
@@ -117,7 +119,7 @@ def test_the_server_store_passes_layout_and_storage_to_qdrant_client():
     assert (given["hnsw_config"].m, given["hnsw_config"].ef_construct) == (16, 100)
     assert client.get_collection("q").config.params.vectors[IMAGE_VECTOR].on_disk is True  # kept by local mode
     params = store._search_params("q")
-    assert (params.hnsw_ef, params.quantization.rescore, params.quantization.oversampling) == (128, True, 2.0)
+    assert (params.hnsw_ef, params.quantization.rescore, params.quantization.oversampling) == (512, True, 2.0)
 
 
 @pytest.mark.parametrize("backend", ["local", "memory"])
@@ -193,35 +195,31 @@ def plain_and_int8(small_index, tmp_path_factory):
     return config, points
 
 
-def recall_of(plain, int8) -> float:
-    """The share of brute force's top scores the quantized index found (scores, so that items with the same document,
-    which tie, count alike in any order), once each int8 candidate is checked to be rescored by the full vectors."""
+def alike(plain, int8) -> bool:
+    """The same scores in the best five places and 9 of the top 10 (items with the same document tie, and come in
+    any order; the graph is approximate and may swap the last one), each item scored as brute force scores it: the
+    int8 candidates are rescored by the full vectors."""
     scores = {h.item_id: h.score for h in plain}
-    assert all(abs(h.score - scores[h.item_id]) < 1e-4 for h in int8 if h.item_id in scores)  # rescored
     top, found = ([round(h.score, 4) for h in hits] for hits in (plain, int8))
-    return sum((Counter(top) & Counter(found)).values()) / max(1, len(top))
+    rescored = all(abs(h.score - scores[h.item_id]) < 1e-4 for h in int8 if h.item_id in scores)
+    return top[:5] == found[:5] and sum((Counter(top) & Counter(found)).values()) >= 9 and rescored
 
 
 def test_a_quantized_collection_answers_the_contracts_queries_like_a_plain_one(plain_and_int8):
-    """kNN by photo and by document, filtered or not: as brute force over the float vectors answers, as an approximate
-    index does (the graph is built by threads, so which near-tie it misses varies from build to build): the same best
-    item every time, recall@10 at least 0.95 over the queries and 0.8 in each. A fused plan ranks each leg's 30
-    candidates, where same-document ties and the graph's misses at the tail move ranks: the same best item and 8 of
-    the 10."""
+    """kNN by photo and by document, filtered or not: as brute force over the float vectors answers. A fused plan
+    ranks each leg's 30 candidates, where same-document ties and the graph's misses at the tail move ranks: the same
+    best item and 8 of the 10."""
     config, points = plain_and_int8
-    recalls = []
     with open_store(config) as store:
         for p in points[:80:8]:
             for plan, filters in ((Nearest(IMAGE_VECTOR, p.vectors[IMAGE_VECTOR], 10), None),
                                   (Nearest(TEXT_VECTOR, p.vectors[TEXT_VECTOR], 10), None),
                                   (Nearest(IMAGE_VECTOR, p.vectors[IMAGE_VECTOR], 10), {"gender": "Women"})):
                 plain, int8 = (store.query(name, plan, 10, filters) for name in ("plain", "int8"))
-                recalls.append(recall_of(plain, int8))
-                assert round(int8[0].score, 4) == round(plain[0].score, 4) and recalls[-1] >= 0.8, (p.item_id, plan)
+                assert alike(plain, int8), (p.item_id, plan, filters)
             fused = Fuse(tuple(Nearest(name, p.vectors[name], 30) for name in (IMAGE_VECTOR, TEXT_VECTOR)), "rrf", 10)
             plain, int8 = ([h.item_id for h in store.query(name, fused, 10)] for name in ("plain", "int8"))
             assert int8[0] == plain[0] and len(set(int8) & set(plain)) >= 8, p.item_id
-    assert np.mean(recalls) >= 0.95, recalls
 
 
 def test_the_service_searches_a_quantized_collection_with_its_defaults(plain_and_int8, small_index):
