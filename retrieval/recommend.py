@@ -183,8 +183,7 @@ class Examples:
             return None
         shared = {}
         for name, field_counts in counts.items():
-            values = {str(p.get(name)) if isinstance(p.get(name), str) else None for p in payloads}
-            value = values.pop() if len(values) == 1 else None
+            value = common_value(payloads, name)
             if value is not None and LIFT * field_counts.get(value, 0) <= sum(field_counts.values()):
                 shared[name] = value
         return shared or None
@@ -196,10 +195,15 @@ class Examples:
             return None
         avoided = {}
         for name, value in shared.items():
-            values = {p.get(name) if isinstance(p.get(name), str) else None for p in payloads}
-            if len(values) == 1 and (other := values.pop()) not in (None, value):
+            if (other := common_value(payloads, name)) not in (None, value):
                 avoided[name] = other
         return avoided or None
+
+
+def common_value(payloads: list[dict], name: str) -> str | None:
+    """The text value of `name` that every payload has, or None (any differs, or is missing, a number or a list)."""
+    values = {p.get(name) if isinstance(p.get(name), str) else None for p in payloads}
+    return values.pop() if len(values) == 1 else None
 
 
 def has_all(payload: dict, values: Filter | None) -> bool:

@@ -46,12 +46,13 @@ class ResultCache:
     def put(self, key: Hashable, value: Any, weight: int = 1) -> None:
         """Keep `value` (the least recently used ones go while the total weight is past capacity); a value heavier
         than the whole capacity is not kept."""
-        if not 0 < max(1, weight) <= self.capacity:
+        weight = max(1, weight)
+        if weight > self.capacity:
             return
         with self._lock:
             self._drop(key)
-            self._items[key] = (self.clock(), max(1, weight), value)
-            self._weight += max(1, weight)
+            self._items[key] = (self.clock(), weight, value)
+            self._weight += weight
             while self._weight > self.capacity:
                 self._drop(next(iter(self._items)))
 
