@@ -165,7 +165,10 @@ class SearchAPI:
 
     def __init__(self, encoder: EncoderConfig | DeploymentHandle, config: SearchAPIConfig):
         self.metrics = service_metrics()
-        self.encoder, self.max_upload_bytes = EncoderClient(encoder), config.max_upload_bytes
+        self.in_flight = 0  # searches and recommendations this replica is serving (from their first byte)
+        # A lone request's model call runs on the event loop: no other request's work waits for it there.
+        self.encoder = EncoderClient(encoder, alone=lambda: self.in_flight <= 1)
+        self.max_upload_bytes = config.max_upload_bytes
         self.body_timeouts = config.body_timeouts
         # An encoder built here says whether it segments; a remote one's config is passed along (serve/app.py).
         self.segmentation = self.encoder.target.segmenter is not None if self.encoder.local else config.segmentation
@@ -221,6 +224,7 @@ class SearchAPI:
     async def _accounted(self, record: dict, answer) -> Any:
         """Run `answer` (which fills in `record` as it learns the request) and account for it, whatever the outcome:
         metrics by mode and status, and one log line."""
+        self.in_flight += 1
         try:
             response, mode = await answer()
         except Refused as refusal:
@@ -235,6 +239,8 @@ class SearchAPI:
             self.metrics.refused(record["mode"], 500, "internal_error")
             log_search({**record, "status": 500, "reason": "internal_error", "error": type(err).__name__})
             raise
+        finally:
+            self.in_flight -= 1
         self.metrics.searched(mode, response.strategy, 200, response.timings_ms)
         log_search({**record, "mode": mode, "status": 200, "strategy": response.strategy,
                     "results": len(response.results),

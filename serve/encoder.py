@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -45,7 +46,11 @@ class EncoderConfig(BaseModel):
 class QueryEncoderCore:
     """Decodes per request (each with its own options), then batches only the model calls, which take no options."""
 
-    def __init__(self, config: EncoderConfig):
+    def __init__(self, config: EncoderConfig, alone: Callable[[], bool] | None = None):
+        """`alone()`: whether the request being encoded is the only one this process serves; then its model call
+        runs on the event loop (serve/batching.py). The ingress counts its requests from their first byte; without
+        it (an encoder deployment), every call is batched: calls arriving together are not in flight yet when the
+        first one asks."""
         import torch
 
         if config.threads:
@@ -55,9 +60,9 @@ class QueryEncoderCore:
         self.max_pixels, self.budget = config.max_pixels, PixelBudget(config.decode_budget)
         self.cache, self.metrics = QueryCache(config.cache_size), service_metrics()
         self.images = ContinuousBatcher(lambda batch: list(self.encoder.encode_images(np.stack(batch))), 16,
-                                        functools.partial(self.metrics.batched, "image"))
+                                        functools.partial(self.metrics.batched, "image"), inline=alone)
         self.texts = ContinuousBatcher(lambda batch: list(self.encoder.encode_texts(batch)), 32,
-                                       functools.partial(self.metrics.batched, "text"))
+                                       functools.partial(self.metrics.batched, "text"), inline=alone)
 
     def model_spec(self) -> str:
         return self.encoder.spec
@@ -68,14 +73,21 @@ class QueryEncoderCore:
         crosses processes."""
         if segment and self.segmenter is None:
             return None, ("segmentation_disabled", SEGMENTATION_OFF)
-        image_task = self._photo(image, letterbox, segment) if image else _none()
-        text_task = self._words(text) if text else _none()
         try:
-            image_vector, text_vector = await asyncio.gather(image_task, text_task)
+            image_vector, text_vector = await self._both(image, text, letterbox, segment)
         except ImageRejected as err:
             reason = "image_too_large" if err.reason == "decompression bomb" else "undecodable_image"
             return None, (reason, f"the image cannot be used: {err}")
         return EncodedQuery(photo_vector=image_vector, words_vector=text_vector), None
+
+    async def _both(self, image: bytes | None, text: str | None, letterbox: bool,
+                    segment: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The photo and the words at once; one of them alone is awaited as it is (gather's tasks cost a turn of
+        the event loop each)."""
+        if image and text:
+            return tuple(await asyncio.gather(self._photo(image, letterbox, segment), self._words(text)))
+        return (await self._photo(image, letterbox, segment) if image else None,
+                await self._words(text) if text else None)
 
     async def _words(self, text: str) -> np.ndarray:
         """A cached vector answers on the event loop, with no batch and no thread hop."""
@@ -113,9 +125,10 @@ class EncoderClient:
     """The ingress's view of the encoder: given its config, the core built in this process; else a handle to the
     QueryEncoder deployment."""
 
-    def __init__(self, target: EncoderConfig | DeploymentHandle):
+    def __init__(self, target: EncoderConfig | DeploymentHandle, alone: Callable[[], bool] | None = None):
+        """`alone`: see QueryEncoderCore (a remote encoder batches every call)."""
         self.local = isinstance(target, EncoderConfig)
-        self.target = QueryEncoderCore(target) if self.local else target
+        self.target = QueryEncoderCore(target, alone) if self.local else target
 
     async def encode(self, image: bytes | None, text: str | None, letterbox: bool,
                      segment: bool) -> tuple[EncodedQuery | None, tuple[str, str] | None]:
@@ -128,7 +141,3 @@ class EncoderClient:
 
     async def cache_stats(self) -> CacheStats:
         return self.target.cache_stats() if self.local else await self.target.cache_stats.remote()
-
-
-async def _none() -> None:
-    return None

@@ -223,6 +223,30 @@ def test_a_search_cancelled_with_its_client_is_a_499(handlers, caplog, monkeypat
     assert [(line["status"], line["reason"]) for line in lines] == [(499, "client_disconnected")]
 
 
+def test_a_lone_search_encodes_on_the_event_loop_and_searches_together_are_batched(handlers):
+    """A request alone on the replica takes no thread hop; requests in flight together keep the worker thread (the
+    event loop serves the others meanwhile) and share model calls; the count of requests in flight comes back to
+    zero whatever their outcome."""
+    texts = handlers.encoder.target.texts
+
+    def search(words: str):
+        body = json.dumps({"text": words, "k": 3}).encode()
+        return handlers.search(post(receiving(body, then="end"), len(body)))
+
+    async def together():
+        return await asyncio.gather(*(search(f"{colour} corduroy jacket") for colour in ("ochre", "mint", "teal")))
+
+    inline, calls = texts.inline_calls, sum(texts.batch_sizes.values())
+    assert asyncio.run(search("ochre pleated skirt")).results
+    assert (texts.inline_calls - inline, sum(texts.batch_sizes.values()) - calls) == (1, 1)
+    inline, calls = texts.inline_calls, sum(texts.batch_sizes.values())
+    assert all(response.results for response in asyncio.run(together()))
+    assert texts.inline_calls == inline and sum(texts.batch_sizes.values()) - calls < 3
+    with pytest.raises(Refused):
+        asyncio.run(search(""))
+    assert handlers.in_flight == 0
+
+
 def test_a_non_image_is_refused_without_internals(client):
     response = client.post("/search", files={"image": ("x.jpg", b"definitely not a photo", "image/jpeg")})
     assert response.status_code == 400 and "not an image" in response.json()["detail"]

@@ -46,6 +46,36 @@ def test_a_failed_call_fails_its_callers_and_the_batcher_goes_on():
     assert asyncio.run(scenario()) == "GOOD"
 
 
+def test_a_lone_call_runs_on_the_callers_thread_and_others_wait_for_the_running_batch():
+    """`inline()` true and no batch running: no queue, no worker thread; a batch running in the thread (or
+    `inline()` false) sends the call to the queue, to be batched; an inline call's error reaches its caller."""
+    alone, threads = [True], []
+
+    def slow_record(batch):
+        threads.append(threading.get_ident())
+        time.sleep(0.05)
+        if "bad" in batch:
+            raise ValueError("cannot encode")
+        return [x.upper() for x in batch]
+
+    batcher = ContinuousBatcher(slow_record, max_batch_size=8, inline=lambda: alone[0])
+
+    async def scenario():
+        assert await batcher("lone") == "LONE"
+        with pytest.raises(ValueError, match="cannot encode"):
+            await batcher("bad")
+        alone[0] = False
+        first = asyncio.create_task(batcher("a"))
+        await asyncio.sleep(0.01)  # "a" runs in the worker thread now
+        alone[0] = True
+        return await asyncio.gather(first, batcher("b"), batcher("c"))
+
+    caller = threading.get_ident()
+    assert asyncio.run(scenario()) == ["A", "B", "C"]
+    assert threads[:2] == [caller, caller] and caller not in threads[2:]
+    assert batcher.inline_calls == 2 and batcher.batch_sizes == {1: 3, 2: 1}
+
+
 @pytest.fixture(scope="module")
 def core(model_spec):
     from serve.app import ServeArgs
