@@ -28,9 +28,9 @@ class ContinuousBatcher:
         self._running = False  # a batch is in the worker thread
 
     async def __call__(self, item: Any) -> Any:
-        if self.inline is not None and self._idle():
+        if self._may_inline():
             await asyncio.sleep(0)  # requests that arrived meanwhile start (and count themselves) first
-            if self._idle() and self.inline():
+            if self._may_inline():
                 return self._call_inline(item)
         if self._worker is None or self._worker.done() or self._worker.get_loop() is not asyncio.get_running_loop():
             self._queue = asyncio.Queue()
@@ -48,20 +48,23 @@ class ContinuousBatcher:
             if batch:
                 await self._call(batch, queue.qsize())
 
-    def _idle(self) -> bool:
-        return not self._running and (self._queue is None or self._queue.empty())
+    def _may_inline(self) -> bool:
+        """No batch running or waiting, and the caller alone (asked last: the cheap checks first)."""
+        idle = not self._running and (self._queue is None or self._queue.empty())
+        return self.inline is not None and idle and self.inline()
 
     def _call_inline(self, item: Any) -> Any:
-        self.batch_sizes[1] += 1
         self.inline_calls += 1
-        if self.on_batch is not None:
-            self.on_batch(1, 0)
+        self._counted(1, 0)
         return self.fn([item])[0]
 
-    async def _call(self, batch: list[tuple[Any, asyncio.Future]], waiting: int) -> None:
-        self.batch_sizes[len(batch)] += 1
+    def _counted(self, size: int, waiting: int) -> None:
+        self.batch_sizes[size] += 1
         if self.on_batch is not None:
-            self.on_batch(len(batch), waiting)
+            self.on_batch(size, waiting)
+
+    async def _call(self, batch: list[tuple[Any, asyncio.Future]], waiting: int) -> None:
+        self._counted(len(batch), waiting)
         self._running = True
         try:
             # A worker thread: torch releases the GIL, so the event loop keeps taking requests meanwhile.
