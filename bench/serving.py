@@ -3,11 +3,16 @@
 --clients: a Zipf-headed load (a fixed pool, seeded) and one in which every query is new (bench/query_load.py).
 
 python -m bench.serving --seconds 60       (indexes the offline catalog first if the store has no collection)
-Headline: serving overhead = HTTP p50 - in-process p50, per query kind, at concurrency 1. The in-process search
-uses the service's torch thread count and the same query cache size, so the difference is what serving adds
-(HTTP, proxy, hops, batching). "cache hit %": the encoded-query cache's hits over its lookups during that load;
-"result cache hit %": the ingress's whole-response cache's (the per-kind rows and the soak send Cache-Control:
-no-cache, so each of their searches runs; the shopper-words loads do not).
+Headline: serving overhead = HTTP p50 - in-process p50, per query kind, at concurrency 1, with a 95% bootstrap
+interval. The in-process search uses the service's torch thread count, the same query cache size and the same
+queries (the new words and photos too), and takes turns with the HTTP one (on a copy of an embedded store), so
+the difference is what serving adds (HTTP, proxy, hops, batching) and not how fast the machine was minutes apart.
+"outside the replica's search": each request's latency less the replica's own time for its search (total_ms less
+parse_ms): HTTP, the proxy and the ingress alone; the rest of the overhead is the same search running slower in
+the replica, where a core idles between one client's requests (docs/performance.md).
+"cache hit %": the encoded-query cache's hits over its lookups during that load; "result cache hit %": the
+ingress's whole-response cache's (the per-kind rows and the soak send Cache-Control: no-cache, so each of their
+searches runs; the shopper-words loads do not).
 Loopback only; every load is bounded by time and by count.
 """
 
@@ -16,23 +21,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import logging
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import numpy as np
 
-from bench.common import PHOTOS, WARM_UP, in_process_latency, percentiles, query_kinds
+from bench.common import PHOTOS, WARM_UP, percentiles, query_kinds
 from bench.query_load import distinct_share, unique_kinds, unique_words, zipf_words
 from jobs import cli, indexer
 from schemas.jobs import IndexConfig, StoreConfig
 from schemas.settings import get_settings
-
-def queries(kind: str) -> list[dict]:
-    """JSON bodies of one kind: the shared query kinds with their photos base64-encoded."""
-    return json_bodies(query_kinds()[kind])
-
 
 def json_bodies(kind_queries: list[dict]) -> list[dict]:
     """SearchService.search keyword arguments as /search bodies."""
@@ -42,6 +48,8 @@ def json_bodies(kind_queries: list[dict]) -> list[dict]:
 
 
 ZIPF, UNIQUE = "text zipf", "text unique"  # shopper words: a Zipf-headed pool; every phrase new
+WARM_UP_SECONDS = 2.0  # each fixed kind's queries before its rows are measured
+BLOCKS = 8  # turns the in-process and the HTTP searches take at concurrency 1
 RECOMMEND = "recommend 3+1"  # three liked catalog items and one disliked, by id (POST /recommend)
 
 
@@ -56,33 +64,103 @@ def words_bodies(words: list[str]) -> list[dict]:
     return [{"text": w, "k": 10} for w in words]
 
 
-def in_process(repeats: int, threads: int, cache_size: int) -> dict[str, dict]:
-    """The same queries through SearchService in this process (encode + search), no HTTP: latency percentiles;
-    "... unique": words and photos never searched before (each a cache miss)."""
+@contextlib.contextmanager
+def baseline_service(threads: int, cache_size: int) -> Iterator:
+    """The in-process search (SearchService: encode + search, no HTTP) with the service's torch threads and query
+    cache size, on a copy of an embedded store: a collection opens in one process at a time, and the service holds
+    the settings' one (a server's is shared as it is). Make it before the service starts."""
     import torch
 
     from retrieval.service import SearchService
 
-    s, default_threads = get_settings(), torch.get_num_threads()
+    s, default_threads, store = get_settings(), torch.get_num_threads(), StoreConfig.from_settings()
     torch.set_num_threads(threads)
-    kinds = {**query_kinds(), **unique_kinds(repeats + WARM_UP, seed=1)}
-    try:
-        with SearchService.open(s.model, StoreConfig.from_settings(), s.collection, device=s.device,
-                                cache_size=cache_size) as service:
-            timed = in_process_latency(service, kinds, repeats)
-    finally:
-        torch.set_num_threads(default_threads)
-    return {kind: percentiles(ms["total"]) for kind, ms in timed.items()}
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as copy:
+        if store.embedded:
+            shutil.copytree(store.path, Path(copy) / "store", ignore=shutil.ignore_patterns("*.lock"))
+            store = store.model_copy(update={"path": Path(copy) / "store"})
+        try:
+            with SearchService.open(s.model, store, s.collection, device=s.device, cache_size=cache_size) as service:
+                yield service
+        finally:
+            torch.set_num_threads(default_threads)
+
+
+def searched_ms(service, kind_queries: list[dict]) -> list[float]:
+    """Each search's ms in process, in order (SearchService.search keyword arguments)."""
+    from retrieval.search import SearchParams
+
+    ms = []
+    for query in kind_queries:
+        started = time.perf_counter()
+        service.search(params=SearchParams(k=10), **query)
+        ms.append((time.perf_counter() - started) * 1000)
+    return ms
+
+
+async def alternating(url: str, service, kind_queries: list[dict], n: int, path: str = "/search",
+                      fresh: bool = False) -> tuple[dict, dict]:
+    """`n` searches in process and the same `n` over HTTP at concurrency 1, taking turns in BLOCKS slices, so that
+    both are measured in the same minutes of a machine whose speed drifts; the queries cycle through
+    `kind_queries`. Percentiles of each side, HTTP's with each cache's hit rate."""
+    bodies, before, ms, loads = json_bodies(kind_queries), await cache_counts(), [], []
+    async with client_session(1) as session:
+        for block in range(BLOCKS):
+            turn = [i % len(kind_queries) for i in range(block * n // BLOCKS, (block + 1) * n // BLOCKS)]
+            ms += searched_ms(service, [kind_queries[i] for i in turn])
+            loads.append(await load(url, [bodies[i] for i in turn], 1, 300, len(turn), path, fresh, session, True))
+    after = await cache_counts()
+    rates = {"hit_rate": hit_rate(before, after), "result_hit_rate": hit_rate(before, after, "result_")}
+    return {**percentiles(ms), "ms": ms}, {**joined(loads), **rates}
+
+
+def joined(loads: list[dict]) -> dict:
+    """Loads run one after another, as one."""
+    ms, requests, seconds = [x for one in loads for x in one["ms"]], sum(one["requests"] for one in loads), \
+        sum(one["seconds"] for one in loads)
+    return {**percentiles(ms or [0.0]), "ms": ms, "around_ms": [x for one in loads for x in one["around_ms"]],
+            "errors": sum(one["errors"] for one in loads), "requests": requests,
+            "seconds": seconds, "rps": len(ms) / seconds,
+            "client_cpu_ms": sum(one["client_cpu_ms"] * one["requests"] for one in loads) / max(1, requests)}
+
+
+def median_gap(slower: list[float], faster: list[float], rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """A 95% bootstrap interval of median(slower) - median(faster): each side resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    gaps = (np.median(rng.choice(slower, (rounds, len(slower))), axis=1)
+            - np.median(rng.choice(faster, (rounds, len(faster))), axis=1))
+    low, high = np.percentile(gaps, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def replica_search_ms(timings: dict[str, float]) -> float:
+    """The search as the replica timed it: its total less the parsing of the request (serving's part). An answer
+    from the result cache has no stages: all of it is serving's."""
+    return timings["total_ms"] - timings["parse_ms"] if "parse_ms" in timings else 0.0
+
+
+def client_session(concurrency: int):
+    """An aiohttp session of `concurrency` connections, each request bounded to 30 s."""
+    import aiohttp
+
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency),
+                                 timeout=aiohttp.ClientTimeout(total=30))
 
 
 async def load(url: str, bodies: list[dict], concurrency: int, seconds: float, max_requests: int,
-               path: str = "/search", fresh: bool = False) -> dict:
+               path: str = "/search", fresh: bool = False, session=None, around: bool = False) -> dict:
     """`concurrency` clients posting in a loop, bounded by time and by count, taking the bodies in turn (each once
     before any comes again); latencies, errors, throughput, and this client's CPU per request. aiohttp with the
     bodies serialised once: the client shares the machine, and httpx spent about 1 ms of CPU per request. `fresh`:
-    Cache-Control: no-cache, so the service searches each one (its result cache would answer the repeats)."""
+    Cache-Control: no-cache, so the service searches each one (its result cache would answer the repeats);
+    `session`: one to reuse (its connections open), else one of its own; `around`: each search's ms outside the
+    replica's own account of it (around_ms), read from its body after it is timed."""
     import aiohttp
 
+    if session is None:
+        async with client_session(concurrency) as own:
+            return await load(url, bodies, concurrency, seconds, max_requests, path, fresh, own, around)
+    outside: list[float] = []
     latencies, errors, deadline = [], [], time.monotonic() + seconds
     payloads, turn = [json.dumps(b).encode() for b in bodies], itertools.count()
     headers = {"content-type": "application/json", **({"cache-control": "no-cache"} if fresh else {})}
@@ -91,15 +169,16 @@ async def load(url: str, bodies: list[dict], concurrency: int, seconds: float, m
         while time.monotonic() < deadline and len(latencies) + len(errors) < max_requests:
             started = time.perf_counter()
             async with session.post(url + path, data=payloads[next(turn) % len(payloads)], headers=headers) as r:
-                await r.read()
-            (latencies if r.status == 200 else errors).append((time.perf_counter() - started) * 1000)
+                body = await r.read()
+            (latencies if r.status == 200 else errors).append(ms := (time.perf_counter() - started) * 1000)
+            if around and r.status == 200:
+                outside.append(ms - replica_search_ms(json.loads(body)["timings_ms"]))
 
     started, cpu = time.perf_counter(), time.process_time()
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
-        await asyncio.gather(*(client_loop(session) for _ in range(concurrency)))
+    await asyncio.gather(*(client_loop(session) for _ in range(concurrency)))
     elapsed, done = time.perf_counter() - started, max(1, len(latencies) + len(errors))
-    return {**percentiles(latencies or [0.0]), "errors": len(errors), "requests": len(latencies) + len(errors),
+    return {**percentiles(latencies or [0.0]), "ms": latencies, "around_ms": outside, "errors": len(errors),
+            "requests": len(latencies) + len(errors), "seconds": elapsed,
             "rps": len(latencies) / elapsed, "client_cpu_ms": (time.process_time() - cpu) / done * 1000}
 
 
@@ -164,19 +243,26 @@ async def measured(url: str, bodies: list[dict], concurrency: int, seconds: floa
     return {**result, "hit_rate": hit_rate(before, after), "result_hit_rate": hit_rate(before, after, "result_")}
 
 
-async def every_load(url: str, bodies: dict[str, list[dict]], args: argparse.Namespace) -> dict:
-    """Each kind at concurrency 1 and 8, the mixed soak, then the shopper-words loads: in one event loop (the
-    Serve handle that reads the cache's counts lives in it)."""
-    http = {}
+async def every_load(url: str, service, args: argparse.Namespace) -> tuple[dict, dict]:
+    """Each kind at concurrency 1 (against the same searches in process, but recommendations) and 8, the mixed
+    soak, then the shopper-words loads: in one event loop (the Serve handle that reads the cache's counts lives
+    in it). The in-process and the HTTP percentiles."""
+    inproc, http, fixed = {}, {}, query_kinds()
+    bodies = {**{kind: json_bodies(queries) for kind, queries in fixed.items()}, RECOMMEND: recommend_bodies()}
     for kind, kind_bodies in bodies.items():
         path = "/recommend" if kind == RECOMMEND else "/search"
-        await load(url, kind_bodies, 1, 5, 10, path)  # warm-up
+        await load(url, kind_bodies, 1, WARM_UP_SECONDS, 100_000, path)  # a replica's first requests are slower
         # fresh: each search runs (its 8 queries repeat; the result cache is for the shopper-words loads below)
-        http[(kind, 1)] = await measured(url, kind_bodies, 1, 120, args.requests, path, fresh=True)
+        if kind in fixed:
+            searched_ms(service, fixed[kind][:WARM_UP])
+            inproc[kind], http[(kind, 1)] = await alternating(url, service, fixed[kind], args.requests, path, True)
+        else:
+            http[(kind, 1)] = await measured(url, kind_bodies, 1, 120, args.requests, path, fresh=True)
         http[(kind, 8)] = await measured(url, kind_bodies, 8, 15, 100_000, path, fresh=True)
     mixed = [b for kind, kind_bodies in bodies.items() if kind != RECOMMEND for b in kind_bodies]
     http[("mixed soak", 8)] = await measured(url, mixed, 8, args.seconds, 1_000_000, fresh=True)
-    return {**http, **await words_loads(url, args.requests, args.clients, args.words_seconds)}
+    alone, words = await new_alone(url, service, new_queries(args.requests, args.words_seconds), args.requests)
+    return {**inproc, **alone}, {**http, **words, **await words_loads(url, args.clients, args.words_seconds)}
 
 
 def report(inproc: dict, http: dict) -> None:
@@ -190,8 +276,11 @@ def report(inproc: dict, http: dict) -> None:
               f"{r['errors']} | {base} | {hits} | {results} | {r['client_cpu_ms']:.2f} |")
     for kind in inproc:
         overhead = http[(kind, 1)]["p50"] - inproc[kind]["p50"]
+        low, high = median_gap(http[(kind, 1)]["ms"], inproc[kind]["ms"])
+        around = float(np.median(http[(kind, 1)]["around_ms"]))
         print(f"serving overhead ({kind}): HTTP p50 {http[(kind, 1)]['p50']:.1f} ms - in-process p50 "
-              f"{inproc[kind]['p50']:.1f} ms = {overhead:.1f} ms")
+              f"{inproc[kind]['p50']:.1f} ms = {overhead:.1f} ms (95% interval {low:.1f} to {high:.1f}); "
+              f"outside the replica's search: p50 {around:.1f} ms")
 
 
 @cli.entry
@@ -199,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     import ray
 
     parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=100, help="requests per kind at concurrency 1")
+    parser.add_argument("--requests", type=int, default=400, help="requests per kind at concurrency 1")
     parser.add_argument("--seconds", type=float, default=60, help="the mixed soak at concurrency 8")
     parser.add_argument("--clients", type=int, default=16, help="concurrency of the shopper-words loads")
     parser.add_argument("--words-seconds", type=float, default=30, help="each shopper-words load (Zipf, unique)")
@@ -220,30 +309,47 @@ def main(argv: list[str] | None = None) -> None:
     app_args = {"encoder_placement": args.placement, "query_cache_size": args.query_cache_size,
                 "result_cache_size": args.result_cache_size}
     threads = ServeArgs(**app_args).encoder_config().threads
-    bodies = {**{kind: queries(kind) for kind in ("text", "image", "image+text")}, RECOMMEND: recommend_bodies()}
     indexer.ensure_index(IndexConfig.from_settings())  # the settings' own store and collection, as `make serve` uses
-    inproc = in_process(args.requests, threads, args.query_cache_size)
     print(f"encoder: {args.placement}, {threads} torch thread(s), query cache {args.query_cache_size}; "
           f"Ray Serve env: {serve_env}")
-    ray.init(ignore_reinit_error=True, log_to_driver=False)
-    url = start_app(args.port, app_args)
-    report(inproc, asyncio.run(every_load(url, bodies, args)))
+    with baseline_service(threads, args.query_cache_size) as service:
+        ray.init(ignore_reinit_error=True, log_to_driver=False)
+        url = start_app(args.port, app_args)
+        report(*asyncio.run(every_load(url, service, args)))
     print(f"metrics: {metrics_cost_us():.1f} us per search recorded (serve/metrics.py, in a Ray worker)")
 
 
-async def words_loads(url: str, requests: int, clients: int, seconds: float) -> dict:
-    """Every query new at concurrency 1 (words, photos, photos with words), new words at `clients`, then the
-    Zipf-headed pool at `clients` (none of its phrases in the loads before, so the cache starts without them);
-    bounded by time and by count."""
+def new_queries(requests: int, seconds: float) -> dict[str, list[dict]]:
+    """Seeded, so the in-process run and the HTTP one search the same: new words, new photos and new photos with
+    the same words, WARM_UP more of each (a warm-up on both sides); no phrase of the shopper-words loads."""
+    return unique_kinds(requests + WARM_UP, seed=2, excluding=set().union(*shopper_phrases(seconds)))
+
+
+def shopper_phrases(seconds: float) -> tuple[list[str], list[str]]:
+    """The Zipf-headed words and the new words of the loads at many clients, neither warming the cache for the
+    other."""
     most = int(400 * seconds)  # more than two cores answer in `seconds`
     zipf = zipf_words(most, seed=3)
-    unique = words_bodies(unique_words(requests + most, seed=2, excluding=set(zipf)))
+    return zipf, unique_words(most, seed=4, excluding=set(zipf))
+
+
+async def new_alone(url: str, service, alone: dict[str, list[dict]], n: int) -> tuple[dict, dict]:
+    """Every query new at concurrency 1 (words, photos, photos with words), in process and over HTTP in turns; the
+    first WARM_UP of each unmeasured on both sides."""
+    inproc, http = {}, {}
+    for kind, kind_queries in alone.items():
+        searched_ms(service, kind_queries[:WARM_UP])
+        await load(url, json_bodies(kind_queries[:WARM_UP]), 1, 60, WARM_UP)
+        inproc[kind], http[(kind, 1)] = await alternating(url, service, kind_queries[WARM_UP:], n)
+    return inproc, http
+
+
+async def words_loads(url: str, clients: int, seconds: float) -> dict:
+    """New words at `clients`, then the Zipf-headed pool at `clients`; bounded by time and by count."""
+    zipf, many = shopper_phrases(seconds)
     print(f"{ZIPF}: {len(set(zipf))} distinct phrases in {len(zipf)} drawn ({100 * distinct_share(zipf):.0f}%)")
-    http, fresh = {(UNIQUE, 1): await measured(url, unique[:requests], 1, 120, requests)}, unique_kinds(requests, 2)
-    for kind in ("image unique", "image+text unique"):
-        http[(kind, 1)] = await measured(url, json_bodies(fresh[kind]), 1, 120, requests)
-    return {**http, (UNIQUE, clients): await measured(url, unique[requests:], clients, seconds, most),
-            (ZIPF, clients): await measured(url, words_bodies(zipf), clients, seconds, most)}
+    return {(UNIQUE, clients): await measured(url, words_bodies(many), clients, seconds, len(many)),
+            (ZIPF, clients): await measured(url, words_bodies(zipf), clients, seconds, len(zipf))}
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ def test_a_configuration_past_its_budget_is_not_run(capsys):
 
 
 class _SlowSearch(BaseHTTPRequestHandler):
-    """Answers POST /search after DELAY_S: 200 for a body with "text", 400 otherwise; records every body."""
+    """Answers POST /search after DELAY_S: 200 for a body with "text" (saying, as the service does, that its search
+    took DELAY_S), 400 otherwise; records every body."""
 
     DELAY_S = 0.005
     seen: list[dict] = []
@@ -69,10 +70,11 @@ class _SlowSearch(BaseHTTPRequestHandler):
         self.seen.append(body)
         time.sleep(self.DELAY_S)
         status = 200 if "text" in body else 400
+        answer = json.dumps({"timings_ms": {"parse_ms": 0.0, "total_ms": self.DELAY_S * 1000}}).encode()
         self.send_response(status)
-        self.send_header("Content-Length", "2")
+        self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
-        self.wfile.write(b"{}")
+        self.wfile.write(answer)
 
     def log_message(self, *args) -> None:
         pass
@@ -102,6 +104,40 @@ def test_the_serving_load_counts_every_request_and_error_it_made():
         assert _SlowSearch.DELAY_S * 1000 <= result["p50"] <= result["p95"] <= result["p99"]
     # One client waits for each answer: 20 answered in at least 30 x 5 ms.
     assert 0 < one["rps"] <= 20 / (30 * _SlowSearch.DELAY_S)
+
+
+def test_the_time_outside_the_search_is_each_latency_less_the_replicas_own_account():
+    with slow_server() as (url, _):
+        result = asyncio.run(bench_serving.load(url, [{"text": "a"}], concurrency=1, seconds=60, max_requests=20,
+                                                around=True))
+    assert len(result["around_ms"]) == 20
+    assert np.allclose(np.subtract(result["ms"], result["around_ms"]), _SlowSearch.DELAY_S * 1000)
+    assert min(result["around_ms"]) > 0  # the HTTP round trip itself
+
+
+def test_an_answer_from_the_result_cache_is_all_serving():
+    assert bench_serving.replica_search_ms({"total_ms": 0.4}) == 0.0
+    assert bench_serving.replica_search_ms({"parse_ms": 0.5, "encode_ms": 3.0, "total_ms": 6.0}) == 5.5
+
+
+def test_the_overhead_interval_brackets_the_true_gap_and_narrows_with_more_searches():
+    rng = np.random.default_rng(1)
+    widths = []
+    for n in (50, 2000):
+        low, high = bench_serving.median_gap(list(rng.normal(10, 1, n)), list(rng.normal(7, 1, n)))
+        assert low < 3.0 < high
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 3
+
+
+def test_loads_in_turns_join_as_one():
+    turns = [{"ms": [1.0, 3.0], "around_ms": [0.5, 0.5], "errors": 1, "requests": 3, "seconds": 1.0,
+              "client_cpu_ms": 0.2},
+             {"ms": [2.0], "around_ms": [0.7], "errors": 0, "requests": 1, "seconds": 1.0, "client_cpu_ms": 0.6}]
+    joined = bench_serving.joined(turns)
+    assert joined["ms"] == [1.0, 3.0, 2.0] and joined["around_ms"] == [0.5, 0.5, 0.7] and joined["p50"] == 2.0
+    assert joined["errors"] == 1 and joined["requests"] == 4 and joined["rps"] == 1.5
+    assert joined["client_cpu_ms"] == (0.2 * 3 + 0.6) / 4
 
 
 def test_index_table_ratios_are_the_measured_rates_divided(capsys):
