@@ -9,7 +9,8 @@ queries (the new words and photos too), and takes turns with the HTTP one (on a 
 the difference is what serving adds (HTTP, proxy, hops, batching) and not how fast the machine was minutes apart.
 "outside the replica's search": each request's latency less the replica's own time for its search (total_ms less
 parse_ms): HTTP, the proxy and the ingress alone; the rest of the overhead is the same search running slower in
-the replica, where a core idles between one client's requests (docs/performance.md).
+the replica, where a core idles between one client's requests (docs/performance.md). "text kept": the text words
+answered from the result cache, no search: what serving costs alone.
 "cache hit %": the encoded-query cache's hits over its lookups during that load; "result cache hit %": the
 ingress's whole-response cache's (the per-kind rows and the soak send Cache-Control: no-cache, so each of their
 searches runs; the shopper-words loads do not).
@@ -51,6 +52,7 @@ ZIPF, UNIQUE = "text zipf", "text unique"  # shopper words: a Zipf-headed pool; 
 WARM_UP_SECONDS = 2.0  # each fixed kind's queries before its rows are measured
 BLOCKS = 8  # turns the in-process and the HTTP searches take at concurrency 1
 RECOMMEND = "recommend 3+1"  # three liked catalog items and one disliked, by id (POST /recommend)
+KEPT = "text kept"  # the text kind's words without no-cache: answers kept by the result cache
 
 
 def recommend_bodies() -> list[dict]:
@@ -235,10 +237,10 @@ def hit_rate(before: dict, after: dict, prefix: str = "") -> float | None:
 
 
 async def measured(url: str, bodies: list[dict], concurrency: int, seconds: float, max_requests: int,
-                   path: str = "/search", fresh: bool = False) -> dict:
+                   path: str = "/search", fresh: bool = False, around: bool = False) -> dict:
     """One load, with each cache's hit rate over its lookups during it."""
     before = await cache_counts()
-    result = await load(url, bodies, concurrency, seconds, max_requests, path, fresh)
+    result = await load(url, bodies, concurrency, seconds, max_requests, path, fresh, around=around)
     after = await cache_counts()
     return {**result, "hit_rate": hit_rate(before, after), "result_hit_rate": hit_rate(before, after, "result_")}
 
@@ -259,6 +261,8 @@ async def every_load(url: str, service, args: argparse.Namespace) -> tuple[dict,
         else:
             http[(kind, 1)] = await measured(url, kind_bodies, 1, 120, args.requests, path, fresh=True)
         http[(kind, 8)] = await measured(url, kind_bodies, 8, 15, 100_000, path, fresh=True)
+    # The same words answered from the result cache: no search, so all of it is serving's (its floor).
+    http[(KEPT, 1)] = await measured(url, bodies["text"], 1, 120, args.requests, around=True)
     mixed = [b for kind, kind_bodies in bodies.items() if kind != RECOMMEND for b in kind_bodies]
     http[("mixed soak", 8)] = await measured(url, mixed, 8, args.seconds, 1_000_000, fresh=True)
     alone, words = await new_alone(url, service, new_queries(args.requests, args.words_seconds), args.requests)
@@ -281,6 +285,9 @@ def report(inproc: dict, http: dict) -> None:
         print(f"serving overhead ({kind}): HTTP p50 {http[(kind, 1)]['p50']:.1f} ms - in-process p50 "
               f"{inproc[kind]['p50']:.1f} ms = {overhead:.1f} ms (95% interval {low:.1f} to {high:.1f}); "
               f"outside the replica's search: p50 {around:.1f} ms")
+    kept, share = http[(KEPT, 1)], 100 * (http[(KEPT, 1)]["result_hit_rate"] or 0)
+    print(f"serving alone (the text words, {share:.0f}% answered from the result cache): p50 {kept['p50']:.1f} ms, "
+          f"outside the replica's search {np.median(kept['around_ms']):.1f} ms")
 
 
 @cli.entry
