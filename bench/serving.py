@@ -1,4 +1,4 @@
-"""Serving benchmark: in-process search time, then HTTP latency and throughput through Ray Serve, on one index
+"""Serving benchmark: in-process search time against HTTP latency and throughput through Ray Serve, on one index
 (searches of each kind, and recommendations from three liked items and one disliked), then shopper words at
 --clients: a Zipf-headed load (a fixed pool, seeded) and one in which every query is new (bench/query_load.py).
 
@@ -8,12 +8,13 @@ interval. The in-process search uses the service's torch thread count, the same 
 queries (the new words and photos too), and takes turns with the HTTP one (on a copy of an embedded store), so
 the difference is what serving adds (HTTP, proxy, hops, batching) and not how fast the machine was minutes apart.
 "outside the replica's search": each request's latency less the replica's own time for its search (total_ms less
-parse_ms): HTTP, the proxy and the ingress alone; the rest of the overhead is the same search running slower in
-the replica, where a core idles between one client's requests (docs/performance.md). "text kept": the text words
-answered from the result cache, no search: what serving costs alone.
+parse_ms): HTTP, the proxy and the ingress alone (with the encoder in the ingress; placed as its own deployment,
+the hop to it counts as the search's); medians do not add, so it is not a share of the overhead. Besides it, the
+same search runs slower in the replica, where a core idles between one client's requests (docs/performance.md).
+"text kept": the text words answered from the result cache, no search: serving alone.
 "cache hit %": the encoded-query cache's hits over its lookups during that load; "result cache hit %": the
-ingress's whole-response cache's (the per-kind rows and the soak send Cache-Control: no-cache, so each of their
-searches runs; the shopper-words loads do not).
+ingress's whole-response cache's (the fixed kinds' rows and the soak send Cache-Control: no-cache, so each of their
+searches runs; the kept row, the new queries' rows and the shopper-words loads do not).
 Loopback only; every load is bounded by time and by count.
 """
 
@@ -35,7 +36,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.common import PHOTOS, WARM_UP, percentiles, query_kinds
+from bench.common import PHOTOS, WARM_UP, WORDS, percentiles, query_kinds
 from bench.query_load import distinct_share, unique_kinds, unique_words, zipf_words
 from jobs import cli, indexer
 from schemas.jobs import IndexConfig, StoreConfig
@@ -77,15 +78,15 @@ def baseline_service(threads: int, cache_size: int) -> Iterator:
 
     s, default_threads, store = get_settings(), torch.get_num_threads(), StoreConfig.from_settings()
     torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory(prefix="bench-serving-") as copy:
-        if store.embedded:
-            shutil.copytree(store.path, Path(copy) / "store", ignore=shutil.ignore_patterns("*.lock"))
-            store = store.model_copy(update={"path": Path(copy) / "store"})
-        try:
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-serving-") as copy:
+            if store.embedded:  # every generation in it (the offline catalog's store: ~100 MB)
+                shutil.copytree(store.path, Path(copy) / "store", ignore=shutil.ignore_patterns("*.lock"))
+                store = store.model_copy(update={"path": Path(copy) / "store"})
             with SearchService.open(s.model, store, s.collection, device=s.device, cache_size=cache_size) as service:
-                yield service
-        finally:
-            torch.set_num_threads(default_threads)
+                yield service  # idle between its turns, it costs no CPU (0.001 s in 20 s, measured)
+    finally:
+        torch.set_num_threads(default_threads)
 
 
 def searched_ms(service, kind_queries: list[dict]) -> list[float]:
@@ -113,7 +114,7 @@ async def alternating(url: str, service, kind_queries: list[dict], n: int, path:
             loads.append(await load(url, [bodies[i] for i in turn], 1, 300, len(turn), path, fresh, session, True))
     after = await cache_counts()
     rates = {"hit_rate": hit_rate(before, after), "result_hit_rate": hit_rate(before, after, "result_")}
-    return {**percentiles(ms), "ms": ms}, {**joined(loads), **rates}
+    return {**percentiles(ms or [0.0]), "ms": ms}, {**joined(loads), **rates}
 
 
 def joined(loads: list[dict]) -> dict:
@@ -245,7 +246,7 @@ async def measured(url: str, bodies: list[dict], concurrency: int, seconds: floa
     return {**result, "hit_rate": hit_rate(before, after), "result_hit_rate": hit_rate(before, after, "result_")}
 
 
-async def every_load(url: str, service, args: argparse.Namespace) -> tuple[dict, dict]:
+async def every_load(url: str, service, unique: dict[str, list[dict]], args: argparse.Namespace) -> tuple[dict, dict]:
     """Each kind at concurrency 1 (against the same searches in process, but recommendations) and 8, the mixed
     soak, then the shopper-words loads: in one event loop (the Serve handle that reads the cache's counts lives
     in it). The in-process and the HTTP percentiles."""
@@ -253,19 +254,19 @@ async def every_load(url: str, service, args: argparse.Namespace) -> tuple[dict,
     bodies = {**{kind: json_bodies(queries) for kind, queries in fixed.items()}, RECOMMEND: recommend_bodies()}
     for kind, kind_bodies in bodies.items():
         path = "/recommend" if kind == RECOMMEND else "/search"
-        await load(url, kind_bodies, 1, WARM_UP_SECONDS, 100_000, path)  # a replica's first requests are slower
         # fresh: each search runs (its 8 queries repeat; the result cache is for the shopper-words loads below)
         if kind in fixed:
-            searched_ms(service, fixed[kind][:WARM_UP])
+            await warm_up(url, service, fixed[kind], fresh=True, seconds=WARM_UP_SECONDS)
             inproc[kind], http[(kind, 1)] = await alternating(url, service, fixed[kind], args.requests, path, True)
         else:
+            await load(url, kind_bodies, 1, WARM_UP_SECONDS, 100_000, path, fresh=True)
             http[(kind, 1)] = await measured(url, kind_bodies, 1, 120, args.requests, path, fresh=True)
         http[(kind, 8)] = await measured(url, kind_bodies, 8, 15, 100_000, path, fresh=True)
     # The same words answered from the result cache: no search, so all of it is serving's (its floor).
     http[(KEPT, 1)] = await measured(url, bodies["text"], 1, 120, args.requests, around=True)
     mixed = [b for kind, kind_bodies in bodies.items() if kind != RECOMMEND for b in kind_bodies]
     http[("mixed soak", 8)] = await measured(url, mixed, 8, args.seconds, 1_000_000, fresh=True)
-    alone, words = await new_alone(url, service, new_queries(args.requests, args.words_seconds), args.requests)
+    alone, words = await new_alone(url, service, unique, args.requests)
     return {**inproc, **alone}, {**http, **words, **await words_loads(url, args.clients, args.words_seconds)}
 
 
@@ -279,6 +280,9 @@ def report(inproc: dict, http: dict) -> None:
         print(f"| {kind} | {conc} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['rps']:.1f} | "
               f"{r['errors']} | {base} | {hits} | {results} | {r['client_cpu_ms']:.2f} |")
     for kind in inproc:
+        if not (http[(kind, 1)]["ms"] and inproc[kind]["ms"] and http[(kind, 1)]["around_ms"]):
+            print(f"serving overhead ({kind}): no search answered on one side")
+            continue
         overhead = http[(kind, 1)]["p50"] - inproc[kind]["p50"]
         low, high = median_gap(http[(kind, 1)]["ms"], inproc[kind]["ms"])
         around = float(np.median(http[(kind, 1)]["around_ms"]))
@@ -286,6 +290,8 @@ def report(inproc: dict, http: dict) -> None:
               f"{inproc[kind]['p50']:.1f} ms = {overhead:.1f} ms (95% interval {low:.1f} to {high:.1f}); "
               f"outside the replica's search: p50 {around:.1f} ms")
     kept, share = http[(KEPT, 1)], 100 * (http[(KEPT, 1)]["result_hit_rate"] or 0)
+    if not kept["around_ms"]:
+        return
     print(f"serving alone (the text words, {share:.0f}% answered from the result cache): p50 {kept['p50']:.1f} ms, "
           f"outside the replica's search {np.median(kept['around_ms']):.1f} ms")
 
@@ -319,17 +325,18 @@ def main(argv: list[str] | None = None) -> None:
     indexer.ensure_index(IndexConfig.from_settings())  # the settings' own store and collection, as `make serve` uses
     print(f"encoder: {args.placement}, {threads} torch thread(s), query cache {args.query_cache_size}; "
           f"Ray Serve env: {serve_env}")
+    unique = new_queries(args.requests, args.words_seconds)  # a bad --words-seconds fails here, not minutes in
     with baseline_service(threads, args.query_cache_size) as service:
         ray.init(ignore_reinit_error=True, log_to_driver=False)
         url = start_app(args.port, app_args)
-        report(*asyncio.run(every_load(url, service, args)))
+        report(*asyncio.run(every_load(url, service, unique, args)))
     print(f"metrics: {metrics_cost_us():.1f} us per search recorded (serve/metrics.py, in a Ray worker)")
 
 
 def new_queries(requests: int, seconds: float) -> dict[str, list[dict]]:
     """Seeded, so the in-process run and the HTTP one search the same: new words, new photos and new photos with
-    the same words, WARM_UP more of each (a warm-up on both sides); no phrase of the shopper-words loads."""
-    return unique_kinds(requests + WARM_UP, seed=2, excluding=set().union(*shopper_phrases(seconds)))
+    the same words, WARM_UP more of each (a warm-up on both sides); no phrase of the other loads."""
+    return unique_kinds(requests + WARM_UP, seed=2, excluding={*WORDS, *itertools.chain(*shopper_phrases(seconds))})
 
 
 def shopper_phrases(seconds: float) -> tuple[list[str], list[str]]:
@@ -340,13 +347,20 @@ def shopper_phrases(seconds: float) -> tuple[list[str], list[str]]:
     return zipf, unique_words(most, seed=4, excluding=set(zipf))
 
 
+async def warm_up(url: str, service, kind_queries: list[dict], fresh: bool = False, seconds: float = 0.0) -> None:
+    """Each query searched once on both sides before any is measured: in process, and over HTTP (for `seconds`
+    if longer: a replica's first requests are slower)."""
+    searched_ms(service, kind_queries)
+    await load(url, json_bodies(kind_queries), 1, max(seconds, 60.0), 100_000 if seconds else len(kind_queries),
+               fresh=fresh)
+
+
 async def new_alone(url: str, service, alone: dict[str, list[dict]], n: int) -> tuple[dict, dict]:
     """Every query new at concurrency 1 (words, photos, photos with words), in process and over HTTP in turns; the
     first WARM_UP of each unmeasured on both sides."""
     inproc, http = {}, {}
     for kind, kind_queries in alone.items():
-        searched_ms(service, kind_queries[:WARM_UP])
-        await load(url, json_bodies(kind_queries[:WARM_UP]), 1, 60, WARM_UP)
+        await warm_up(url, service, kind_queries[:WARM_UP])
         inproc[kind], http[(kind, 1)] = await alternating(url, service, kind_queries[WARM_UP:], n)
     return inproc, http
 
