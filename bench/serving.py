@@ -27,6 +27,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -323,6 +324,7 @@ def main(argv: list[str] | None = None) -> None:
                 "result_cache_size": args.result_cache_size}
     threads = ServeArgs(**app_args).encoder_config().threads
     indexer.ensure_index(IndexConfig.from_settings())  # the settings' own store and collection, as `make serve` uses
+    print(f"load average at the start: {os.getloadavg()[0]:.1f} (this machine's speed drifts: quote it)")
     print(f"encoder: {args.placement}, {threads} torch thread(s), query cache {args.query_cache_size}; "
           f"Ray Serve env: {serve_env}")
     unique = new_queries(args.requests, args.words_seconds)  # a bad --words-seconds fails here, not minutes in
@@ -331,6 +333,7 @@ def main(argv: list[str] | None = None) -> None:
         url = start_app(args.port, app_args)
         report(*asyncio.run(every_load(url, service, unique, args)))
     print(f"metrics: {metrics_cost_us():.1f} us per search recorded (serve/metrics.py, in a Ray worker)")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 def new_queries(requests: int, seconds: float) -> dict[str, list[dict]]:
