@@ -247,7 +247,8 @@ async def measured(url: str, bodies: list[dict], concurrency: int, seconds: floa
     return {**result, "hit_rate": hit_rate(before, after), "result_hit_rate": hit_rate(before, after, "result_")}
 
 
-async def every_load(url: str, service, unique: dict[str, list[dict]], args: argparse.Namespace) -> tuple[dict, dict]:
+async def every_load(url: str, service, unique: dict[str, list[dict]], shoppers: tuple[list[str], list[str]],
+                     args: argparse.Namespace) -> tuple[dict, dict]:
     """Each kind at concurrency 1 (against the same searches in process, but recommendations) and 8, the mixed
     soak, then the shopper-words loads: in one event loop (the Serve handle that reads the cache's counts lives
     in it). The in-process and the HTTP percentiles."""
@@ -268,7 +269,7 @@ async def every_load(url: str, service, unique: dict[str, list[dict]], args: arg
     mixed = [b for kind, kind_bodies in bodies.items() if kind != RECOMMEND for b in kind_bodies]
     http[("mixed soak", 8)] = await measured(url, mixed, 8, args.seconds, 1_000_000, fresh=True)
     alone, words = await new_alone(url, service, unique, args.requests)
-    return {**inproc, **alone}, {**http, **words, **await words_loads(url, args.clients, args.words_seconds)}
+    return {**inproc, **alone}, {**http, **words, **await words_loads(url, shoppers, args.clients, args.words_seconds)}
 
 
 def report(inproc: dict, http: dict) -> None:
@@ -327,19 +328,20 @@ def main(argv: list[str] | None = None) -> None:
     print(f"load average at the start: {os.getloadavg()[0]:.1f} (this machine's speed drifts: quote it)")
     print(f"encoder: {args.placement}, {threads} torch thread(s), query cache {args.query_cache_size}; "
           f"Ray Serve env: {serve_env}")
-    unique = new_queries(args.requests, args.words_seconds)  # a bad --words-seconds fails here, not minutes in
+    shoppers = shopper_phrases(args.words_seconds)  # a bad --words-seconds fails here, not minutes in
+    unique = new_queries(args.requests, shoppers)
     with baseline_service(threads, args.query_cache_size) as service:
         ray.init(ignore_reinit_error=True, log_to_driver=False)
         url = start_app(args.port, app_args)
-        report(*asyncio.run(every_load(url, service, unique, args)))
+        report(*asyncio.run(every_load(url, service, unique, shoppers, args)))
     print(f"metrics: {metrics_cost_us():.1f} us per search recorded (serve/metrics.py, in a Ray worker)")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
-def new_queries(requests: int, seconds: float) -> dict[str, list[dict]]:
+def new_queries(requests: int, shoppers: tuple[list[str], list[str]]) -> dict[str, list[dict]]:
     """Seeded, so the in-process run and the HTTP one search the same: new words, new photos and new photos with
     the same words, WARM_UP more of each (a warm-up on both sides); no phrase of the other loads."""
-    return unique_kinds(requests + WARM_UP, seed=2, excluding={*WORDS, *itertools.chain(*shopper_phrases(seconds))})
+    return unique_kinds(requests + WARM_UP, seed=2, excluding={*WORDS, *itertools.chain(*shoppers)})
 
 
 def shopper_phrases(seconds: float) -> tuple[list[str], list[str]]:
@@ -368,9 +370,10 @@ async def new_alone(url: str, service, alone: dict[str, list[dict]], n: int) -> 
     return inproc, http
 
 
-async def words_loads(url: str, clients: int, seconds: float) -> dict:
-    """New words at `clients`, then the Zipf-headed pool at `clients`; bounded by time and by count."""
-    zipf, many = shopper_phrases(seconds)
+async def words_loads(url: str, shoppers: tuple[list[str], list[str]], clients: int, seconds: float) -> dict:
+    """New words at `clients`, then the Zipf-headed pool at `clients` (shopper_phrases); bounded by time and by
+    count."""
+    zipf, many = shoppers
     print(f"{ZIPF}: {len(set(zipf))} distinct phrases in {len(zipf)} drawn ({100 * distinct_share(zipf):.0f}%)")
     return {(UNIQUE, clients): await measured(url, words_bodies(many), clients, seconds, len(many)),
             (ZIPF, clients): await measured(url, words_bodies(zipf), clients, seconds, len(zipf))}

@@ -133,12 +133,13 @@ def test_the_overhead_interval_brackets_the_true_gap_and_narrows_with_more_searc
 def test_the_new_queries_at_one_client_are_new_to_every_other_load_and_the_same_each_run():
     from bench.common import WORDS
 
-    alone = bench_serving.new_queries(requests=20, seconds=2)
+    shoppers = bench_serving.shopper_phrases(2)
+    alone = bench_serving.new_queries(20, shoppers)
     words = [q["text"] for q in alone[bench_serving.UNIQUE]]
-    zipf, many = bench_serving.shopper_phrases(2)
+    zipf, many = shoppers
     assert len(words) == len(set(words)) == 20 + bench_serving.WARM_UP
     assert not set(words) & (set(zipf) | set(many) | set(WORDS))
-    assert alone == bench_serving.new_queries(requests=20, seconds=2)
+    assert alone == bench_serving.new_queries(20, bench_serving.shopper_phrases(2))
 
 
 def test_loads_in_turns_join_as_one():
