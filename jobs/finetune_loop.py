@@ -8,6 +8,7 @@ absent while the base itself is best, epoch 0).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import tempfile
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from jobs.progress import eta_text, seconds_left
+from retrieval import gauges
 from retrieval.finetune import contrastive, heldout
 from retrieval.finetune.pairs import text_for
 
@@ -223,6 +225,7 @@ class FinetuneMetrics:
                  "eta_seconds": "Seconds left, at the rate so far", "progress": "Share of the steps done"}
         self.gauges = {n: metrics.Gauge(f"fashion_finetune_{n}", description=d, tag_keys=("run",))
                        for n, d in names.items()}
+        self.values: dict[str, float] = {}
 
     def due(self, every_s: float) -> bool:
         if time.monotonic() - self._last < every_s:
@@ -233,8 +236,16 @@ class FinetuneMetrics:
     def training(self, loss: float, pairs_per_s: float, left: float | None, share: float) -> None:
         for name, value in (("train_loss", loss), ("pairs_per_second", pairs_per_s), ("progress", share),
                             ("eta_seconds", left if left is not None else -1)):
-            self.gauges[name].set(value, tags=self.tags)
+            self._set(name, value)
 
     def epoch(self, scores: dict) -> None:
-        self.gauges["epoch"].set(scores["epoch"], tags=self.tags)
-        self.gauges["held_out_r10"].set(scores[heldout.SCORE], tags=self.tags)
+        self._set("epoch", scores["epoch"])
+        self._set("held_out_r10", scores[heldout.SCORE])
+
+    def _set(self, name: str, value: float) -> None:
+        """The first value of a gauge starts its refresh (an epoch's score would age out of Ray between epochs)."""
+        first, self.values[name] = name not in self.values, value
+        if first:
+            gauges.watch(self.gauges[name], self.tags, functools.partial(self.values.__getitem__, name))
+        else:
+            self.gauges[name].set(value, tags=self.tags)

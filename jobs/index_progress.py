@@ -13,6 +13,7 @@ import threading
 import time
 
 from jobs.progress import eta_text, seconds_left, share_text
+from retrieval import gauges
 
 log = logging.getLogger("jobs.index")
 
@@ -34,7 +35,9 @@ class IndexProgress:
                                    tag_keys=tags)
         self._eta = metrics.Gauge("fashion_index_eta_seconds", description="Seconds left, at the rate so far",
                                   tag_keys=tags)
-        self._expected.set(expected, tags={"collection": collection})
+        # Read, not set: Ray drops a gauge not set for ~20 s, and a run's blocks can be further apart than that.
+        for gauge, read in ((self._expected, self.expected_items), (self._rate, self.rate), (self._eta, self.eta_s)):
+            gauges.watch(gauge, {"collection": collection}, read)
 
     def report(self, indexed: int, skipped: dict[str, int]) -> None:
         """A writer's block: points written, rows skipped by reason."""
@@ -44,9 +47,12 @@ class IndexProgress:
         for reason, count in skipped.items():
             self.skipped[reason] = self.skipped.get(reason, 0) + count
             self._items.inc(count, tags={"collection": self.collection, "outcome": "skipped", "reason": reason})
-        tags = {"collection": self.collection}
+        tags = {"collection": self.collection}  # at once too: the rate and ETA move with each block
         self._rate.set(self.rate(), tags=tags)
         self._eta.set(self.eta_s(), tags=tags)
+
+    def expected_items(self) -> float:
+        return self.expected
 
     def done(self) -> int:
         return self.indexed + sum(self.skipped.values())

@@ -39,6 +39,10 @@ class ContinuousBatcher:
         self._queue.put_nowait((item, future))
         return await future
 
+    def waiting(self) -> int:
+        """Calls queued for the next model call (the metrics' queue length)."""
+        return self._queue.qsize() if self._queue is not None else 0
+
     async def _run(self, queue: asyncio.Queue) -> None:
         while True:
             batch = [await queue.get()]

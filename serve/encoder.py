@@ -63,6 +63,8 @@ class QueryEncoderCore:
                                         functools.partial(self.metrics.batched, "image"), inline=alone)
         self.texts = ContinuousBatcher(lambda batch: list(self.encoder.encode_texts(batch)), 32,
                                        functools.partial(self.metrics.batched, "text"), inline=alone)
+        self.metrics.queued("image", self.images.waiting)
+        self.metrics.queued("text", self.texts.waiting)
 
     def model_spec(self) -> str:
         return self.encoder.spec

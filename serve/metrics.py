@@ -10,7 +10,8 @@ Names (the Grafana dashboard in cluster/grafana/ queries each one; tests/test_ob
 - fashion_encoder_requests_total{kind}: requests the model encoded: the mean batch size is its rate over the
   histogram's count rate, because Ray 2.60 exports a histogram's `_sum` rebuilt from bucket midpoints (a batch of
   one would read 0.5);
-- fashion_encoder_queue_length{kind}: requests waiting for the model;
+- fashion_encoder_queue_length{kind}: requests waiting for the model, read from the queue every few seconds
+  (retrieval/gauges.py: Ray drops a gauge not set for ~20 s, so an idle encoder's 0 would vanish);
 - fashion_query_cache_total{kind, result}: encoded-query cache lookups (kind text or image, result hit or miss):
   the hit rate is the hits' rate over all lookups' (retrieval/query_cache.py).
 """
@@ -18,6 +19,9 @@ Names (the Grafana dashboard in cluster/grafana/ queries each one; tests/test_ob
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Callable
+
+from retrieval import gauges
 
 SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
 BATCH = [1, 2, 4, 8, 16, 32]
@@ -63,6 +67,10 @@ class ServiceMetrics:
         self.encoded.inc(size, tags={"kind": kind})
         self.queue.set(waiting, tags={"kind": kind})
 
+    def queued(self, kind: str, waiting: Callable[[], int]) -> None:
+        """Report `waiting()` as the queue length of `kind` while its owner lives."""
+        gauges.watch(self.queue, {"kind": kind}, waiting)
+
 
 class NoMetrics:
     """FASHION_METRICS=0: the same calls, recording nothing (bench.serving measures what metrics cost)."""
@@ -70,7 +78,7 @@ class NoMetrics:
     def searched(self, *args) -> None:
         pass
 
-    refused = batched = cached = searched
+    refused = batched = cached = queued = searched
 
 
 @lru_cache(maxsize=1)

@@ -129,7 +129,7 @@ def test_the_dashboard_queries_only_exported_metrics(service, metrics_port, ray_
 
     url, wanted = f"http://127.0.0.1:{metrics_port}/metrics", dashboard_metrics()
     assert {"ray_fashion_search_requests_total", "ray_fashion_index_items_total"} <= wanted
-    # Words not searched before: the model runs (a cached phrase never reaches the encoder's queue gauge).
+    # Words not searched before: the model runs (a cached phrase never reaches the encoder's batch metrics).
     service.post("/search", json={"text": "olive track pants for the dashboard"})
     run = threading.Thread(target=indexer.run, args=(index_config(offline_catalog, model_spec, tmp_path / "store",
                                                                   limit=1200),))
@@ -140,6 +140,36 @@ def test_the_dashboard_queries_only_exported_metrics(service, metrics_port, ray_
     finally:
         run.join(timeout=600)
     assert wanted <= exported(samples), sorted(wanted - exported(samples))
+
+
+def test_a_watched_gauge_outlives_rays_gauge_ttl(service, metrics_port, ray_cluster):
+    """Ray drops a gauge series ~20 s after its last set: one set once vanishes, a watched one stays, and so does
+    the idle service's encoder queue (0 while nothing waits), which nothing has set since the replica started."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+
+    @ray_cluster.remote(num_cpus=0)
+    class Reporter:
+        def __init__(self):
+            from ray.util import metrics
+
+            from retrieval import gauges
+
+            metrics.Gauge("fashion_probe_set_once").set(1)
+            gauges.watch(metrics.Gauge("fashion_probe_watched"), {}, lambda: 2)
+
+        def ready(self) -> bool:
+            return True
+
+    reporter = Reporter.remote()
+    ray_cluster.get(reporter.ready.remote())
+    names = lambda s: {n for n, _, _ in s}  # noqa: E731
+    seen = wait_for(url, lambda s: "ray_fashion_probe_set_once" in names(s), seconds=60)
+    assert {"ray_fashion_probe_set_once", "ray_fashion_probe_watched"} <= names(seen)
+    gone = wait_for(url, lambda s: "ray_fashion_probe_set_once" not in names(s), seconds=90)
+    assert "ray_fashion_probe_watched" in names(gone)
+    queue = [(tags, v) for n, tags, v in gone if n == "ray_fashion_encoder_queue_length"]
+    assert {tags["kind"] for tags, _ in queue} == {"image", "text"} and all(v == 0 for _, v in queue), queue
+    ray_cluster.kill(reporter)
 
 
 def test_the_prometheus_config_points_at_rays_discovery_file():
