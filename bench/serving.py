@@ -37,6 +37,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench import http1
 from bench.common import PHOTOS, WARM_UP, WORDS, percentiles, query_kinds
 from bench.query_load import distinct_share, unique_kinds, unique_words, zipf_words
 from jobs import cli, indexer
@@ -107,12 +108,14 @@ async def alternating(url: str, service, kind_queries: list[dict], n: int, path:
     """`n` searches in process and the same `n` over HTTP at concurrency 1, taking turns in BLOCKS slices, so that
     both are measured in the same minutes of a machine whose speed drifts; the queries cycle through
     `kind_queries`. Percentiles of each side, HTTP's with each cache's hit rate."""
-    bodies, before, ms, loads = json_bodies(kind_queries), await cache_counts(), [], []
-    async with client_session(1) as session:
+    bodies, before, ms, loads, pool = json_bodies(kind_queries), await cache_counts(), [], [], connections(url, 1)
+    try:
         for block in range(BLOCKS):
             turn = [i % len(kind_queries) for i in range(block * n // BLOCKS, (block + 1) * n // BLOCKS)]
             ms += searched_ms(service, [kind_queries[i] for i in turn])
-            loads.append(await load(url, [bodies[i] for i in turn], 1, 300, len(turn), path, fresh, session, True))
+            loads.append(await load(url, [bodies[i] for i in turn], 1, 300, len(turn), path, fresh, pool, True))
+    finally:
+        pool[0].close()
     after = await cache_counts()
     rates = {"hit_rate": hit_rate(before, after), "result_hit_rate": hit_rate(before, after, "result_")}
     return {**percentiles(ms or [0.0]), "ms": ms}, {**joined(loads), **rates}
@@ -143,43 +146,44 @@ def replica_search_ms(timings: dict[str, float]) -> float:
     return timings["total_ms"] - timings["parse_ms"] if "parse_ms" in timings else 0.0
 
 
-def client_session(concurrency: int):
-    """An aiohttp session of `concurrency` connections, each request bounded to 30 s."""
-    import aiohttp
-
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency),
-                                 timeout=aiohttp.ClientTimeout(total=30))
+def connections(url: str, concurrency: int) -> list[http1.Connection]:
+    """One keep-alive connection per client (opened at its first request)."""
+    return [http1.Connection(url) for _ in range(concurrency)]
 
 
 async def load(url: str, bodies: list[dict], concurrency: int, seconds: float, max_requests: int,
-               path: str = "/search", fresh: bool = False, session=None, around: bool = False) -> dict:
+               path: str = "/search", fresh: bool = False, pool: list | None = None, around: bool = False) -> dict:
     """`concurrency` clients posting in a loop, bounded by time and by count, taking the bodies in turn (each once
-    before any comes again); latencies, errors, throughput, and this client's CPU per request. aiohttp with the
-    bodies serialised once: the client shares the machine, and httpx spent about 1 ms of CPU per request. `fresh`:
-    Cache-Control: no-cache, so the service searches each one (its result cache would answer the repeats);
-    `session`: one to reuse (its connections open), else one of its own; `around`: each search's ms outside the
-    replica's own account of it (around_ms), read from its body after it is timed."""
-    import aiohttp
-
-    if session is None:
-        async with client_session(concurrency) as own:
-            return await load(url, bodies, concurrency, seconds, max_requests, path, fresh, own, around)
+    before any comes again); latencies, errors (a status other than 200, a dropped connection, a request past 30 s),
+    throughput, and this client's CPU per request. Each request's bytes are built once and sent on a lean client
+    (bench/http1.py): the client shares the machine. `fresh`: Cache-Control: no-cache, so the service searches each
+    one (its result cache would answer the repeats); `pool`: connections to reuse (open), else its own; `around`:
+    each search's ms outside the replica's own account of it (around_ms), read from its body after it is timed."""
+    own = pool is None
+    pool = connections(url, concurrency) if own else pool
+    headers = {"Cache-Control": "no-cache"} if fresh else {}
+    requests = [http1.request_bytes(pool[0].netloc, path, json.dumps(b).encode(), headers) for b in bodies]
     outside: list[float] = []
-    latencies, errors, deadline = [], [], time.monotonic() + seconds
-    payloads, turn = [json.dumps(b).encode() for b in bodies], itertools.count()
-    headers = {"content-type": "application/json", **({"cache-control": "no-cache"} if fresh else {})}
+    latencies, errors, deadline, turn = [], [], time.monotonic() + seconds, itertools.count()
 
-    async def client_loop(session: aiohttp.ClientSession) -> None:
+    async def client_loop(connection: http1.Connection) -> None:
         while time.monotonic() < deadline and len(latencies) + len(errors) < max_requests:
             started = time.perf_counter()
-            async with session.post(url + path, data=payloads[next(turn) % len(payloads)], headers=headers) as r:
-                body = await r.read()
-            (latencies if r.status == 200 else errors).append(ms := (time.perf_counter() - started) * 1000)
-            if around and r.status == 200:
+            try:
+                status, body = await connection.send(requests[next(turn) % len(requests)])
+            except (http1.ServerClosed, TimeoutError, OSError):
+                status, body = 0, b""
+            (latencies if status == 200 else errors).append(ms := (time.perf_counter() - started) * 1000)
+            if around and status == 200:
                 outside.append(ms - replica_search_ms(json.loads(body)["timings_ms"]))
 
     started, cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(client_loop(session) for _ in range(concurrency)))
+    try:
+        await asyncio.gather(*(client_loop(connection) for connection in pool[:concurrency]))
+    finally:
+        if own:
+            for connection in pool:
+                connection.close()
     elapsed, done = time.perf_counter() - started, max(1, len(latencies) + len(errors))
     return {**percentiles(latencies or [0.0]), "ms": latencies, "around_ms": outside, "errors": len(errors),
             "requests": len(latencies) + len(errors), "seconds": elapsed,
