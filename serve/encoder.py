@@ -58,7 +58,7 @@ class QueryEncoderCore:
         self.encoder = load_model(config.model, device=config.device, precision=config.precision)
         self.segmenter = query_segmenter(config.segmenter, threads=config.threads or 1)
         self.max_pixels, self.budget = config.max_pixels, PixelBudget(config.decode_budget)
-        self.cache, self.metrics = QueryCache(config.cache_size), service_metrics()
+        self.cache, self.metrics, self.alone = QueryCache(config.cache_size), service_metrics(), alone
         self.images = ContinuousBatcher(lambda batch: list(self.encoder.encode_images(np.stack(batch))), 16,
                                         functools.partial(self.metrics.batched, "image"), inline=alone)
         self.texts = ContinuousBatcher(lambda batch: list(self.encoder.encode_texts(batch)), 32,
@@ -84,38 +84,63 @@ class QueryEncoderCore:
 
     async def _both(self, image: bytes | None, text: str | None, letterbox: bool,
                     segment: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The photo and the words at once; one of them alone is awaited as it is (gather's tasks cost a turn of
-        the event loop each)."""
-        if image and text:
-            return tuple(await asyncio.gather(self._photo(image, letterbox, segment), self._words(text)))
-        return (await self._photo(image, letterbox, segment) if image else None,
-                await self._words(text) if text else None)
+        """The photo and the words; one of them alone is awaited as it is (gather's tasks cost a turn of the event
+        loop each). Words the model must read are read while a worker thread decodes the photo."""
+        if not (image and text):
+            return (await self._photo(image, letterbox, segment) if image else None,
+                    await self._words(text) if text else None)
+        key, words = self._kept_words(text)
+        if words is not None:
+            return await self._photo(image, letterbox, segment), words
+        return tuple(await asyncio.gather(self._photo(image, letterbox, segment, may_inline=False),
+                                          self._encoded_words(key, text)))
 
-    async def _words(self, text: str) -> np.ndarray:
-        """A cached vector answers on the event loop, with no batch and no thread hop."""
+    def _kept_words(self, text: str) -> tuple[str, np.ndarray | None]:
+        """The words' cache key and their vector if cached (counted as one lookup)."""
         key = words_key(self.encoder, text)
         vector = self.cache.get(key)
         self.metrics.cached("text", vector is not None)
-        return vector if vector is not None else self.cache.put(key, await self.texts(text))
+        return key, vector
 
-    async def _photo(self, data: bytes, letterbox: bool, segment: bool) -> np.ndarray:
+    async def _words(self, text: str) -> np.ndarray:
+        """A cached vector answers on the event loop, with no batch and no thread hop."""
+        key, vector = self._kept_words(text)
+        return vector if vector is not None else await self._encoded_words(key, text)
+
+    async def _encoded_words(self, key: str, text: str) -> np.ndarray:
+        return self.cache.put(key, await self.texts(text))
+
+    async def _photo(self, data: bytes, letterbox: bool, segment: bool, may_inline: bool = True) -> np.ndarray:
         """The same photo again (a shopper refining the words under it) is not decoded nor encoded again."""
         key = photo_key(self.encoder, data, letterbox, segment)
         vector = self.cache.get(key)
         self.metrics.cached("image", vector is not None)
-        return vector if vector is not None else self.cache.put(key, await self._image(data, letterbox, segment))
+        if vector is not None:
+            return vector
+        return self.cache.put(key, await self._image(data, letterbox, segment, may_inline))
 
     def cache_stats(self) -> CacheStats:
         return self.cache.stats()
 
-    async def _image(self, data: bytes, letterbox: bool, segment: bool) -> np.ndarray:
-        """Decoding is per request (each has its own options), off the event loop and within the pixel budget; the
-        model call is batched."""
+    async def _image(self, data: bytes, letterbox: bool, segment: bool, may_inline: bool) -> np.ndarray:
+        """Decoding is per request (each has its own options), within the pixel budget: on the event loop for a
+        lone request (as its model call; the hop to a worker thread and back cost 0.5-0.8 ms of a ~10 ms new
+        photo, docs/performance.md), else off it; the model call is batched."""
         size = pixel_count(data)
         prepare = functools.partial(prepare_pixels, data, self.encoder.preprocess_cfg.with_letterbox(letterbox),
                                     max_pixels=self.max_pixels, segmenter=self.segmenter if segment else None)
-        pixels = await self.budget.run(size if size <= self.max_pixels else 0, prepare)  # too large: refused cheaply
+        inline = may_inline and await self._still_alone()
+        # A photo too large holds no pixels: the decoder refuses it from its header, cheaply.
+        pixels = await self.budget.run(size if size <= self.max_pixels else 0, prepare, inline=inline)
         return await self.images(pixels)
+
+    async def _still_alone(self) -> bool:
+        """Whether this request is the only one, after one turn of the event loop: requests that arrived meanwhile
+        start (and count themselves) first, or a request that never waits would always look alone."""
+        if self.alone is None or not self.alone():
+            return False
+        await asyncio.sleep(0)
+        return self.alone()
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1.0}, max_ongoing_requests=64)

@@ -30,17 +30,24 @@ def pixel_count(data: bytes) -> int:
 
 
 class PixelBudget:
-    """`await budget.run(pixels, fn, *args)`: fn(*args) in a worker thread once that many pixels (at most the whole
-    budget) are free. One event loop uses it (the replica's)."""
+    """`await budget.run(pixels, fn, *args)`: fn(*args) in a worker thread (or inline) once that many pixels (at
+    most the whole budget) are free. One event loop uses it (the replica's)."""
 
     def __init__(self, pixels: int):
         self.total, self.free = pixels, pixels
         self._waiting: collections.deque[tuple[int, asyncio.Future]] = collections.deque()
         self.waits = 0  # requests that had to wait, for tests and benchmarks
 
-    async def run(self, pixels: int, fn: Callable[..., Any], *args: Any) -> Any:
+    async def run(self, pixels: int, fn: Callable[..., Any], *args: Any, inline: bool = False) -> Any:
+        """`inline`: fn runs on the caller's thread (a lone request: nothing else for the event loop to do, and the
+        hop to a worker thread and back costs more than it saves)."""
         need = min(pixels, self.total)
         await self._acquire(need)
+        if inline:
+            try:
+                return fn(*args)
+            finally:
+                self._release(need)
         work = asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
         work.add_done_callback(lambda _: self._release(need))
         return await asyncio.shield(work)  # a cancelled request leaves the decode (and its pixels) to finish

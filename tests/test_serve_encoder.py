@@ -145,6 +145,55 @@ def test_a_waiter_is_woken_when_the_holder_is_done_and_a_cancelled_request_still
     assert asyncio.run(scenario()) == "decoded" and budget.free == 10
 
 
+def test_an_inline_decode_runs_on_the_callers_thread_and_gives_its_pixels_back():
+    from serve.limits import PixelBudget
+
+    budget, caller = PixelBudget(10), threading.get_ident()
+
+    def broken() -> None:
+        raise ValueError("truncated photo")
+
+    async def scenario():
+        ran_on = await budget.run(4, threading.get_ident, inline=True)
+        with pytest.raises(ValueError, match="truncated"):
+            await budget.run(4, broken, inline=True)
+        return ran_on, await budget.run(4, threading.get_ident)
+
+    inline, threaded = asyncio.run(scenario())
+    assert inline == caller != threaded and budget.free == 10
+
+
+def test_a_lone_new_photo_is_decoded_on_the_event_loop_unless_words_are_read_meanwhile(model_spec, offline_catalog,
+                                                                                         monkeypatch):
+    """Alone, a new photo decodes on the caller's thread (as its model call runs); with words the model must read,
+    or with other requests in flight, on a worker thread; cached words do not need the overlap."""
+    from serve import encoder as encoder_module
+    from serve.app import ServeArgs
+
+    decoded_on, prepare = [], encoder_module.prepare_pixels
+
+    def recorded(*args, **kwargs):
+        decoded_on.append(threading.get_ident())
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr(encoder_module, "prepare_pixels", recorded)
+    alone = [True]
+    args = ServeArgs(model=model_spec, device="cpu", encoder_threads=1, query_segmenter="none")
+    core = encoder_module.QueryEncoderCore(args.encoder_config(), alone=lambda: alone[0])
+    photos = [(offline_catalog / "images" / f"{i}.jpg").read_bytes() for i in (10003, 10004, 10005, 10006)]
+
+    async def scenario():
+        await core.encode(photos[0], None)
+        await core.encode(photos[1], "in olive green")  # words new to the cache
+        await core.encode(photos[2], "in olive green")  # the same words, now cached
+        alone[0] = False
+        await core.encode(photos[3], None)
+
+    asyncio.run(scenario())
+    caller = threading.get_ident()
+    assert [thread == caller for thread in decoded_on] == [True, False, True, False]
+
+
 def test_a_huge_query_photo_is_refused_from_its_header(model_spec):
     import io
 
