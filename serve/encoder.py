@@ -43,6 +43,11 @@ class EncoderConfig(BaseModel):
     cache_size: int = 0  # encoded queries kept (retrieval/query_cache.py)
 
 
+# A lone photo up to this size decodes on the event loop (a shop's photo, 1-2 Mpx, in a few ms); a phone's 12 Mpx
+# photo or a segmented one takes far longer, and the loop would hold every request that arrives meanwhile.
+INLINE_PIXELS = 4_000_000
+
+
 class QueryEncoderCore:
     """Decodes per request (each with its own options), then batches only the model calls, which take no options."""
 
@@ -59,6 +64,7 @@ class QueryEncoderCore:
         self.segmenter = query_segmenter(config.segmenter, threads=config.threads or 1)
         self.max_pixels, self.budget = config.max_pixels, PixelBudget(config.decode_budget)
         self.cache, self.metrics, self.alone = QueryCache(config.cache_size), service_metrics(), alone
+        self.encoding = 0  # encode calls running here: a recommendation encodes its photos and words at once
         self.images = ContinuousBatcher(lambda batch: list(self.encoder.encode_images(np.stack(batch))), 16,
                                         functools.partial(self.metrics.batched, "image"), inline=alone)
         self.texts = ContinuousBatcher(lambda batch: list(self.encoder.encode_texts(batch)), 32,
@@ -75,11 +81,14 @@ class QueryEncoderCore:
         crosses processes."""
         if segment and self.segmenter is None:
             return None, ("segmentation_disabled", SEGMENTATION_OFF)
+        self.encoding += 1
         try:
             image_vector, text_vector = await self._both(image, text, letterbox, segment)
         except ImageRejected as err:
             reason = "image_too_large" if err.reason == "decompression bomb" else "undecodable_image"
             return None, (reason, f"the image cannot be used: {err}")
+        finally:
+            self.encoding -= 1
         return EncodedQuery(photo_vector=image_vector, words_vector=text_vector), None
 
     async def _both(self, image: bytes | None, text: str | None, letterbox: bool,
@@ -124,23 +133,24 @@ class QueryEncoderCore:
 
     async def _image(self, data: bytes, letterbox: bool, segment: bool, may_inline: bool) -> np.ndarray:
         """Decoding is per request (each has its own options), within the pixel budget: on the event loop for a
-        lone request (as its model call; the hop to a worker thread and back cost 0.5-0.8 ms of a ~10 ms new
-        photo, docs/performance.md), else off it; the model call is batched."""
+        lone photo of a shop's size, as its model call (the hop to a worker thread and back cost 0.5-0.8 ms of a
+        ~10 ms new photo, docs/performance.md), else off it; the model call is batched."""
         size = pixel_count(data)
         prepare = functools.partial(prepare_pixels, data, self.encoder.preprocess_cfg.with_letterbox(letterbox),
                                     max_pixels=self.max_pixels, segmenter=self.segmenter if segment else None)
-        inline = may_inline and await self._still_alone()
+        inline = may_inline and not segment and size <= INLINE_PIXELS and await self._still_alone()
         # A photo too large holds no pixels: the decoder refuses it from its header, cheaply.
         pixels = await self.budget.run(size if size <= self.max_pixels else 0, prepare, inline=inline)
         return await self.images(pixels)
 
     async def _still_alone(self) -> bool:
-        """Whether this request is the only one, after one turn of the event loop: requests that arrived meanwhile
-        start (and count themselves) first, or a request that never waits would always look alone."""
-        if self.alone is None or not self.alone():
+        """Whether this is the only encoding of the only request, after one turn of the event loop: requests that
+        arrived meanwhile start (and count themselves) first, or a request that never waits would always look
+        alone."""
+        if self.alone is None or not (self.alone() and self.encoding == 1):
             return False
         await asyncio.sleep(0)
-        return self.alone()
+        return self.alone() and self.encoding == 1
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1.0}, max_ongoing_requests=64)

@@ -40,10 +40,11 @@ class PixelBudget:
 
     async def run(self, pixels: int, fn: Callable[..., Any], *args: Any, inline: bool = False) -> Any:
         """`inline`: fn runs on the caller's thread (a lone request: nothing else for the event loop to do, and the
-        hop to a worker thread and back costs more than it saves)."""
+        hop to a worker thread and back costs more than it saves), unless it had to wait for its pixels: others
+        decode meanwhile, and requests may have arrived."""
         need = min(pixels, self.total)
-        await self._acquire(need)
-        if inline:
+        waited = await self._acquire(need)
+        if inline and not waited:
             try:
                 return fn(*args)
             finally:
@@ -52,10 +53,11 @@ class PixelBudget:
         work.add_done_callback(lambda _: self._release(need))
         return await asyncio.shield(work)  # a cancelled request leaves the decode (and its pixels) to finish
 
-    async def _acquire(self, need: int) -> None:
+    async def _acquire(self, need: int) -> bool:
+        """Hold `need` pixels; whether it had to wait for them."""
         if not self._waiting and self.free >= need:
             self.free -= need
-            return
+            return False
         self.waits += 1
         turn = asyncio.get_running_loop().create_future()
         self._waiting.append((need, turn))
@@ -67,6 +69,7 @@ class PixelBudget:
             else:
                 self._waiting.remove((need, turn))
             raise
+        return True
 
     def _release(self, need: int) -> None:
         self.free += need

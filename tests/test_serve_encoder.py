@@ -153,20 +153,30 @@ def test_an_inline_decode_runs_on_the_callers_thread_and_gives_its_pixels_back()
     def broken() -> None:
         raise ValueError("truncated photo")
 
+    def held(seconds: float) -> int:
+        time.sleep(seconds)
+        return threading.get_ident()
+
     async def scenario():
-        ran_on = await budget.run(4, threading.get_ident, inline=True)
+        ran_on = [await budget.run(4, threading.get_ident, inline=True)]
         with pytest.raises(ValueError, match="truncated"):
             await budget.run(4, broken, inline=True)
-        return ran_on, await budget.run(4, threading.get_ident)
+        ran_on.append(await budget.run(4, threading.get_ident))
+        holder = asyncio.create_task(budget.run(8, held, 0.05))
+        await asyncio.sleep(0.01)
+        ran_on.append(await budget.run(4, threading.get_ident, inline=True))  # waited for its pixels: a thread
+        await holder
+        return ran_on
 
-    inline, threaded = asyncio.run(scenario())
-    assert inline == caller != threaded and budget.free == 10
+    inline, threaded, waited = asyncio.run(scenario())
+    assert inline == caller and caller not in (threaded, waited) and budget.free == 10
 
 
 def test_a_lone_new_photo_is_decoded_on_the_event_loop_unless_words_are_read_meanwhile(model_spec, offline_catalog,
                                                                                          monkeypatch):
     """Alone, a new photo decodes on the caller's thread (as its model call runs); with words the model must read,
-    or with other requests in flight, on a worker thread; cached words do not need the overlap."""
+    with other photos of the same request (a recommendation), or with other requests in flight, on a worker
+    thread; cached words do not need the overlap."""
     from serve import encoder as encoder_module
     from serve.app import ServeArgs
 
@@ -180,18 +190,20 @@ def test_a_lone_new_photo_is_decoded_on_the_event_loop_unless_words_are_read_mea
     alone = [True]
     args = ServeArgs(model=model_spec, device="cpu", encoder_threads=1, query_segmenter="none")
     core = encoder_module.QueryEncoderCore(args.encoder_config(), alone=lambda: alone[0])
-    photos = [(offline_catalog / "images" / f"{i}.jpg").read_bytes() for i in (10003, 10004, 10005, 10006)]
+    photos = [(offline_catalog / "images" / f"{i}.jpg").read_bytes() for i in range(10003, 10009)]
 
     async def scenario():
         await core.encode(photos[0], None)
         await core.encode(photos[1], "in olive green")  # words new to the cache
         await core.encode(photos[2], "in olive green")  # the same words, now cached
+        # A recommendation: one request encoding its photos and its words at once
+        await asyncio.gather(core.encode(photos[3], None), core.encode(photos[4], None), core.encode(None, "teal"))
         alone[0] = False
-        await core.encode(photos[3], None)
+        await core.encode(photos[5], None)
 
     asyncio.run(scenario())
     caller = threading.get_ident()
-    assert [thread == caller for thread in decoded_on] == [True, False, True, False]
+    assert [thread == caller for thread in decoded_on] == [True, False, True, False, False, False]
 
 
 def test_a_huge_query_photo_is_refused_from_its_header(model_spec):
