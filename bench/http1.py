@@ -9,12 +9,16 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlsplit
 
-TIMEOUT_S = 30.0  # each request, from its first byte out to its last byte in
+TIMEOUT_S = 30.0  # each request, from its connect (or first byte out) to its last byte in
 MAX_HEAD = 64 * 1024
 
 
 class ServerClosed(ConnectionError):
-    """The server closed the connection before a whole response."""
+    """The server closed the connection before any of the response: a reused connection it had let go idle."""
+
+
+class ResponseBroken(ConnectionError):
+    """A response cut short or malformed: counted as an error, never sent again."""
 
 
 def request_bytes(host: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -40,17 +44,19 @@ class Connection:
 
     def __init__(self, url: str):
         parts = urlsplit(url)
+        if parts.scheme != "http":
+            raise ValueError(f"plain http only (loopback benchmarks), not {url!r}")
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.netloc = parts.netloc
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
     async def send(self, request: bytes) -> tuple[int, bytes]:
-        """(status, body) of one request, within TIMEOUT_S (past it the connection is dropped: a late answer would
-        be read as the next request's)."""
+        """(status, body) of one request, within TIMEOUT_S. A request that does not finish (its timeout, a
+        cancellation, a broken response) drops the connection: a late answer would be read as the next one's."""
         try:
             return await asyncio.wait_for(self._exchange(request), TIMEOUT_S)
-        except TimeoutError:
+        except BaseException:
             self.close()
             raise
 
@@ -64,14 +70,20 @@ class Connection:
         return await self._once(request)
 
     async def _once(self, request: bytes) -> tuple[int, bytes]:
+        self._writer.write(request)
         try:
-            self._writer.write(request)
             head = await self._reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as err:
+            if err.partial:
+                raise ResponseBroken(f"the head cut short after {len(err.partial)} bytes") from err
+            raise ServerClosed("closed before answering") from err
+        except (ConnectionError, asyncio.LimitOverrunError) as err:
+            raise ResponseBroken(str(err)) from err
+        try:
             status, length, keep = parse_head(head[:-4])
             body = await self._reader.readexactly(length)
-        except (asyncio.IncompleteReadError, ConnectionError) as err:
-            self.close()
-            raise ServerClosed(str(err)) from err
+        except (ValueError, IndexError, asyncio.IncompleteReadError, ConnectionError) as err:
+            raise ResponseBroken(str(err)) from err
         if not keep:
             self.close()
         return status, body

@@ -15,9 +15,11 @@ import pytest
 from bench import http1
 
 
-def handler(version: str):
+def handler(version: str, hang_up: bool = False, cut_short: bool = False):
     class Echo(BaseHTTPRequestHandler):
-        """Answers each POST with its own body and the client port it came from."""
+        """Answers each POST with its own body, and records the client port it came from. `hang_up`: closes the
+        connection after each answer without saying so (as a server dropping an idle connection); `cut_short`:
+        sends half the body it announced, then closes."""
 
         protocol_version = version
         ports: list[int] = []
@@ -29,7 +31,8 @@ def handler(version: str):
             self.send_response(201)
             self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
-            self.wfile.write(answer)
+            self.wfile.write(answer[: len(answer) // 2] if cut_short else answer)
+            self.close_connection = self.close_connection or hang_up or cut_short
 
         def log_message(self, *args) -> None:
             pass
@@ -38,8 +41,8 @@ def handler(version: str):
 
 
 @contextlib.contextmanager
-def server(version: str):
-    echo = handler(version)
+def server(version: str, **behaviour):
+    echo = handler(version, **behaviour)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), echo)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
@@ -68,6 +71,20 @@ def test_one_connection_while_the_server_keeps_it_and_a_new_one_when_it_closes(v
     assert len(set(ports)) == connections
 
 
+def test_an_idle_connection_the_server_dropped_is_replaced_and_the_request_sent_once_more():
+    bodies = [{"text": f"query {i}"} for i in range(3)]
+    with server("HTTP/1.1", hang_up=True) as (url, ports):
+        answers = asyncio.run(exchange(url, bodies, {}))
+    assert [status for status, _ in answers] == [201] * 3 and len(set(ports)) == len(ports) == 3
+
+
+def test_a_response_cut_short_is_an_error_and_not_sent_again():
+    with server("HTTP/1.1", cut_short=True) as (url, ports):
+        with pytest.raises(http1.ResponseBroken):
+            asyncio.run(exchange(url, [{"text": "a"}], {}))
+    assert len(ports) == 1
+
+
 def test_the_head_says_the_status_length_and_whether_the_connection_stays():
     assert http1.parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 12") == (200, 12, True)
     assert http1.parse_head(b"HTTP/1.1 503 Unavailable\r\ncontent-length: 0\r\nConnection: close") == (503, 0, False)
@@ -91,3 +108,8 @@ def test_a_stalled_answer_times_out_and_drops_its_connection(monkeypatch):
         assert connection._writer is None
     finally:
         listener.close()
+
+
+def test_only_plain_http_is_spoken():
+    with pytest.raises(ValueError, match="plain http"):
+        http1.Connection("https://127.0.0.1:8443")
