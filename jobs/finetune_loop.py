@@ -244,8 +244,9 @@ class FinetuneMetrics:
 
     def _set(self, name: str, value: float) -> None:
         """The first value of a gauge starts its refresh (an epoch's score would age out of Ray between epochs)."""
-        first, self.values[name] = name not in self.values, value
-        if first:
-            gauges.watch(self.gauges[name], self.tags, functools.partial(self.values.__getitem__, name))
+        first = name not in self.values
+        self.values[name] = value
+        if first:  # the reader holds the values, not this object: the series stops with it
+            gauges.watch(self.gauges[name], self.tags, functools.partial(self.values.__getitem__, name), owner=self)
         else:
             self.gauges[name].set(value, tags=self.tags)

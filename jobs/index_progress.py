@@ -25,7 +25,7 @@ class IndexProgress:
         from ray.util import metrics
 
         self.collection, self.expected, self.started = collection, expected, time.time()
-        self.indexed, self.skipped = 0, {}
+        self.indexed, self.skipped, self.skipped_total = 0, {}, 0  # the total: read by the gauges' thread too
         tags = ("collection",)
         self._items = metrics.Counter("fashion_index_items_total", description="Items an index run has handled",
                                       tag_keys=("collection", "outcome", "reason"))
@@ -46,6 +46,7 @@ class IndexProgress:
             if indexed else None
         for reason, count in skipped.items():
             self.skipped[reason] = self.skipped.get(reason, 0) + count
+            self.skipped_total += count
             self._items.inc(count, tags={"collection": self.collection, "outcome": "skipped", "reason": reason})
         tags = {"collection": self.collection}  # at once too: the rate and ETA move with each block
         self._rate.set(self.rate(), tags=tags)
@@ -55,7 +56,7 @@ class IndexProgress:
         return self.expected
 
     def done(self) -> int:
-        return self.indexed + sum(self.skipped.values())
+        return self.indexed + self.skipped_total
 
     def rate(self) -> float:
         elapsed = time.time() - self.started
@@ -68,7 +69,7 @@ class IndexProgress:
 
     def line(self) -> str:
         left = self.eta_s()
-        return (f"indexed {self.indexed}, skipped {sum(self.skipped.values())} of {self.expected}"
+        return (f"indexed {self.indexed}, skipped {self.skipped_total} of {self.expected}"
                 f"{share_text(self.done(), self.expected)}, {self.rate():.1f} images/s, "
                 f"ETA {eta_text(left) if left >= 0 else '?'}")
 

@@ -30,9 +30,10 @@ class Watched:
     def __len__(self) -> int:
         return len(self._series)
 
-    def add(self, gauge: Any, tags: dict, read: Callable[[], float]) -> None:
-        """Keep `gauge{tags}` set from `read()`, and set it now."""
-        ref = weakref.WeakMethod(read) if inspect.ismethod(read) else (lambda: read)
+    def add(self, gauge: Any, tags: dict, read: Callable[[], float], owner: Any = None) -> None:
+        """Keep `gauge{tags}` set from `read()` while `owner` lives (a bound method: its object; else the process),
+        and set it now."""
+        ref = weakref.WeakMethod(read) if inspect.ismethod(read) else _while_alive(read, owner)
         with self._lock:
             self._series.append((gauge, dict(tags), ref))
         _set(gauge, tags, read)
@@ -45,15 +46,24 @@ class Watched:
         return sum(_set(gauge, tags, read) for gauge, tags, read in live if read is not None)
 
 
+def _while_alive(read: Callable[[], float], owner: Any) -> Callable[[], Callable[[], float] | None]:
+    """`read` while `owner` lives (always without one)."""
+    if owner is None:
+        return lambda: read
+    alive = weakref.ref(owner)
+    return lambda: read if alive() is not None else None
+
+
 _WATCHED = Watched()
 _thread: threading.Thread | None = None
 _thread_lock = threading.Lock()
 
 
-def watch(gauge: Any, tags: dict, read: Callable[[], float]) -> None:
-    """Set `gauge{tags}` to `read()` now and every refresh_seconds() on this process's refresh thread; a bound
-    method is held weakly, so the series stops being refreshed (and ages out of Ray) once its object is gone."""
-    _WATCHED.add(gauge, tags, read)
+def watch(gauge: Any, tags: dict, read: Callable[[], float], owner: Any = None) -> None:
+    """Set `gauge{tags}` to `read()` now and every refresh_seconds() on this process's refresh thread, until its
+    owner is gone (then the series ages out of Ray): a bound method's object, else `owner`, else never. Neither is
+    kept alive by this (a `read` that holds its owner would be)."""
+    _WATCHED.add(gauge, tags, read, owner)
     _start()
 
 

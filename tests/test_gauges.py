@@ -4,6 +4,7 @@ real Ray cluster that a watched series outlives Ray's gauge TTL."""
 
 from __future__ import annotations
 
+import functools
 import gc
 
 from retrieval import gauges
@@ -44,6 +45,23 @@ def test_a_series_whose_owner_is_gone_is_no_longer_set():
     assert watched.refresh() == 1
     assert gauge.sets[2:] == [(1.0, {"kind": "image"})]
     assert len(watched) == 1
+
+
+def test_a_reader_of_an_owners_values_stops_with_the_owner():
+    """As the fine-tune's gauges: the reader holds a dict, the series lives as long as the object holding it."""
+
+    class Run:
+        def __init__(self):
+            self.values = {"epoch": 1.0}
+
+    watched, gauge, run = gauges.Watched(), RecordingGauge(), Run()
+    watched.add(gauge, {"run": "r"}, functools.partial(run.values.__getitem__, "epoch"), owner=run)
+    run.values["epoch"] = 2.0
+    assert watched.refresh() == 1
+    del run
+    gc.collect()
+    assert watched.refresh() == 0 and len(watched) == 0
+    assert [value for value, _ in gauge.sets] == [1.0, 2.0]
 
 
 def test_a_failing_reader_does_not_stop_the_others():
