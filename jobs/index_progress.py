@@ -25,7 +25,7 @@ class IndexProgress:
         from ray.util import metrics
 
         self.collection, self.expected, self.started = collection, expected, time.time()
-        self.indexed, self.skipped, self.skipped_total = 0, {}, 0  # the total: read by the gauges' thread too
+        self.indexed, self.skipped_total = 0, 0
         tags = ("collection",)
         self._items = metrics.Counter("fashion_index_items_total", description="Items an index run has handled",
                                       tag_keys=("collection", "outcome", "reason"))
@@ -45,7 +45,6 @@ class IndexProgress:
         self._items.inc(indexed, tags={"collection": self.collection, "outcome": "indexed", "reason": ""}) \
             if indexed else None
         for reason, count in skipped.items():
-            self.skipped[reason] = self.skipped.get(reason, 0) + count
             self.skipped_total += count
             self._items.inc(count, tags={"collection": self.collection, "outcome": "skipped", "reason": reason})
         tags = {"collection": self.collection}  # at once too: the rate and ETA move with each block
