@@ -30,6 +30,9 @@ MAX_FORM_FIELDS = 16  # the form has 9 fields; more is not a search
 FORM_BOOLEANS = {"true": True, "false": False}  # a boolean as form text (pydantic would also take 0, yes, on, ...)
 MESSAGE_CHARS = 300  # of a parser's own message, in ours
 CLIENT_GONE = 499  # nginx's status for a client that closed the connection before the answer
+# A body over the limit but within this many times it is read to its end and dropped before the 413, so the client's
+# connection stays usable (see _refuse_too_large); the cost is that of a few searches' uploads.
+DRAIN_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ async def parse_search(request: Request, max_bytes: int,
                        timeouts: BodyTimeouts = BODY_TIMEOUTS) -> tuple[SearchRequest, bytes | None]:
     """The validated request and the raw image bytes (if any); 413/415/422/400/408 on bad input, 499 when the
     client hangs up."""
-    kind = _content_type(request, max_bytes)
+    kind = await _media_type(request, max_bytes, timeouts)
     if kind in JSON_TYPES:
         return await _parse_json(await read_body(request, max_bytes, timeouts))
     if kind in FORM_TYPES:
@@ -68,11 +71,14 @@ async def parse_search(request: Request, max_bytes: int,
                   f"content type {kind or '(none)'} not supported; send application/json or multipart/form-data")
 
 
-def _content_type(request: Request, max_bytes: int) -> str:
-    """The body's media type, once its declared length is known to be within the limit (413 before reading)."""
+async def _media_type(request: Request, max_bytes: int, timeouts: BodyTimeouts) -> str:
+    """The body's media type, once its declared length is known to be within the limit (else 413)."""
     declared = _declared_length(request)
     if declared > max_bytes:
-        raise Refused(413, "too_large", f"request of {declared} bytes is over the {max_bytes}-byte limit", close=True)
+        detail = f"request of {declared} bytes is over the {max_bytes}-byte limit"
+        if declared > DRAIN_FACTOR * max_bytes:
+            raise Refused(413, "too_large", detail, close=True)
+        await _refuse_too_large(request.stream(), 0, max_bytes, _deadline(timeouts), timeouts, detail)
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
@@ -86,13 +92,31 @@ def _declared_length(request: Request) -> int:
 async def read_body(request: Request, max_bytes: int, timeouts: BodyTimeouts) -> bytes:
     """The whole body within the size and time limits; a lying or absent content-length must not let a huge body
     through, and a client that stops sending must not hold the request forever."""
-    body, chunks = bytearray(), request.stream()
-    deadline = asyncio.get_running_loop().time() + timeouts.total_s
+    body, chunks, deadline = bytearray(), request.stream(), _deadline(timeouts)
     while (chunk := await _next_chunk(chunks, deadline, timeouts)) is not None:
         body.extend(chunk)
         if len(body) > max_bytes:
-            raise Refused(413, "too_large", f"request body is over the {max_bytes}-byte limit", close=True)
+            await _refuse_too_large(chunks, len(body), max_bytes, deadline, timeouts,
+                                    f"request body is over the {max_bytes}-byte limit")
     return bytes(body)
+
+
+async def _refuse_too_large(chunks, seen: int, max_bytes: int, deadline: float, timeouts: BodyTimeouts,
+                            detail: str):
+    """Always a 413. A proxy in front (Serve's HAProxy) drops our `Connection: close` and may then close the
+    client's connection after the answer without a word, so a client's next request on it fails. A body within
+    DRAIN_FACTOR times the limit is therefore read to its end and dropped first (the connection stays good); a bigger
+    one is left unread, with `Connection: close`. `seen`: the bytes already read."""
+    while seen <= DRAIN_FACTOR * max_bytes:
+        chunk = await _next_chunk(chunks, deadline, timeouts)
+        if chunk is None:
+            raise Refused(413, "too_large", detail)
+        seen += len(chunk)
+    raise Refused(413, "too_large", detail, close=True)
+
+
+def _deadline(timeouts: BodyTimeouts) -> float:
+    return asyncio.get_running_loop().time() + timeouts.total_s
 
 
 async def _next_chunk(chunks, deadline: float, timeouts: BodyTimeouts) -> bytes | None:
@@ -158,7 +182,7 @@ async def parse_json_body(request: Request, model: type[Model], max_bytes: int,
                           timeouts: BodyTimeouts = BODY_TIMEOUTS) -> Model:
     """A JSON-only route's body (POST /recommend) as `model`, within the same size, time and encoding limits as a
     search's (413/415/422/400/408, 499 when the client hangs up)."""
-    kind = _content_type(request, max_bytes)
+    kind = await _media_type(request, max_bytes, timeouts)
     if kind not in JSON_TYPES:
         raise Refused(415, "unsupported_content_type", f"content type {kind or '(none)'} not supported; send "
                                                        "application/json")

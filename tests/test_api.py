@@ -25,7 +25,7 @@ from schemas.api import STRATEGIES
 from schemas.settings import OFFLINE_CATALOG
 from serve.api import SearchAPI, SearchAPIConfig
 from serve.encoder import EncoderConfig
-from serve.http import BodyTimeouts, Refused, parse_search
+from serve.http import DRAIN_FACTOR, BodyTimeouts, Refused, parse_search
 from serve.routes import create_app
 from tests.conftest import SMALL_INDEX_ITEMS
 
@@ -170,11 +170,51 @@ def receiving(*messages, then: str = "stall"):
     return receive
 
 
-def post(body_receive, length: int = 1000):
+def post(body_receive, length: int | None = 1000):
+    """A POST /search of JSON that declares `length` bytes (None: no content-length, a chunked body)."""
     from starlette.requests import Request
 
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(length).encode())]
+    headers = [(b"content-type", b"application/json")]
+    headers += [(b"content-length", str(length).encode())] if length is not None else []
     return Request({"type": "http", "method": "POST", "path": "/search", "headers": headers}, body_receive)
+
+
+def counted(*pieces: bytes):
+    """An ASGI receive of `pieces` then the body's end, and the list of pieces it has handed over."""
+    handed, receive = [], receiving(*pieces, then="end")
+
+    async def counting() -> dict:
+        message = await receive()
+        handed.append(message["body"])
+        return message
+
+    return counting, handed
+
+
+PIECE = b" " * (MAX_UPLOAD // 2)
+
+
+@pytest.mark.parametrize("pieces, declared, keeps_connection", [
+    ([PIECE] * 3, 3 * len(PIECE), True),  # over the limit, within the drained bound: read to its end, then 413
+    ([PIECE] * 3, None, True),  # the same without a content-length: read past the limit to its end
+    ([PIECE] * 2 * (DRAIN_FACTOR + 2), None, False),  # past the bound: it stops reading and closes
+])
+def test_a_body_over_the_limit_is_drained_within_a_bound_then_refused(pieces, declared, keeps_connection):
+    """Serve's HAProxy drops a `Connection: close` and may then close the client's connection silently: a body
+    within DRAIN_FACTOR times the limit is read to its end first, so the client's next request on it is answered."""
+    receive, handed = counted(*pieces)
+    with pytest.raises(Refused) as refused:
+        asyncio.run(parse_search(post(receive, declared), MAX_UPLOAD))
+    assert refused.value.status_code == 413 and "2000000-byte limit" in refused.value.detail
+    assert (len(handed) == len(pieces)) is keeps_connection  # drained to the end, or left unread
+    assert refused.value.headers == (None if keeps_connection else {"Connection": "close"})
+
+
+def test_a_declared_length_past_the_drained_bound_is_refused_unread():
+    receive, handed = counted(PIECE)
+    with pytest.raises(Refused) as refused:
+        asyncio.run(parse_search(post(receive, DRAIN_FACTOR * MAX_UPLOAD + 1), MAX_UPLOAD))
+    assert refused.value.status_code == 413 and refused.value.headers == {"Connection": "close"} and handed == []
 
 
 @pytest.mark.parametrize("pieces, timeouts, took", [
