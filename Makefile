@@ -28,7 +28,7 @@ export RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S ?= 30
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: help venv demo test test-fast lint index query submit serve inspect eval finetune eval-models bench bench-serve \
-	bench-store bench-scale bench-memory bench-driver-memory bench-resume bench-slow-clients bench-finetune clean
+	bench-idle-floor bench-store bench-scale bench-memory bench-driver-memory bench-resume bench-slow-clients bench-finetune clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -100,6 +100,9 @@ bench: $(STAMP) ## index throughput: model-only ceiling vs Ray pipeline vs naive
 
 bench-serve: $(STAMP) ## HTTP latency p50/p95/p99 and throughput at concurrency 1 and 8 (searches, recommendations), against in-process search; shopper words at 16 clients (Zipf-headed, all new) with the query cache's hit rate
 	$(BIN)/python -m bench.serving $(ARGS)
+
+bench-idle-floor: $(STAMP) ## the time outside a handler that only waits 0, 3 or 10 ms, plain uvicorn against Ray Serve: the machine's floor under the serving overhead (~1 min)
+	$(BIN)/python -m bench.idle_floor $(ARGS)
 
 bench-scale: $(STAMP) ## index time and query latency at 1k, 2.5k, 5k items and the whole catalog
 	$(BIN)/python -m bench.scale $(ARGS)

@@ -227,3 +227,22 @@ def test_unique_queries_repeat_nothing_and_are_seeded():
     photos = [q["image"] for kind in ("image unique", "image+text unique") for q in kinds[kind]]
     assert len(set(photos)) == 40 and not set(photos) & set(photo_bytes()) and len(PHOTOS) == 8
     assert len({q["text"] for q in kinds["text unique"]}) == 20
+
+
+def test_the_idle_floor_takes_each_handlers_own_wait_out_of_its_latency(capsys):
+    """The plain stack end to end (no Ray): every stack and wait measured, and what is left of a 10 ms wait is the
+    time outside it; the bench refuses a run past its bound."""
+    from bench import idle_floor
+
+    url, server = idle_floor.start_uvicorn()
+    try:
+        asyncio.run(idle_floor.ready(url, 60))
+        p50s = asyncio.run(idle_floor.measure({"plain": url}, requests=5, rounds=2))
+    finally:
+        server.terminate()
+    assert set(p50s) == {("plain", wait) for wait in idle_floor.WAITS_MS}
+    assert all(len(rounds) == 2 and all(0 < p50 < max(idle_floor.WAITS_MS) for p50 in rounds)
+               for rounds in p50s.values())
+    idle_floor.report(p50s, ["plain"])
+    assert len(table_row(capsys.readouterr().out, "| plain |")) == len(idle_floor.WAITS_MS) + 2
+    assert idle_floor.main(["--requests", "5000"]) == 2
