@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
@@ -29,18 +30,24 @@ def percentiles(ms: list[float]) -> dict[str, float]:
     return {f"p{q}": float(np.percentile(ms, q)) for q in (50, 95, 99)}
 
 
-def in_process_latency(service, kinds: dict[str, list[dict]], repeats: int) -> dict[str, dict[str, list[float]]]:
-    """Per kind, the ms of each whole search (encode + store) and of its store stages, warm-up calls dropped."""
+def timed_search(service, query: dict) -> tuple[float, Any]:
+    """One in-process search of 10 (SearchService.search keyword arguments): its ms and its outcome."""
     from retrieval.search import SearchParams
 
+    started = time.perf_counter()
+    outcome = service.search(params=SearchParams(k=10), **query)
+    return (time.perf_counter() - started) * 1000, outcome
+
+
+def in_process_latency(service, kinds: dict[str, list[dict]], repeats: int) -> dict[str, dict[str, list[float]]]:
+    """Per kind, the ms of each whole search (encode + store) and of its store stages, warm-up calls dropped."""
     out: dict[str, dict[str, list[float]]] = {}
     for kind, queries in kinds.items():
         total, store = [], []
         for i in range(repeats + WARM_UP):
-            started = time.perf_counter()
-            outcome = service.search(params=SearchParams(k=10), **queries[i % len(queries)])
+            ms, outcome = timed_search(service, queries[i % len(queries)])
             if i >= WARM_UP:
-                total.append((time.perf_counter() - started) * 1000)
+                total.append(ms)
                 store.append(outcome.timings_ms["search_ms"] + outcome.timings_ms["explain_ms"])
         out[kind] = {"total": total, "store": store}
     return out

@@ -38,7 +38,7 @@ import httpx
 import numpy as np
 
 from bench import http1
-from bench.common import PHOTOS, WARM_UP, WORDS, percentiles, query_kinds
+from bench.common import PHOTOS, WARM_UP, WORDS, percentiles, query_kinds, timed_search
 from bench.query_load import distinct_share, unique_kinds, unique_words, zipf_words
 from jobs import cli, indexer
 from schemas.jobs import IndexConfig, StoreConfig
@@ -93,14 +93,7 @@ def baseline_service(threads: int, cache_size: int) -> Iterator:
 
 def searched_ms(service, kind_queries: list[dict]) -> list[float]:
     """Each search's ms in process, in order (SearchService.search keyword arguments)."""
-    from retrieval.search import SearchParams
-
-    ms = []
-    for query in kind_queries:
-        started = time.perf_counter()
-        service.search(params=SearchParams(k=10), **query)
-        ms.append((time.perf_counter() - started) * 1000)
-    return ms
+    return [timed_search(service, query)[0] for query in kind_queries]
 
 
 async def alternating(url: str, service, kind_queries: list[dict], n: int, path: str = "/search",
