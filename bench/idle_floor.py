@@ -58,21 +58,31 @@ def run_uvicorn(port: int) -> None:
 
 
 def start_uvicorn() -> tuple[str, multiprocessing.Process]:
+    """A spawned child (a fork would copy a caller's Ray driver threads)."""
     port = free_port()
-    server = multiprocessing.Process(target=run_uvicorn, args=(port,), daemon=True)
+    server = multiprocessing.get_context("spawn").Process(target=run_uvicorn, args=(port,), daemon=True)
     server.start()
     return f"http://127.0.0.1:{port}", server
 
 
-def start_serve() -> str:
-    """The app as one Serve ingress on the fast path (as `make serve` runs the service)."""
+def stop(server: multiprocessing.Process) -> None:
+    server.terminate()
+    server.join(5)
+    if server.is_alive():
+        server.kill()
+        server.join(5)
+
+
+def start_serve() -> tuple[str, str]:
+    """The app as one Serve ingress on the fast path (as `make serve` runs the service), on a Ray of its own (never
+    a running cluster's Serve, which it shuts down after); its URL and its stack's name."""
     from serve.runtime import use_fast_path
 
-    use_fast_path()  # before anything imports ray.serve
+    env = use_fast_path()  # before anything imports ray.serve
     import ray
     from ray import serve
 
-    ray.init(ignore_reinit_error=True, log_to_driver=False)
+    ray.init(address="local", log_to_driver=False)
     @serve.deployment(ray_actor_options={"num_cpus": 0.5})
     @serve.ingress(waiting_app())
     class Waiting:
@@ -81,22 +91,22 @@ def start_serve() -> str:
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(Waiting.bind(), blocking=False)
-    return f"http://127.0.0.1:{port}"
+    proxy = "HAProxy" if env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" else "its Python proxy"
+    return f"http://127.0.0.1:{port}", f"Ray Serve ({proxy})"
 
 
 async def ready(url: str, seconds: float = 120) -> None:
-    """Until the app answers (a bounded wait)."""
+    """Until the app answers: each try within what is left of `seconds`."""
     connection, deadline = http1.Connection(url), time.monotonic() + seconds
     request = http1.request_bytes(connection.netloc, "/wait/0", b"{}", {})
-    while True:
+    while (left := deadline - time.monotonic()) > 0:
         try:
-            if (await connection.send(request))[0] == 200:
+            if (await asyncio.wait_for(connection.send(request), left))[0] == 200:
                 return connection.close()
         except (OSError, asyncio.TimeoutError):
             pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} did not answer within {seconds:g} s")
         await asyncio.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {seconds:g} s")
 
 
 async def outside_ms(connection: http1.Connection, wait_ms: float, requests: int) -> list[float]:
@@ -146,16 +156,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=150, help="requests per turn")
     parser.add_argument("--rounds", type=int, default=3, help="turns of every stack and wait")
     args = parser.parse_args(argv)
-    if not 1 <= args.requests * args.rounds <= MAX_REQUESTS:
-        raise cli.UsageError(f"--requests x --rounds must be 1..{MAX_REQUESTS}")
+    if min(args.requests, args.rounds) < 1 or args.requests * args.rounds > MAX_REQUESTS:
+        raise cli.UsageError(f"--requests and --rounds must be at least 1, their product at most {MAX_REQUESTS}")
     plain, server = start_uvicorn()
     try:
-        urls = {"plain uvicorn": plain, "Ray Serve (HAProxy)": start_serve()}
+        served, stack = start_serve()
+        urls = {"plain uvicorn": plain, stack: served}
         for url in urls.values():
             asyncio.run(ready(url))
         report(asyncio.run(measure(urls, args.requests, args.rounds)), list(urls))
     finally:
-        server.terminate()
+        stop(server)
         shutdown_serve()
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from fastapi import HTTPException, Request
-from typing import TypeVar
+from typing import AsyncIterator, NoReturn, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, Headers
@@ -76,10 +76,16 @@ async def _media_type(request: Request, max_bytes: int, timeouts: BodyTimeouts) 
     declared = _declared_length(request)
     if declared > max_bytes:
         detail = f"request of {declared} bytes is over the {max_bytes}-byte limit"
-        if declared > DRAIN_FACTOR * max_bytes:
+        if declared > DRAIN_FACTOR * max_bytes or _awaits_continue(request):
             raise Refused(413, "too_large", detail, close=True)
         await _refuse_too_large(request.stream(), 0, max_bytes, _deadline(timeouts), timeouts, detail)
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _awaits_continue(request: Request) -> bool:
+    """The client waits for a 100 Continue before sending its body: refused now, it sends none (nothing to drain,
+    and reading would invite the upload only to drop it)."""
+    return request.headers.get("expect", "").lower() == "100-continue"
 
 
 def _declared_length(request: Request) -> int:
@@ -96,19 +102,27 @@ async def read_body(request: Request, max_bytes: int, timeouts: BodyTimeouts) ->
     while (chunk := await _next_chunk(chunks, deadline, timeouts)) is not None:
         body.extend(chunk)
         if len(body) > max_bytes:
-            await _refuse_too_large(chunks, len(body), max_bytes, deadline, timeouts,
+            seen = len(body)
+            body.clear()  # not kept while the rest is drained
+            await _refuse_too_large(chunks, seen, max_bytes, deadline, timeouts,
                                     f"request body is over the {max_bytes}-byte limit")
     return bytes(body)
 
 
-async def _refuse_too_large(chunks, seen: int, max_bytes: int, deadline: float, timeouts: BodyTimeouts,
-                            detail: str):
-    """Always a 413. A proxy in front (Serve's HAProxy) drops our `Connection: close` and may then close the
-    client's connection after the answer without a word, so a client's next request on it fails. A body within
-    DRAIN_FACTOR times the limit is therefore read to its end and dropped first (the connection stays good); a bigger
-    one is left unread, with `Connection: close`. `seen`: the bytes already read."""
+async def _refuse_too_large(chunks: AsyncIterator[bytes], seen: int, max_bytes: int, deadline: float,
+                            timeouts: BodyTimeouts, detail: str) -> NoReturn:
+    """A 413 (a 499 if the client hangs up meanwhile). A proxy in front (Serve's HAProxy) drops our `Connection:
+    close` and may then close the client's connection after the answer without a word, so a client's next request
+    on it fails. A body within DRAIN_FACTOR times the limit is therefore read to its end and dropped first (the
+    connection stays good). Past that bound, or past the body's time limits, the rest is left unread, with
+    `Connection: close`: still a 413, the body's size being what is wrong. `seen`: the bytes already read."""
     while seen <= DRAIN_FACTOR * max_bytes:
-        chunk = await _next_chunk(chunks, deadline, timeouts)
+        try:
+            chunk = await _next_chunk(chunks, deadline, timeouts)
+        except Refused as refusal:
+            if refusal.status_code != 408:
+                raise
+            break
         if chunk is None:
             raise Refused(413, "too_large", detail)
         seen += len(chunk)
@@ -116,6 +130,7 @@ async def _refuse_too_large(chunks, seen: int, max_bytes: int, deadline: float, 
 
 
 def _deadline(timeouts: BodyTimeouts) -> float:
+    """When the whole body must be in, on the loop's clock."""
     return asyncio.get_running_loop().time() + timeouts.total_s
 
 

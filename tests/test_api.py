@@ -170,11 +170,11 @@ def receiving(*messages, then: str = "stall"):
     return receive
 
 
-def post(body_receive, length: int | None = 1000):
+def post(body_receive, length: int | None = 1000, headers: tuple = ()):
     """A POST /search of JSON that declares `length` bytes (None: no content-length, a chunked body)."""
     from starlette.requests import Request
 
-    headers = [(b"content-type", b"application/json")]
+    headers = [(b"content-type", b"application/json"), *headers]
     headers += [(b"content-length", str(length).encode())] if length is not None else []
     return Request({"type": "http", "method": "POST", "path": "/search", "headers": headers}, body_receive)
 
@@ -197,6 +197,7 @@ PIECE = b" " * (MAX_UPLOAD // 2)
 @pytest.mark.parametrize("pieces, declared, keeps_connection", [
     ([PIECE] * 3, 3 * len(PIECE), True),  # over the limit, within the drained bound: read to its end, then 413
     ([PIECE] * 3, None, True),  # the same without a content-length: read past the limit to its end
+    ([PIECE] * 2 * DRAIN_FACTOR, 2 * DRAIN_FACTOR * len(PIECE), True),  # exactly at the bound: still drained
     ([PIECE] * 2 * (DRAIN_FACTOR + 2), None, False),  # past the bound: it stops reading and closes
 ])
 def test_a_body_over_the_limit_is_drained_within_a_bound_then_refused(pieces, declared, keeps_connection):
@@ -210,11 +211,26 @@ def test_a_body_over_the_limit_is_drained_within_a_bound_then_refused(pieces, de
     assert refused.value.headers == (None if keeps_connection else {"Connection": "close"})
 
 
-def test_a_declared_length_past_the_drained_bound_is_refused_unread():
+@pytest.mark.parametrize("declared, headers", [
+    (DRAIN_FACTOR * MAX_UPLOAD + 1, ()),  # past the drained bound
+    (MAX_UPLOAD + 1, ((b"expect", b"100-continue"),)),  # the client sends nothing until it is told to go on
+])
+def test_an_upload_past_the_bound_or_not_yet_sent_is_refused_unread(declared, headers):
     receive, handed = counted(PIECE)
     with pytest.raises(Refused) as refused:
-        asyncio.run(parse_search(post(receive, DRAIN_FACTOR * MAX_UPLOAD + 1), MAX_UPLOAD))
+        asyncio.run(parse_search(post(receive, declared, headers), MAX_UPLOAD))
     assert refused.value.status_code == 413 and refused.value.headers == {"Connection": "close"} and handed == []
+
+
+@pytest.mark.parametrize("then, status, headers", [
+    ("stall", 413, {"Connection": "close"}),  # the size is what is wrong, not the client's pace: still a 413
+    ("disconnect", 499, None),  # the client is gone: its own outcome
+])
+def test_a_drain_that_stalls_or_loses_its_client_ends_within_the_body_limits(then, status, headers):
+    timeouts = BodyTimeouts(idle_s=0.3, total_s=5)
+    with pytest.raises(Refused) as refused:
+        asyncio.run(parse_search(post(receiving(PIECE, PIECE, PIECE, then=then), None), MAX_UPLOAD, timeouts))
+    assert (refused.value.status_code, refused.value.headers) == (status, headers)
 
 
 @pytest.mark.parametrize("pieces, timeouts, took", [

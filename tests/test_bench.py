@@ -239,10 +239,12 @@ def test_the_idle_floor_takes_each_handlers_own_wait_out_of_its_latency(capsys):
         asyncio.run(idle_floor.ready(url, 60))
         p50s = asyncio.run(idle_floor.measure({"plain": url}, requests=5, rounds=2))
     finally:
-        server.terminate()
+        idle_floor.stop(server)
+    assert not server.is_alive()
     assert set(p50s) == {("plain", wait) for wait in idle_floor.WAITS_MS}
     assert all(len(rounds) == 2 and all(0 < p50 < max(idle_floor.WAITS_MS) for p50 in rounds)
                for rounds in p50s.values())
     idle_floor.report(p50s, ["plain"])
     assert len(table_row(capsys.readouterr().out, "| plain |")) == len(idle_floor.WAITS_MS) + 2
     assert idle_floor.main(["--requests", "5000"]) == 2
+    assert idle_floor.main(["--requests", "-1", "--rounds", "-1"]) == 2
