@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -28,6 +29,13 @@ def query_kinds() -> dict[str, list[dict]]:
 
 def percentiles(ms: list[float]) -> dict[str, float]:
     return {f"p{q}": float(np.percentile(ms, q)) for q in (50, 95, 99)}
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 free now, for a service a benchmark starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def timed_search(service, query: dict) -> tuple[float, Any]:

@@ -15,13 +15,12 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import socket
 import time
 
 import numpy as np
 
 from bench import http1
-from bench.common import WARM_UP
+from bench.common import WARM_UP, free_port
 from jobs import cli
 
 WAITS_MS = (0.0, 3.0, 10.0)  # no wait; a cached search's length; a new query's
@@ -41,12 +40,6 @@ def waiting_app():
         return {"took_ms": (time.perf_counter() - started) * 1000}
 
     return app
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def run_uvicorn(port: int) -> None:

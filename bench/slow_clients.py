@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
-from bench.common import WORDS, percentiles
+from bench.common import WORDS, free_port, percentiles
 from bench.serving import start_app
 from jobs import cli
 
@@ -144,8 +144,6 @@ def main(argv: list[str] | None = None) -> None:
 def start_service() -> str:
     """The service as `make serve` runs it (fast path, the settings' store, indexed first if empty), on a free
     port of 127.0.0.1."""
-    import socket
-
     from serve.runtime import use_fast_path
 
     use_fast_path()  # before anything imports ray.serve
@@ -155,11 +153,8 @@ def start_service() -> str:
     from schemas.jobs import IndexConfig
 
     indexer.ensure_index(IndexConfig.from_settings())
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     ray.init(ignore_reinit_error=True, log_to_driver=False)
-    return start_app(port, {})
+    return start_app(free_port(), {})
 
 
 if __name__ == "__main__":
