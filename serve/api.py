@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import quote
 
 from fastapi import HTTPException, Request
@@ -47,6 +47,10 @@ def request_mode(search: SearchRequest, image: bytes | None) -> str:
 
 def request_id(request: Request) -> str:
     return getattr(request.state, "request_id", "") or ""
+
+
+# `later(fn, *args)` has fn(*args) awaited once the response is sent (the route's BackgroundTasks.add_task).
+Later = Callable[..., None]
 
 
 def log_search(record: dict) -> None:
@@ -210,8 +214,9 @@ class SearchAPI:
         return {"hits": stats.hits, "misses": stats.misses, "entries": stats.entries, "capacity": stats.capacity,
                 "result_hits": results.hits, "result_misses": results.misses}
 
-    async def search(self, request: Request) -> SearchResponse:
-        """Parse, search, and account for it: metrics by outcome and one log line, whatever the outcome."""
+    async def search(self, request: Request, later: Later | None = None) -> SearchResponse:
+        """Parse, search, and account for it: metrics by outcome and one log line, whatever the outcome (an answer's
+        through `later`: the route runs it once the response is sent)."""
         started, record = time.perf_counter(), {"request_id": request_id(request), "mode": "unknown"}
 
         async def answer() -> tuple[SearchResponse, str]:
@@ -219,11 +224,12 @@ class SearchAPI:
             record.update(mode=request_mode(search, image), k=search.k, text=(search.text or "")[:TEXT_LOGGED])
             return await self._search(search, image, started, *wants_fresh(request))
 
-        return await self._accounted(record, answer)
+        return await self._accounted(record, answer, later)
 
-    async def _accounted(self, record: dict, answer) -> Any:
+    async def _accounted(self, record: dict, answer, later: Later | None = None) -> Any:
         """Run `answer` (which fills in `record` as it learns the request) and account for it, whatever the outcome:
-        metrics by mode and status, and one log line."""
+        metrics by mode and status, and one log line. A refusal is accounted for at once; an answer through `later`
+        if given, off the shopper's wait (~0.1 ms of metrics and log line in a replica, docs/performance.md)."""
         self.in_flight += 1
         try:
             response, mode = await answer()
@@ -241,11 +247,17 @@ class SearchAPI:
             raise
         finally:
             self.in_flight -= 1
+        if later is None:
+            await self._answered(record, mode, response)
+        else:
+            later(self._answered, record, mode, response)
+        return response
+
+    async def _answered(self, record: dict, mode: str, response: SearchResponse | RecommendResponse) -> None:
         self.metrics.searched(mode, response.strategy, 200, response.timings_ms)
         log_search({**record, "mode": mode, "status": 200, "strategy": response.strategy,
                     "results": len(response.results),
                     "timings_ms": {k: round(v, 2) for k, v in response.timings_ms.items()}})
-        return response
 
     async def _search(self, search: SearchRequest, image: bytes | None, started: float, fresh: bool = False,
                       keep: bool = True) -> tuple[SearchResponse, str]:
@@ -326,7 +338,7 @@ class SearchAPI:
         return collection, inspection.point_detail(self.searcher.store, collection, item_id)
 
     # -------------------------------------------------------------------------- recommendations (POST /recommend)
-    async def recommend(self, request: Request) -> RecommendResponse:
+    async def recommend(self, request: Request, later: Later | None = None) -> RecommendResponse:
         """Parse, recommend, and account for it as a search of mode "recommend" (metrics and the log line)."""
         started, record = time.perf_counter(), {"request_id": request_id(request), "mode": RECOMMEND_MODE}
 
@@ -337,7 +349,7 @@ class SearchAPI:
                           text=(body.text or "")[:TEXT_LOGGED])
             return await self._recommend(body, started), RECOMMEND_MODE
 
-        return await self._accounted(record, answer)
+        return await self._accounted(record, answer, later)
 
     async def _recommend(self, body: RecommendRequest, started: float) -> RecommendResponse:
         params = to_recommend_params(body)

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import BackgroundTasks, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
 from retrieval.inspection import FACET_VALUES
@@ -122,8 +122,8 @@ def create_app(api: Any, echo_request_ids: bool = True) -> FastAPI:
         return await api.ready()
 
     @app.post("/search", response_model=SearchResponse, responses=SEARCH_ERRORS, openapi_extra=SEARCH_BODY)
-    async def search(request: Request) -> SearchResponse:
-        return await api.search(request)
+    async def search(request: Request, after_response: BackgroundTasks) -> SearchResponse:
+        return await api.search(request, after_response.add_task)
 
     @app.get("/inspect", response_model=InspectResponse, responses=errors(503))
     async def inspect(facet_limit: int = Query(FACET_VALUES, ge=1, le=MAX_FACET_VALUES,
@@ -136,9 +136,9 @@ def create_app(api: Any, echo_request_ids: bool = True) -> FastAPI:
 
     @app.post("/recommend", response_model=RecommendResponse, responses=RECOMMEND_ERRORS,
               openapi_extra=RECOMMEND_BODY)
-    async def recommend(request: Request) -> RecommendResponse:
+    async def recommend(request: Request, after_response: BackgroundTasks) -> RecommendResponse:
         """More like the liked catalog items, less like the disliked ones (404 names unknown ids)."""
-        return await api.recommend(request)
+        return await api.recommend(request, after_response.add_task)
 
     @app.get("/items/{item_id:path}/image", response_class=FileResponse, responses=IMAGE_RESPONSE)
     def item_image(item_id: str) -> FileResponse:

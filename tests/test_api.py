@@ -330,6 +330,27 @@ def test_request_ids_and_one_log_line_per_search(client, caplog):
     assert lines[1]["reason"] == "empty_query"
 
 
+def test_an_answer_is_accounted_for_after_its_response_is_sent(app, caplog):
+    """The metrics and the log line of an answered search are off the shopper's wait: the body has gone out before
+    they run (the route's background task), and they still run once."""
+    body, seen_at_send = json.dumps({"text": "mint corduroy jacket", "k": 3}).encode(), []
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/search", "raw_path": b"/search", "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
+
+    def logged() -> int:
+        return len([r for r in caplog.records if r.name == "fashion.search"])
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            seen_at_send.append((json.loads(message["body"])["results"] != [], logged()))
+
+    with caplog.at_level("INFO", logger="fashion.search"):
+        asyncio.run(app(scope, receiving(body, then="end"), send))
+    assert seen_at_send == [(True, 0)] and logged() == 1
+
+
 def test_openapi_documents_statuses_content_types_and_bounds(client):
     doc = client.get("/openapi.json").json()
     search = doc["paths"]["/search"]["post"]
