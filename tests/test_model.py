@@ -43,7 +43,28 @@ def test_precision_choices():
     import torch
 
     assert {name: getattr(torch, dtype) for name, (dtype, _) in PRECISIONS.items()} == {
-        "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+        "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
+    with pytest.raises(ModelLoadError, match="CPU only"):
+        resolve_precision("int8", "cuda")
+
+
+def test_int8_quantizes_the_linears_and_keeps_the_vectors(encoder, model_spec, offline_catalog):
+    """int8 packs both towers' Linear weights as int8 (dynamic quantization); its vectors stay those of fp32 to a
+    cosine of 0.999, words and photos, so an fp32 index can be searched with int8 queries."""
+    from PIL import Image
+    from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+
+    int8 = load_model(model_spec, device="cpu", precision="int8")
+    assert int8.precision == "int8"
+    assert {name.split(".")[0] for name, m in int8.model.named_modules() if isinstance(m, Int8Linear)} >= {
+        "transformer", "visual"}
+    texts = ["blue jeans", "a red dress with puffed sleeves", "white sports shoes"]
+    pixels = np.stack([np.asarray(Image.open(offline_catalog / "images" / f"{i}.jpg").convert("RGB").resize((96, 96)))
+                       for i in ("10438", "10127")])
+    for reduced, full in ((int8.encode_texts(texts), encoder.encode_texts(texts)),
+                          (int8.encode_images(pixels), encoder.encode_images(pixels))):
+        assert reduced.dtype == np.float32 and (reduced * full).sum(1).min() > 0.999
+        assert not np.array_equal(reduced, full)  # quantized: close, not the same computation
 
 
 def test_embeddings_are_unit_float32(encoder, offline_catalog):
