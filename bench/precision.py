@@ -1,6 +1,6 @@
-"""Does reduced precision keep the results? Cosine between fp32 and bf16/fp16 embeddings, and top-10 overlap.
+"""Does reduced precision keep the results? Cosine between fp32 and bf16/fp16/int8 embeddings, and top-10 overlap.
 
-python -m bench.precision --n 2000 --precisions bf16     (fp16 needs a GPU; --device cuda there)
+python -m bench.precision --n 2000 --precisions bf16 int8     (fp16 needs a GPU, int8 a CPU; --device cuda there)
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from retrieval.images import load_and_preprocess
-from retrieval.model import load_model
+from retrieval.model import PRECISIONS, load_model
 from jobs import cli
 from schemas.settings import OFFLINE_CATALOG, OFFLINE_MODEL
 
@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--precisions", nargs="+", default=["bf16"])
+    parser.add_argument("--precisions", nargs="+", default=["bf16", "int8"],
+                        choices=[name for name in PRECISIONS if name != "fp32"])
     args = parser.parse_args(argv)
     probe = load_model(args.model, device="cpu")
     files = sorted((OFFLINE_CATALOG / "images").glob("*.jpg"))[: args.n]

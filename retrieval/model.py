@@ -74,11 +74,13 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """auto: bf16 on a GPU (halves memory traffic, keeps fp32's range), fp32 on a CPU."""
+    """auto: the fastest precision that keeps the vectors on the device: bf16 on a GPU (halves memory traffic,
+    keeps fp32's range), int8 on a CPU (bf16 is emulated there; int8 keeps the dev catalogs' nDCG@10,
+    docs/performance.md)."""
     if precision not in PRECISION_CHOICES:
         raise ModelLoadError(f"unknown precision {precision!r}; valid: {', '.join(PRECISION_CHOICES)}")
     if precision == "auto":
-        return "bf16" if device.startswith("cuda") else "fp32"
+        return "bf16" if device.startswith("cuda") else "int8"
     if precision in CPU_ONLY and device != "cpu":
         raise ModelLoadError(f"precision {precision} runs on a CPU only, not on {device}; there use bf16 or fp16")
     return precision
@@ -232,11 +234,11 @@ class ClipEncoder:
         self.model, self.tokenizer = model, tokenizer
         self.spec, self.device, self.precision = spec, device, precision
         self.preprocess_cfg = preprocess_config_of(model)
-        projection = getattr(model, "text_projection", None)
-        self.dim = int(projection.shape[1] if projection is not None else self._probe_dim())
         self._dtype = getattr(torch, PRECISIONS[precision][0])
         self._mean, self._std = channel_stats(self.preprocess_cfg.mean, self.preprocess_cfg.std, device)
         self._trims = trims_padding(model)
+        projection = getattr(model, "text_projection", None)  # a matrix, or a module (a Linear, int8's packed one)
+        self.dim = int(projection.shape[1]) if isinstance(projection, torch.Tensor) else self._probe_dim()
 
     def _probe_dim(self) -> int:
         return int(self.encode_texts(["probe"]).shape[1])
@@ -290,4 +292,4 @@ def encode_trimmed(model, tokens):
     projection = model.text_projection
     if projection is None:
         return x
-    return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+    return x @ projection if isinstance(projection, torch.Tensor) else projection(x)

@@ -37,7 +37,7 @@ def test_unreachable_hub_weights_fail_with_guidance():
 
 
 def test_precision_choices():
-    assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("auto", "cuda") == "bf16"
+    assert resolve_precision("auto", "cpu") == "int8" and resolve_precision("auto", "cuda") == "bf16"
     with pytest.raises(ModelLoadError, match="valid: fp32"):
         resolve_precision("int3", "cpu")
     import torch
@@ -96,3 +96,22 @@ def test_text_tower_trimmed_to_the_words_gives_the_full_context_vectors(encoder)
         trimmed = torch.nn.functional.normalize(encode_trimmed(encoder.model, tokens[:2]), dim=-1).numpy()
     np.testing.assert_allclose(encoder.encode_texts(texts), full, atol=1e-5)
     np.testing.assert_allclose(trimmed, full[:2], atol=1e-5)
+
+
+def test_a_text_projection_that_is_a_linear_module_works_in_fp32_and_int8(encoder, model_spec):
+    """Some open_clip configs project the words with an nn.Linear, not a matrix; int8 packs it like any Linear."""
+    import torch
+
+    from retrieval.model import ClipEncoder, quantize_linears
+
+    model = load_model(model_spec, device="cpu").model
+    matrix = model.text_projection.detach()
+    linear = torch.nn.Linear(*matrix.shape, bias=False)
+    linear.weight.data = matrix.t().contiguous()
+    del model.text_projection
+    model.text_projection = linear
+    reference = encoder.encode_texts(["blue jeans", "red dress"])
+    for precision, built in (("fp32", model), ("int8", quantize_linears(model))):
+        words = ClipEncoder(built, encoder.tokenizer, spec=encoder.spec, device="cpu", precision=precision)
+        vectors = words.encode_texts(["blue jeans", "red dress"])
+        assert words.dim == encoder.dim and (vectors * reference).sum(1).min() > 0.999
