@@ -30,7 +30,7 @@ def query_latency(store_path, repeats: int) -> dict[str, float]:
 
     s, kinds = get_settings(), query_kinds()
     store = IndexConfig.from_settings(store_path=store_path).store
-    with SearchService.open(s.model, store, s.collection) as service:
+    with SearchService.open(s.model, store, s.collection, precision=s.precision) as service:
         timed = in_process_latency(service, {k: kinds[k] for k in ("text", "image")}, repeats)
     return {"text": float(np.percentile(timed["text"]["total"], 50)),
             "image": float(np.percentile(timed["image"]["total"], 50)),

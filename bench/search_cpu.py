@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     from retrieval.service import SearchService
 
     s = get_settings()
-    with SearchService.open(s.model, StoreConfig.from_settings(), s.collection, device="cpu") as service:
+    with SearchService.open(s.model, StoreConfig.from_settings(), s.collection, device="cpu",
+                            precision=s.precision) as service:
         towers, timed = tower(service.encoder, args.calls), stages(service, args.calls)
     report(towers, timed, http_app(args.calls))
     if args.serve:

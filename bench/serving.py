@@ -85,7 +85,8 @@ def baseline_service(threads: int, cache_size: int) -> Iterator:
             if store.embedded:  # every generation in it (the offline catalog's store: ~100 MB)
                 shutil.copytree(store.path, Path(copy) / "store", ignore=shutil.ignore_patterns("*.lock"))
                 store = store.model_copy(update={"path": Path(copy) / "store"})
-            with SearchService.open(s.model, store, s.collection, device=s.device, cache_size=cache_size) as service:
+            with SearchService.open(s.model, store, s.collection, device=s.device, precision=s.precision,
+                                    cache_size=cache_size) as service:
                 yield service  # idle between its turns, it costs no CPU (0.001 s in 20 s, measured)
     finally:
         torch.set_num_threads(default_threads)
