@@ -74,13 +74,12 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """auto: the fastest precision that keeps the vectors on the device: bf16 on a GPU (halves memory traffic,
-    keeps fp32's range), int8 on a CPU (bf16 is emulated there; int8 keeps the dev catalogs' nDCG@10,
-    docs/performance.md)."""
+    """auto: bf16 on a GPU (halves memory traffic, keeps fp32's range), fp32 on a CPU (int8 indexes a third faster
+    there with the same nDCG@10, but through Serve it showed no gain: docs/performance.md)."""
     if precision not in PRECISION_CHOICES:
         raise ModelLoadError(f"unknown precision {precision!r}; valid: {', '.join(PRECISION_CHOICES)}")
     if precision == "auto":
-        return "bf16" if device.startswith("cuda") else "int8"
+        return "bf16" if device.startswith("cuda") else "fp32"
     if precision in CPU_ONLY and device != "cpu":
         raise ModelLoadError(f"precision {precision} runs on a CPU only, not on {device}; there use bf16 or fp16")
     return precision

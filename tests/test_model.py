@@ -37,7 +37,7 @@ def test_unreachable_hub_weights_fail_with_guidance():
 
 
 def test_precision_choices():
-    assert resolve_precision("auto", "cpu") == "int8" and resolve_precision("auto", "cuda") == "bf16"
+    assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("auto", "cuda") == "bf16"
     with pytest.raises(ModelLoadError, match="valid: fp32"):
         resolve_precision("int3", "cpu")
     import torch
