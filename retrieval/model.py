@@ -19,7 +19,8 @@ _PREFIXES = ("hf-hub:", "local-dir:")
 PRECISIONS = {"fp32": ("float32", "fp32"), "bf16": ("bfloat16", "pure_bf16"), "fp16": ("float16", "pure_fp16"),
               "int8": ("float32", "fp32")}
 PRECISION_CHOICES = (*PRECISIONS, "auto")
-CPU_ONLY = {"int8"}  # fbgemm's int8 kernels: no CUDA implementation of dynamically quantized Linear
+# Built as their table says, then quantize_linears: fbgemm's int8 kernels, so a CPU only (no CUDA implementation).
+QUANTIZED = {"int8"}
 
 
 class ModelLoadError(RuntimeError):
@@ -80,7 +81,7 @@ def resolve_precision(precision: str, device: str) -> str:
         raise ModelLoadError(f"unknown precision {precision!r}; valid: {', '.join(PRECISION_CHOICES)}")
     if precision == "auto":
         return "bf16" if device.startswith("cuda") else "fp32"
-    if precision in CPU_ONLY and device != "cpu":
+    if precision in QUANTIZED and device != "cpu":
         raise ModelLoadError(f"precision {precision} runs on a CPU only, not on {device}; there use bf16 or fp16")
     return precision
 
@@ -174,7 +175,7 @@ def load_model(spec: str, device: str = "auto", precision: str = "fp32", *,
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
     model, tokenizer = _create(parsed, device, PRECISIONS[precision][1])
-    if precision == "int8":
+    if precision in QUANTIZED:
         model = quantize_linears(model)
     log.info("loaded %s on %s in %s", parsed, device, precision)
     return ClipEncoder(model, tokenizer, spec=str(parsed), device=device, precision=precision)
