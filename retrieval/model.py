@@ -168,8 +168,9 @@ def _names() -> list[str]:
 
 
 def load_model(spec: str, device: str = "auto", precision: str = "fp32", *,
-               allow_random: bool = False) -> "ClipEncoder":
-    """Build the encoder for a model spec; raises ModelLoadError with guidance when weights can't be had."""
+               allow_random: bool = False, graphs: bool | None = None) -> "ClipEncoder":
+    """Build the encoder for a model spec; raises ModelLoadError with guidance when weights can't be had. `graphs`:
+    run the towers as TorchScript graphs where they compile (default: the `graphs` setting, on)."""
     parsed = ModelSpec.parse(spec)
     _check_spec(parsed, allow_random)
     device = resolve_device(device)
@@ -177,8 +178,14 @@ def load_model(spec: str, device: str = "auto", precision: str = "fp32", *,
     model, tokenizer = _create(parsed, device, PRECISIONS[precision][1])
     if precision in QUANTIZED:
         model = quantize_linears(model)
-    log.info("loaded %s on %s in %s", parsed, device, precision)
-    return ClipEncoder(model, tokenizer, spec=str(parsed), device=device, precision=precision)
+    if graphs is None:
+        from schemas.settings import get_settings
+
+        graphs = get_settings().graphs
+    encoder = ClipEncoder(model, tokenizer, spec=str(parsed), device=device, precision=precision, graphs=graphs)
+    log.info("loaded %s on %s in %s (towers as graphs: text %s, image %s)", parsed, device, precision,
+             encoder.text_graph is not None, encoder.image_graph is not None)
+    return encoder
 
 
 def quantize_linears(model):
@@ -228,7 +235,9 @@ def normalise_pixels(batch, mean, std):
 class ClipEncoder:
     """Image and text encoders returning L2-normalised float32 numpy arrays; pixels are normalised on the device."""
 
-    def __init__(self, model, tokenizer, *, spec: str, device: str, precision: str):
+    def __init__(self, model, tokenizer, *, spec: str, device: str, precision: str, graphs: bool = False):
+        """`graphs`: the towers as TorchScript graphs (retrieval/graphs.py: the same vectors, computed without
+        holding the GIL); a tower TorchScript cannot compile runs eagerly."""
         import torch
 
         self.model, self.tokenizer = model, tokenizer
@@ -237,8 +246,15 @@ class ClipEncoder:
         self._dtype = getattr(torch, PRECISIONS[precision][0])
         self._mean, self._std = channel_stats(self.preprocess_cfg.mean, self.preprocess_cfg.std, device)
         self._trims = trims_padding(model)
+        self.text_graph, self.image_graph = self._graphs(model) if graphs else (None, None)
         projection = getattr(model, "text_projection", None)  # a matrix, or a module (a Linear, int8's packed one)
         self.dim = int(projection.shape[1]) if isinstance(projection, torch.Tensor) else self._probe_dim()
+
+    def _graphs(self, model) -> tuple:
+        from retrieval import graphs
+
+        text = graphs.scripted_text_tower(model, model.transformer.get_cast_dtype()) if self._trims else None
+        return text, graphs.scripted_image_tower(model)
 
     def _probe_dim(self) -> int:
         return int(self.encode_texts(["probe"]).shape[1])
@@ -250,7 +266,8 @@ class ClipEncoder:
         with torch.inference_mode():
             batch = torch.from_numpy(np.require(pixels, requirements=["C", "W"])).to(self.device, non_blocking=True)
             batch = normalise_pixels(batch, self._mean, self._std)
-            return self._finish(self.model.encode_image(batch.to(self._dtype)))
+            tower = self.image_graph if self.image_graph is not None else self.model.encode_image
+            return self._finish(tower(batch.to(self._dtype)))
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """A list of strings to (N, dim) unit vectors."""
@@ -258,8 +275,12 @@ class ClipEncoder:
 
         with torch.inference_mode():
             tokens = self.tokenizer(list(texts)).to(self.device)
-            features = encode_trimmed(self.model, tokens) if self._trims else self.model.encode_text(tokens)
-            return self._finish(features)
+            return self._finish(self._text_tower(tokens))
+
+    def _text_tower(self, tokens):
+        if self.text_graph is not None:
+            return self.text_graph(tokens)
+        return encode_trimmed(self.model, tokens) if self._trims else self.model.encode_text(tokens)
 
     @staticmethod
     def _finish(features) -> np.ndarray:

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     model: str = Field(OFFLINE_MODEL, description="open_clip model spec: NAME/TAG, hf-hub:ORG/REPO or local-dir:PATH")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: str = Field("fp32", description="fp32, bf16, fp16, int8 (CPU only) or auto (bf16 on GPU, fp32 on CPU)")
+    graphs: bool = Field(True, description="Run the encoder's towers as TorchScript graphs (the same vectors, without "
+                                           "holding the GIL: docs/performance.md); false runs them eagerly")
     catalog: Path = Field(OFFLINE_CATALOG, description="Catalog root (folder with catalog.csv, or images) or CSV file")
     catalog_format: str = Field("auto", description="auto, csv, parquet, jsonl, folder, deepfashion-mm, inshop,"
                                                     " magento")

@@ -113,6 +113,40 @@ def test_a_text_projection_that_is_a_linear_module_works_in_fp32_and_int8(encode
     reference = encoder.encode_texts(["blue jeans", "red dress"])
     for precision in ("fp32", "int8"):  # quantize_linears works in place: fp32 first
         built = quantize_linears(model) if precision == "int8" else model
-        words = ClipEncoder(built, encoder.tokenizer, spec=encoder.spec, device="cpu", precision=precision)
-        vectors = words.encode_texts(["blue jeans", "red dress"])
-        assert words.dim == encoder.dim and (vectors * reference).sum(1).min() > 0.999
+        for graphs in (False, True):
+            words = ClipEncoder(built, encoder.tokenizer, spec=encoder.spec, device="cpu", precision=precision,
+                                graphs=graphs)
+            assert (words.text_graph is not None) == graphs
+            vectors = words.encode_texts(["blue jeans", "red dress"])
+            assert words.dim == encoder.dim and (vectors * reference).sum(1).min() > 0.999
+
+
+def test_the_towers_as_graphs_give_the_eager_vectors(encoder, model_spec, offline_catalog):
+    """TorchScript graphs of both towers (the default) compute what the eager towers do, for words of mixed lengths
+    (the trimming inside the graph) and for photos."""
+    from PIL import Image
+
+    eager = load_model(model_spec, device="cpu", graphs=False)
+    assert encoder.text_graph is not None and encoder.image_graph is not None
+    assert eager.text_graph is None and eager.image_graph is None
+    texts = ["red", "blue jeans for men", "white cotton shirt with puffed sleeves " * 6]
+    for batch in (texts[:1], texts[:2], texts):
+        np.testing.assert_allclose(encoder.encode_texts(batch), eager.encode_texts(batch), atol=1e-6)
+    pixels = np.stack([np.asarray(Image.open(offline_catalog / "images" / f"{i}.jpg").convert("RGB").resize((96, 96)))
+                       for i in ("10438", "10127", "10000")])
+    np.testing.assert_allclose(encoder.encode_images(pixels), eager.encode_images(pixels), atol=1e-6)
+
+
+def test_a_tower_torchscript_cannot_compile_runs_eagerly(encoder, model_spec, monkeypatch, caplog):
+    """A tower TorchScript rejects (a timm or Hugging Face one, say) is logged and runs as before."""
+    import torch
+
+    def refuse(module):
+        raise RuntimeError("unsupported construct")
+
+    monkeypatch.setattr(torch.jit, "script", refuse)
+    with caplog.at_level("INFO", logger="retrieval.graphs"):
+        fallback = load_model(model_spec, device="cpu", graphs=True)
+    assert fallback.text_graph is None and fallback.image_graph is None
+    assert "runs eagerly: TorchScript cannot compile it (RuntimeError: unsupported construct)" in caplog.text
+    np.testing.assert_allclose(fallback.encode_texts(["blue jeans"]), encoder.encode_texts(["blue jeans"]), atol=1e-6)
