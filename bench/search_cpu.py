@@ -40,11 +40,42 @@ def tower(encoder, calls: int) -> dict[str, float]:
 
     one, eight = encoder.tokenizer([WORDS[0]]), encoder.tokenizer(WORDS)
     with torch.inference_mode():
-        return {"tokenize 1 phrase": per_call_ms(lambda i: encoder.tokenizer([WORDS[i % 8]]), calls),
-                "tower, whole context, 1 phrase": per_call_ms(lambda i: encoder.model.encode_text(one), calls),
-                "tower, words only, 1 phrase": per_call_ms(lambda i: encode_trimmed(encoder.model, one), calls),
-                "tower, whole context, 8 phrases": per_call_ms(lambda i: encoder.model.encode_text(eight), calls),
-                "tower, words only, 8 phrases": per_call_ms(lambda i: encode_trimmed(encoder.model, eight), calls)}
+        timed = {"tokenize 1 phrase": per_call_ms(lambda i: encoder.tokenizer([WORDS[i % 8]]), calls),
+                 "tower, whole context, 1 phrase": per_call_ms(lambda i: encoder.model.encode_text(one), calls),
+                 "tower, words only, 1 phrase": per_call_ms(lambda i: encode_trimmed(encoder.model, one), calls),
+                 "tower, whole context, 8 phrases": per_call_ms(lambda i: encoder.model.encode_text(eight), calls),
+                 "tower, words only, 8 phrases": per_call_ms(lambda i: encode_trimmed(encoder.model, eight), calls)}
+        if encoder.text_graph is not None:
+            timed["tower as a graph, 8 phrases"] = per_call_ms(lambda i: encoder.text_graph(eight), calls)
+            for name, run in (("eager", lambda: encode_trimmed(encoder.model, eight)),
+                              ("as a graph", lambda: encoder.text_graph(eight))):
+                label = f"tower {name}, 8 phrases, on a thread beside a busy one"
+                timed[label] = beside_busy_thread(run, max(3, calls // 10))
+    return timed
+
+
+def beside_busy_thread(run, calls: int) -> float:
+    """Mean wall ms of `run()` on a worker thread while this thread runs Python without pause, as the service's
+    event loop does under load: an eager tower waits for the GIL after each op, a graph holds it once."""
+    import threading
+
+    import torch
+
+    done, times = threading.Event(), []
+
+    def work():
+        with torch.inference_mode():
+            run()
+            for _ in range(calls):
+                started = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - started)
+        done.set()
+
+    threading.Thread(target=work, daemon=True).start()
+    while not done.is_set():
+        pass
+    return sum(times) / len(times) * 1000
 
 
 def stages(service, calls: int) -> dict[str, dict[str, float]]:
