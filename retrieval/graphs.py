@@ -53,6 +53,12 @@ def scripted_image_tower(model: Any) -> Optional[Any]:
     return _scripted(model.visual, "visual tower")
 
 
+def warm(graph: Optional[Any], example: torch.Tensor, calls: int = 2) -> None:
+    """Run `graph` on `example` as often as TorchScript's executor profiles before it optimises (twice)."""
+    for _ in range(calls if graph is not None else 0):
+        graph(example)
+
+
 def _scripted(module: nn.Module, what: str) -> Optional[Any]:
     try:
         with warnings.catch_warnings():  # torch marks TorchScript deprecated in favour of torch.export

@@ -251,10 +251,17 @@ class ClipEncoder:
         self.dim = int(projection.shape[1]) if isinstance(projection, torch.Tensor) else self._probe_dim()
 
     def _graphs(self, model) -> tuple:
+        import torch
+
         from retrieval import graphs
 
         text = graphs.scripted_text_tower(model, model.transformer.get_cast_dtype()) if self._trims else None
-        return text, graphs.scripted_image_tower(model)
+        image = graphs.scripted_image_tower(model)
+        size = self.preprocess_cfg.image_size
+        with torch.inference_mode():  # TorchScript optimises a graph on its first calls (~0.2 s each): not a shopper's
+            graphs.warm(text, self.tokenizer(["warm", "the graph up"]).to(self.device))
+            graphs.warm(image, torch.zeros(1, 3, size, size, dtype=self._dtype, device=self.device))
+        return text, image
 
     def _probe_dim(self) -> int:
         return int(self.encode_texts(["probe"]).shape[1])
