@@ -3,7 +3,7 @@
 Why: an eager PyTorch forward is a few hundred small ops, and each hands the GIL back and takes it again. In the
 service the towers run on a worker thread beside the event loop, whose work (parsing, the embedded store's calls,
 the explanation) holds the GIL; every hand-back then waits for the loop, up to Python's switch interval (5 ms). A
-batch of eight phrases took 7 ms alone and 540-670 ms beside a busy Python thread, against 30-120 ms as a graph
+batch of eight phrases took 7 ms alone and 514-611 ms beside a busy Python thread, against 18-19 ms as a graph
 (docs/performance.md, "The towers as graphs"). The graphs compute the same vectors (a test checks them).
 """
 
@@ -53,10 +53,17 @@ def scripted_image_tower(model: Any) -> Optional[Any]:
     return _scripted(model.visual, "visual tower")
 
 
-def warm(graph: Optional[Any], example: torch.Tensor, calls: int = 2) -> None:
-    """Run `graph` on `example` as often as TorchScript's executor profiles before it optimises (twice)."""
-    for _ in range(calls if graph is not None else 0):
-        graph(example)
+def warmed(graph: Optional[Any], example: torch.Tensor, what: str, calls: int = 2) -> Optional[Any]:
+    """`graph` once run on `example` as often as TorchScript's executor profiles before it optimises (twice, ~0.2 s
+    each: at load, not on a shopper's first search); None, so the tower runs eagerly, if the graph fails there."""
+    try:
+        with torch.inference_mode():
+            for _ in range(calls if graph is not None else 0):
+                graph(example)
+    except Exception as err:  # noqa: BLE001 - compiled but not runnable as compiled: the eager tower stays right
+        log.info("the %s runs eagerly: its graph failed on an example (%s: %s)", what, type(err).__name__, err)
+        return None
+    return graph
 
 
 def _scripted(module: nn.Module, what: str) -> Optional[Any]:

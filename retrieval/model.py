@@ -256,12 +256,10 @@ class ClipEncoder:
         from retrieval import graphs
 
         text = graphs.scripted_text_tower(model, model.transformer.get_cast_dtype()) if self._trims else None
-        image = graphs.scripted_image_tower(model)
         size = self.preprocess_cfg.image_size
-        with torch.inference_mode():  # TorchScript optimises a graph on its first calls (~0.2 s each): not a shopper's
-            graphs.warm(text, self.tokenizer(["warm", "the graph up"]).to(self.device))
-            graphs.warm(image, torch.zeros(1, 3, size, size, dtype=self._dtype, device=self.device))
-        return text, image
+        return (graphs.warmed(text, self.tokenizer(["warm", "the graph up"]).to(self.device), "text tower"),
+                graphs.warmed(graphs.scripted_image_tower(model),
+                              torch.zeros(1, 3, size, size, dtype=self._dtype, device=self.device), "visual tower"))
 
     def _probe_dim(self) -> int:
         return int(self.encode_texts(["probe"]).shape[1])

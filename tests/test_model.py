@@ -150,3 +150,21 @@ def test_a_tower_torchscript_cannot_compile_runs_eagerly(encoder, model_spec, mo
     assert fallback.text_graph is None and fallback.image_graph is None
     assert "runs eagerly: TorchScript cannot compile it (RuntimeError: unsupported construct)" in caplog.text
     np.testing.assert_allclose(fallback.encode_texts(["blue jeans"]), encoder.encode_texts(["blue jeans"]), atol=1e-6)
+
+
+def test_a_graph_that_fails_on_its_first_run_leaves_the_tower_eager(encoder, model_spec, monkeypatch, caplog):
+    """Compiled is not enough: a graph that fails when warmed at load is dropped there, not on a shopper's search."""
+    from retrieval import graphs
+
+    def broken(model):
+        def run(pixels):
+            raise RuntimeError("shape mismatch")
+        return run
+
+    monkeypatch.setattr(graphs, "scripted_image_tower", broken)
+    with caplog.at_level("INFO", logger="retrieval.graphs"):
+        fallback = load_model(model_spec, device="cpu", graphs=True)
+    assert fallback.image_graph is None and fallback.text_graph is not None
+    assert "visual tower runs eagerly: its graph failed on an example (RuntimeError: shape mismatch)" in caplog.text
+    pixels = np.zeros((1, 96, 96, 3), dtype=np.uint8)
+    np.testing.assert_allclose(fallback.encode_images(pixels), encoder.encode_images(pixels), atol=1e-6)
