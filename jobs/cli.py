@@ -11,7 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 # Every job takes its boundary from here, with its flags: one import per job.
@@ -30,7 +31,7 @@ def add_field(parser: argparse.ArgumentParser, model: type[BaseModel], name: str
     is_setting = name in Settings.model_fields
     field = (Settings if is_setting else model).model_fields[name]
     if "action" not in kwargs and "type" not in kwargs:
-        kwargs.update({"action": "store_true"} if field.annotation is bool else {"type": _arg_type(field.annotation)})
+        kwargs.update({"action": "store_true"} if field.annotation is bool else {"type": _arg_type(field)})
     value = getattr(get_settings(), name) if is_setting else field.default
     default = "" if value in (PydanticUndefined, None) else f" (default: {value})"
     parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
@@ -47,8 +48,12 @@ def comma_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _arg_type(annotation: Any) -> Callable[[str], Any]:
-    text = str(annotation)
+def _arg_type(field: FieldInfo) -> Callable[[str], Any]:
+    """A flag's parser: the field's own (a BeforeValidator's, as CatalogRef has), else by its type's name."""
+    parsers = [meta.func for meta in field.metadata if isinstance(meta, BeforeValidator)]
+    if parsers:
+        return parsers[0]
+    text = str(field.annotation)
     for name, kind in (("Path", Path), ("float", float), ("int", int)):
         if name in text:
             return kind

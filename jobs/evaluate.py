@@ -78,7 +78,7 @@ def index_config(args: argparse.Namespace) -> IndexConfig:
     """The index this evaluation judges: its own store under --out-dir and an alias named after the catalog."""
     given = {k: v for k, v in vars(args).items() if k in IndexConfig.model_fields and k != "collection"}
     cfg = IndexConfig.from_settings(**given, store_path=args.store_path or args.out_dir / "qdrant")
-    name = args.collection or f"eval-{cfg.catalog.resolve().name}" + (f"-{cfg.limit}" if cfg.limit else "")
+    name = args.collection or f"eval-{Path(cfg.catalog).resolve().name}" + (f"-{cfg.limit}" if cfg.limit else "")
     own = cfg.store.model_copy(update={"url": None, "api_key": None})  # never a server FASHION_QDRANT_URL names
     return cfg.model_copy(update={"collection": name, "store": own})
 

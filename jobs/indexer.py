@@ -15,6 +15,7 @@ from retrieval import held
 from retrieval.catalogs import open_catalog
 from retrieval.entry import UsageError
 from retrieval.catalogs.fields import FieldStats, filter_fields, top_values
+from retrieval.catalogs.location import Ref
 from retrieval.catalogs.streamed import CatalogSource, ordered
 from retrieval.generations import Target, finish_generation, target_collection
 from retrieval.store.base import StoreError
@@ -34,7 +35,7 @@ def model_info(cfg: IndexConfig):
     return encoder.spec, encoder.dim, replace(encoder.preprocess_cfg.with_letterbox(cfg.letterbox), draft=cfg.draft)
 
 
-def collection_spec(cfg: IndexConfig, model: str, dim: int, catalog_root: Path, stats: FieldStats) -> CollectionSpec:
+def collection_spec(cfg: IndexConfig, model: str, dim: int, catalog_root: Ref, stats: FieldStats) -> CollectionSpec:
     """What this run's collection holds: the model's vectors, the catalog's filter fields and their common values,
     and the catalog's mean document length for BM25 (from the catalog's statistics, fields.FieldStats); its
     storage by the catalog's size (retrieval/store/storage.py) and a server's layout."""
@@ -95,7 +96,7 @@ def run(cfg: IndexConfig) -> dict:
     import ray
 
     started = time.perf_counter()
-    catalog = open_catalog(cfg.catalog, cfg.catalog_format, cfg.text_fields)
+    catalog = open_catalog(cfg.catalog, cfg.catalog_format, cfg.text_fields, remote=True)
     source = CatalogSource(catalog, cfg.limit)
     ray.init(ignore_reinit_error=True, log_to_driver=False) if not ray.is_initialized() else None
     stats = source.stats(cfg.filter_fields or ())
@@ -146,7 +147,7 @@ def fitting_collection(cfg: IndexConfig) -> str | None:
         found = store.collection_spec(name) if name else None
         wanted = {"model": canonical_spec(cfg.model), "letterbox": cfg.letterbox, "segmentation": cfg.segment,
                   "vectors": CollectionSpec.model_fields["vectors"].default,
-                  "catalog_root": str(open_catalog(cfg.catalog, cfg.catalog_format).root)}
+                  "catalog_root": str(open_catalog(cfg.catalog, cfg.catalog_format, remote=True).root)}
         return name if found and found.problem(**wanted) is None and store.count(name) else None
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from retrieval.catalogs.location import Ref
 from typing import Any
 
 from retrieval.indexing import Stage, index_stages
@@ -20,7 +20,7 @@ def encoder_resources(cfg: IndexConfig) -> dict:
     return {"num_cpus": cfg.encode_cpus, "num_gpus": gpus}
 
 
-def build_pipeline(cfg: IndexConfig, spec: CollectionSpec, ds, preprocess_cfg, catalog_root: Path):
+def build_pipeline(cfg: IndexConfig, spec: CollectionSpec, ds, preprocess_cfg, catalog_root: Ref):
     """The Ray Data plan of retrieval.indexing.index_stages over `ds`, the catalog's input rows
     (retrieval.catalogs.streamed): stateless stages as CPU tasks, the segmenter and the encoder each in its own
     actor pool."""
@@ -53,7 +53,7 @@ def _placement(stage: Stage, cfg: IndexConfig, encoder: dict) -> tuple[Any, dict
                        "compute": ray.data.ActorPoolStrategy(size=size), **resources}
 
 
-def segment_options(cfg: IndexConfig, catalog_root: Path) -> dict:
+def segment_options(cfg: IndexConfig, catalog_root: Ref) -> dict:
     """The segmenter's options; building it once here fails fast (bad name, missing weights) before Ray starts."""
     from retrieval.segmentation import make_segmenter, segmenter_options
 

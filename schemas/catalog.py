@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
+
+
+def catalog_ref(value: str | Path) -> Path | str:
+    """A --catalog value: a URI stays text (a Path would fold s3://shop into s3:/shop), anything else is a Path."""
+    from retrieval.files import is_uri
+
+    return value if isinstance(value, str) and is_uri(value) else Path(value)
+
+
+# A catalog's place: a local path, or a table on an object store (s3://shop/export/catalog.parquet) for the index job.
+CatalogRef = Annotated[Path | str, BeforeValidator(catalog_ref)]
 
 
 class CatalogItem(BaseModel):

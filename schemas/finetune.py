@@ -9,13 +9,14 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from retrieval import splits
+from schemas.catalog import CatalogRef
 from schemas.settings import PROJECT_ROOT, Settings, get_settings
 
 
 class FinetuneConfig(BaseModel):
     """One fine-tune run; build it with `from_settings` (the settings fill the fields they declare)."""
 
-    catalog: Path
+    catalog: CatalogRef
     catalog_format: str
     text_fields: tuple[str, ...] | None = Field(None, description="CSV columns that make an item's document "
                                                                   "(as the index job reads them)")

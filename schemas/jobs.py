@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from retrieval import model, segmentation
 from retrieval.catalogs import formats
 from retrieval.store.storage import PLAIN_BELOW, storage_for
+from schemas.catalog import CatalogRef
 from schemas.collection import QUANTIZATIONS, StorageSpec
 from schemas.settings import Settings, get_settings
 
@@ -57,7 +58,7 @@ class IndexConfig(BaseModel):
     settings (FASHION_*, described and bounded where schemas/settings.py declares them): build it with
     `from_settings`, which fills them."""
 
-    catalog: Path
+    catalog: CatalogRef
     catalog_format: str
     text_fields: tuple[str, ...] | None = Field(
         None, description="Table (CSV, Parquet, JSON lines) columns that make an item's document, in order "

@@ -9,6 +9,8 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.catalog import CatalogRef
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The offline kit lies beside the checkout; real users point FASHION_MODEL / --catalog elsewhere.
 SHARED_ROOT = PROJECT_ROOT.parent / "shared"
@@ -27,7 +29,9 @@ class Settings(BaseSettings):
     precision: str = Field("fp32", description="fp32, bf16, fp16, int8 (CPU only) or auto (bf16 on GPU, fp32 on CPU)")
     graphs: bool = Field(True, description="Run the encoder's towers as TorchScript graphs (the same vectors, without "
                                            "holding the GIL: docs/performance.md); false runs them eagerly")
-    catalog: Path = Field(OFFLINE_CATALOG, description="Catalog root (folder with catalog.csv, or images) or CSV file")
+    catalog: CatalogRef = Field(OFFLINE_CATALOG, description="Catalog root (folder with catalog.csv, or images) or "
+                                                         "table file; the index job also reads a table on an object "
+                                                         "store (s3://, gs://, abfs://, hdfs://)")
     catalog_format: str = Field("auto", description="auto, csv, parquet, jsonl, folder, deepfashion-mm, inshop,"
                                                     " magento")
     collection: str = Field("fashion", description="Collection (alias) name searched and indexed")

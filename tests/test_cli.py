@@ -103,7 +103,8 @@ def test_settings_flags_are_the_settings_declarations():
         assert Settings.model_fields[name].description in flags[name].help, name
     for name in set(IndexConfig.model_fields) & set(Settings.model_fields):
         field = IndexConfig.model_fields[name]
-        assert field.is_required() and field.description is None and not field.metadata, name
+        assert field.is_required() and field.description is None, name
+        assert field.metadata in ([], Settings.model_fields[name].metadata), name  # only what the shared type carries
     assert flags["qdrant_grpc"].nargs == 0 and flags["store_path"].type is Path
     args = parser.parse_args(["--text", "x", "--collection", "flagged", "--qdrant-grpc", "--store-path", "/tmp/s"])
     s = cli.settings_of(args)

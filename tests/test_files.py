@@ -5,6 +5,8 @@ missing, slow or flaky object is counted or retried, never a crash; the page pro
 from __future__ import annotations
 
 import csv
+import io
+import json
 import shutil
 import threading
 import time
@@ -18,6 +20,7 @@ from pyarrow.fs import FSSpecHandler, PyFileSystem
 from jobs.qdrant_sink import WriteTally, rows_to_points
 from retrieval import files, lexical
 from retrieval.catalogs import open_catalog, safe_image_path
+from retrieval.catalogs.base import CatalogError
 from retrieval.files import FetchConfig, fetch, fetch_all
 from retrieval.indexing import ReadImages, catalog_rows, index_stages, run_stages
 from retrieval.rows import as_batch
@@ -144,6 +147,21 @@ def test_references_and_the_page_path_rules(tmp_path):
     assert safe_image_path(tmp_path, "s3://bucket/a.jpg") == "s3://bucket/a.jpg"  # read by the page's proxy
     assert safe_image_path(tmp_path, (tmp_path / "in.jpg").as_uri()) == (tmp_path / "in.jpg").resolve()
     assert safe_image_path(tmp_path, "file:///etc/passwd") is None  # a local file outside the root: never
+    # A catalog root on an object store: a relative photo is read from under it, never from beside it.
+    assert safe_image_path("s3://shop/export?region=x", "images/a.jpg") == "s3://shop/export/images/a.jpg?region=x"
+    assert [safe_image_path("s3://shop/export", bad) for bad in ("../secret.jpg", "/etc/passwd")] == [None, None]
+    assert safe_image_path(tmp_path.as_uri(), "in.jpg") == (tmp_path / "in.jpg").resolve()  # file:// root: local
+
+
+def test_a_catalog_flag_keeps_an_object_store_uri(tmp_path):
+    from jobs.index import parse_args
+
+    assert parse_args(["--catalog", "s3://shop/export/catalog.parquet"]).catalog == "s3://shop/export/catalog.parquet"
+    assert parse_args(["--catalog", str(tmp_path)]).catalog == tmp_path  # a path stays a Path
+    with pytest.raises(CatalogError, match="reads a local catalog"):
+        open_catalog("s3://shop/export/catalog.parquet")  # only the index job reads one on an object store
+    with pytest.raises(CatalogError, match="cannot be read: Unrecognized filesystem"):
+        open_catalog("nowhere://shop/catalog.csv", remote=True)
 
 
 def test_the_index_flags_reach_the_read_stage(encoder, model_spec, tmp_path):
@@ -188,7 +206,8 @@ def twin_catalogs(tmp_path, offline_catalog, memory):
 def index_in_process(catalog, model_spec, encoder, store_path: Path) -> tuple[CollectionSpec, list[dict]]:
     cfg = index_config(catalog.root, model_spec, store_path)
     items = list(catalog.items())
-    spec = CollectionSpec(name=catalog.root.name, model=model_spec, dim=encoder.dim, catalog_root=str(catalog.root),
+    name = Path(str(catalog.root).rstrip("/")).name or "bucket"
+    spec = CollectionSpec(name=name, model=model_spec, dim=encoder.dim, catalog_root=str(catalog.root),
                           bm25_avg_len=lexical.mean_length(item.text for item in items))
     return spec, run_stages(index_stages(cfg, spec, encoder.preprocess_cfg, threads=1), catalog_rows(catalog, items))
 
@@ -251,6 +270,84 @@ def test_the_page_shows_an_object_store_photo(twin_catalogs, model_spec, encoder
             assert refused.status_code == 404 and "AWS_SECRET" not in refused.text  # only an image is ever shown
     finally:
         api.searcher.store.close()
+
+
+# --- the catalog itself on the object store, photos named relative to it ---------------------------------------
+
+
+def bucket_tables(memory, local) -> dict[str, str]:
+    """The local twin's table in the bucket beside its photos (mem://shop/images/...), as CSV, JSON lines and a
+    Spark-style folder of Parquet part files (with its _SUCCESS marker): format -> the URI to open."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    memory.pipe(f"/{BUCKET}/catalog.csv", (local.root / "catalog.csv").read_bytes())
+    with (local.root / "catalog.csv").open(newline="") as handle:
+        records = list(csv.DictReader(handle))
+    memory.pipe(f"/{BUCKET}/export/catalog.jsonl", "\n".join(json.dumps(r) for r in records).encode())
+    half = len(records) // 2
+    for number, part in enumerate((records[:half], records[half:])):
+        out = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(part), out)
+        memory.pipe(f"/{BUCKET}/parts/catalog.parquet/part-{number:05d}.parquet", out.getvalue())
+    memory.pipe(f"/{BUCKET}/parts/catalog.parquet/_SUCCESS", b"")
+    return {"csv": f"mem://{BUCKET}/catalog.csv", "jsonl": f"mem://{BUCKET}/export/catalog.jsonl",
+            "parquet": f"mem://{BUCKET}/parts"}
+
+
+def test_a_table_catalog_on_an_object_store_reads_as_its_local_copy(twin_catalogs, memory):
+    local, _ = twin_catalogs
+    expected = [item.model_dump() for item in local.items()]
+    for fmt, uri in bucket_tables(memory, local).items():
+        remote = open_catalog(uri, fmt if fmt == "parquet" else "auto", remote=True)
+        assert remote.format == fmt
+        assert [item.model_dump() for item in remote.items()] == expected, fmt
+    remote = open_catalog(f"mem://{BUCKET}/catalog.csv", remote=True)
+    assert remote.root == f"mem://{BUCKET}/" and remote.image_path(local_first := next(local.items())) == \
+        f"mem://{BUCKET}/{local_first.image}"  # relative photos: under the table's folder in the bucket
+    with pytest.raises(CatalogError, match="does not exist"):
+        open_catalog(f"mem://{BUCKET}/nothing.csv", remote=True)
+    with pytest.raises(CatalogError, match="is a table"):
+        open_catalog(f"mem://{BUCKET}/images", remote=True)  # photos alone: no folder reader on an object store
+
+
+def test_a_table_catalog_on_an_object_store_indexes_as_its_local_copy(twin_catalogs, memory, model_spec, encoder,
+                                                                      tmp_path):
+    local, _ = twin_catalogs
+    remote = open_catalog(bucket_tables(memory, local)["csv"], remote=True)
+    (_, local_rows), (_, remote_rows) = (index_in_process(c, model_spec, encoder, tmp_path) for c in (local, remote))
+    assert remote_rows[0]["path"] == f"mem://{BUCKET}/images/10000.jpg"
+    for column in ("id", "error", "vector", "text_vector", "bm25_ids", "bm25_weights"):
+        assert [r[column] for r in remote_rows] == [r[column] for r in local_rows], column  # to the bit
+
+
+@pytest.mark.ray
+def test_the_index_job_on_ray_reads_a_catalog_by_uri(ray_cluster, offline_catalog, model_spec, encoder, tmp_path):
+    """The job itself, with Ray Data's own reads of a Parquet table named by URI (file://: pyarrow's local
+    filesystem, read as an object store's is) and photos named relative to it: the vectors of the local copy."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jobs import indexer
+    from retrieval.store.factory import open_store
+
+    with (offline_catalog / "catalog.csv").open(newline="") as handle:
+        rows = [row for _, row in zip(range(12), csv.DictReader(handle))]
+    rows.append({**rows[0], "id": "gone", "image": "images/gone.jpg"})
+    shop = write_catalog(tmp_path / "shop", rows, lambda row: row["image"])
+    (shop / "images").symlink_to(offline_catalog / "images")
+    pq.write_table(pa.Table.from_pylist(rows), shop / "catalog.parquet")
+    cfg = index_config((shop / "catalog.parquet").as_uri(), model_spec, tmp_path / "store", max_skip_fraction=0.1)
+    summary = indexer.run(cfg)
+    assert (summary["indexed"], summary["skipped"]) == (12, {"missing file": 1})
+    _, expected = index_in_process(open_catalog(shop), model_spec, encoder, tmp_path)
+    with open_store(cfg.store) as store:
+        assert store.collection_spec(summary["collection"]).catalog_root == shop.as_uri()
+        stored = {h.item_id: h.vectors[IMAGE_VECTOR] for h in store.retrieve(summary["collection"],
+                                                                              [r["id"] for r in rows], True)}
+    assert set(stored) == {r["id"] for r in expected if not r["error"]}
+    for row in expected[:-1]:
+        assert np.allclose(np.asarray(stored[row["id"]]), np.frombuffer(row["vector"], np.float32), atol=1e-5)
 
 
 @pytest.mark.ray

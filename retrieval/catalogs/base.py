@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from retrieval.catalogs import location
+from retrieval.catalogs.location import Ref
 from retrieval.files import is_local_uri, is_uri, local_path
 from schemas.catalog import CatalogItem
 
@@ -19,19 +21,20 @@ class CatalogError(ValueError):
 
 @dataclass(frozen=True)
 class Catalog:
-    """A readable catalog: its root folder and a function yielding its items (image paths relative to root)."""
+    """A readable catalog: its root folder (a Path, or a URI on an object store: location.py) and a function yielding
+    its items (image paths relative to root)."""
 
-    root: Path
+    root: Ref
     format: str
-    reader: Callable[[Path], Iterator[CatalogItem]]
+    reader: Callable[[Ref], Iterator[CatalogItem]]
     table: Any = None  # tabular.TableKind of a table catalog (the index job streams it), else None
-    source: Path | None = None  # what the reader reads: the root, or the table file given directly
+    source: Ref | None = None  # what the reader reads: the root, or the table file given directly
     text_fields: tuple[str, ...] | None = None  # --text-fields (table catalogs)
 
     def items(self) -> Iterator[CatalogItem]:
         return self.reader(self.root)
 
-    def table_file(self) -> Path | None:
+    def table_file(self) -> Ref | None:
         """The table the index job streams (None: not a table catalog)."""
         return self.table.path(self.source or self.root) if self.table else None
 
@@ -43,48 +46,51 @@ class Catalog:
         return image_location(self.root, item.image)
 
 
-def image_location(root: Path, image: str) -> Path | str:
+def image_location(root: Ref, image: str) -> Path | str:
     """Where an image column's value points: a URI as the catalog gives it (retrieval/files.py reads it), else a
-    path, a relative one under the catalog root. The one rule for every reader and the index rows."""
+    path, a relative one under the catalog root (a URI when the root is one). The one rule for every reader and the
+    index rows."""
     if is_uri(image):
         return image
     path = Path(image)
-    return path if path.is_absolute() else root / path
+    return path if path.is_absolute() else location.join(root, image)
 
 
 def safe_image_path(root: str | Path | None, image: str | None) -> Path | str | None:
     """An item's image for the page, or None: a local one (a path, or a file:// URI) only inside the catalog root,
-    so that nothing else on the machine is ever served; an object-store URI as the catalog named it (the page
-    reads it through retrieval.files.page_image, image types only, bounded)."""
+    so that nothing else on the machine is ever served; an object-store URI as the catalog named it, or a relative
+    path under a catalog root on an object store (the page reads both through retrieval.files.page_image, image
+    types only, bounded)."""
     if not root or not image:
         return None
     if is_uri(image) and not is_local_uri(image):
         return image
-    base = Path(root).resolve()
+    if is_uri(root) and not is_local_uri(root):
+        return None if is_uri(image) or Path(image).is_absolute() else location.under(str(root), image)
+    base = Path(local_path(str(root)) if is_uri(root) else root).resolve()
     path = (base / (local_path(image) if is_uri(image) else image)).resolve()
     return path if path.is_relative_to(base) and path.is_file() else None
 
 
 @contextlib.contextmanager
-def csv_rows(path: Path) -> Iterator[csv.DictReader]:
+def csv_rows(path: Ref) -> Iterator[csv.DictReader]:
     """A UTF-8 CSV file's rows by its header; a missing file is a CatalogError."""
-    if not path.is_file():
+    if location.kind(path) != "file":
         raise CatalogError(f"{path} not found")
-    with path.open(newline="", encoding="utf-8") as handle:
+    with location.open_text(path) as handle:
         yield csv.DictReader(handle)
 
 
-def detect_format(root: Path) -> str:
-    """Guess the layout from the index files present."""
+def detect_format(root: Ref) -> str:
+    """Guess the layout from the index files present (on an object store: a table's only)."""
     from retrieval.catalogs import magento
 
+    if not isinstance(root, Path):
+        return _table_format(root) or _no_table(root)
     if magento.is_export(root):  # a Magento export is a CSV too: its header tells it apart
         return "magento"
-    from retrieval.catalogs.formats import FORMATS
-
-    for layout in FORMATS.values():
-        if layout.table and layout.table.holds(root):
-            return layout.name
+    if table := _table_format(root):
+        return table
     if (root / "captions.json").is_file() or (root / "labels" / "shape" / "shape_anno_all.txt").is_file():
         return "deepfashion-mm"
     if (root / "list_eval_partition.txt").is_file() or (root / "Eval" / "list_eval_partition.txt").is_file():
@@ -92,15 +98,38 @@ def detect_format(root: Path) -> str:
     return "folder"
 
 
-def open_catalog(root: str | Path, fmt: str = "auto", text_fields: Sequence[str] | None = None) -> Catalog:
+def _table_format(root: Ref) -> str | None:
+    """The table format whose file `root` is or holds, None for none."""
+    from retrieval.catalogs.formats import FORMATS
+
+    return next((layout.name for layout in FORMATS.values() if layout.table and layout.table.holds(root)), None)
+
+
+def _no_table(root: str) -> str:
+    from retrieval.catalogs.formats import FORMATS
+
+    tables = ", ".join(layout.table.file for layout in FORMATS.values() if layout.table)
+    raise CatalogError(f"no {tables} at {root}: a catalog on an object store is a table; name its file")
+
+
+def open_catalog(root: str | Path, fmt: str = "auto", text_fields: Sequence[str] | None = None, *,
+                 remote: bool = False) -> Catalog:
     """A Catalog for `root`; the format is detected when `fmt` is auto. `text_fields` (table formats only) picks the
-    columns that make each item's document."""
-    root = Path(root).expanduser().resolve()
-    if not root.exists():
+    columns that make each item's document. `remote`: the caller reads a table catalog on an object store (a URI;
+    the index job does), which other commands refuse with a clear error."""
+    root = location.normal(root)
+    if not isinstance(root, Path) and not remote:
+        raise CatalogError(f"{root}: this command reads a local catalog (the index job reads one on an object "
+                           "store); copy it to a folder")
+    found = _kind(root)
+    if found is None:
         raise CatalogError(f"catalog {root} does not exist")
     from retrieval.catalogs.formats import format_of  # the readers import this module
 
     layout = format_of(fmt, root)
+    if not isinstance(root, Path) and layout.table is None:
+        raise CatalogError(f"{root}: a catalog on an object store is a table (CSV, Parquet, JSON lines), not "
+                           f"{layout.name}")
     reader = layout.read
     if text_fields is not None:
         if not layout.text_fields:
@@ -108,7 +137,18 @@ def open_catalog(root: str | Path, fmt: str = "auto", text_fields: Sequence[str]
                                "itself")
         reader = functools.partial(reader, text_fields=tuple(text_fields))
     fields = tuple(text_fields) if text_fields is not None else None
-    given_directly = root.is_file() or layout.table is not None and root.suffix in layout.table.suffixes
+    given_directly = found == "file" or layout.table is not None and location.suffix(root) in layout.table.suffixes
     if given_directly:  # a table file (or a folder of Parquet part files) given directly: its folder is the image root
-        return Catalog(root.parent, layout.name, lambda _root, f=root: reader(f), layout.table, root, fields)
+        return Catalog(location.parent(root), layout.name, lambda _root, f=root: reader(f), layout.table, root, fields)
     return Catalog(root, layout.name, reader, layout.table, root, fields)
+
+
+def _kind(root: Ref) -> str | None:
+    """location.kind, an object store's refusal or failure (or a scheme pyarrow has no filesystem for) as a
+    CatalogError."""
+    from pyarrow import ArrowException
+
+    try:
+        return location.kind(root)
+    except (OSError, ValueError, ArrowException) as err:
+        raise CatalogError(f"catalog {root} cannot be read: {err}") from err

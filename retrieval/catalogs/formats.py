@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from retrieval.catalogs import deepfashion, folder, magento, tabular
+from retrieval.catalogs.location import Ref
 from schemas.catalog import CatalogItem
 
 
@@ -32,7 +32,7 @@ FORMATS: dict[str, CatalogFormat] = {f.name: f for f in (
 CHOICES = ("auto", *FORMATS)
 
 
-def format_of(name: str, root: Path) -> CatalogFormat:
+def format_of(name: str, root: Ref) -> CatalogFormat:
     """The named format (`auto`: the one the root's files show)."""
     from retrieval.catalogs.base import CatalogError, detect_format
 

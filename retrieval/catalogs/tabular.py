@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from retrieval.catalogs import location
 from retrieval.catalogs.base import CatalogError, csv_rows
+from retrieval.catalogs.location import Ref
 from schemas.catalog import CatalogItem
 
 ID_COLUMNS = ("id", "item_id", "sku")
@@ -30,21 +32,21 @@ class Columns:
     text: tuple[str, ...]
 
     @classmethod
-    def of(cls, header: Sequence[str], text_fields: Sequence[str] | None, path: Path) -> Columns:
+    def of(cls, header: Sequence[str], text_fields: Sequence[str] | None, path: Ref) -> Columns:
         """From the table's header; `text_fields` None: every column but the id and the image, in file order."""
         header = [h for h in header if h]
         id_col, image_col = _pick(header, ID_COLUMNS, "id", path), _pick(header, IMAGE_COLUMNS, "image", path)
         return cls(id_col, image_col, _text_fields(header, text_fields, (id_col, image_col), path))
 
 
-def _pick(header: list[str], choices: tuple[str, ...], what: str, path: Path) -> str:
+def _pick(header: list[str], choices: tuple[str, ...], what: str, path: Ref) -> str:
     for name in choices:
         if name in header:
             return name
     raise CatalogError(f"{path}: no {what} column; expected one of {', '.join(choices)}, found {', '.join(header)}")
 
 
-def _text_fields(header: list[str], asked: Sequence[str] | None, skip: tuple[str, str], path: Path) -> tuple[str, ...]:
+def _text_fields(header: list[str], asked: Sequence[str] | None, skip: tuple[str, str], path: Ref) -> tuple[str, ...]:
     if asked is None:
         return tuple(name for name in header if name not in skip)
     unknown = [name for name in asked if name not in header]
@@ -118,7 +120,7 @@ class TableKind:
     datasource: Any  # (path, header) -> ray.data.Dataset of the raw records, read in blocks
     block_records: Any = None  # (pyarrow block of that dataset) -> its records; None: the block's rows
 
-    def dataset(self, path: Path):
+    def dataset(self, path: Ref):
         return self.datasource(path, self.header(path))
 
     def records_of(self, block) -> list[dict]:
@@ -127,41 +129,46 @@ class TableKind:
 
     folders: bool = False  # a folder of part files may stand for the file (Parquet: Spark's and warehouses' exports)
 
-    def path(self, root: Path) -> Path:
-        path = root if root.suffix in self.suffixes else root / self.file
-        if not (path.is_file() or self.folders and parts(path)):
+    def path(self, root: Ref) -> Ref:
+        path = root if location.suffix(root) in self.suffixes else location.join(root, self.file)
+        found = location.kind(path)
+        if not (found == "file" or self.folders and parts(path)):
             raise CatalogError(f"{path} not found" + (" (or is a folder without .parquet part files)"
-                                                      if self.folders and path.is_dir() else ""))
+                                                      if self.folders and found == "dir" else ""))
         return path
 
-    def holds(self, root: Path) -> bool:
+    def holds(self, root: Ref) -> bool:
         """Whether `root` is this kind's table, or a folder with one under its default name."""
-        path = root / self.file
-        return root.suffix in self.suffixes or path.is_file() or (self.folders and bool(parts(path)))
+        path = location.join(root, self.file)
+        return (location.suffix(root) in self.suffixes or location.kind(path) == "file"
+                or (self.folders and bool(parts(path))))
 
-    def columns(self, root: Path, text_fields: Sequence[str] | None = None) -> Columns:
+    def columns(self, root: Ref, text_fields: Sequence[str] | None = None) -> Columns:
         path = self.path(root)
         return Columns.of(self.header(path), text_fields, path)
 
-    def read(self, root: Path, text_fields: Sequence[str] | None = None) -> Iterator[CatalogItem]:
+    def read(self, root: Ref, text_fields: Sequence[str] | None = None) -> Iterator[CatalogItem]:
         """The catalog's items, one record at a time."""
         yield from table_items(self.records(self.path(root)), self.columns(root, text_fields))
 
 
-def _csv_header(path: Path) -> list[str]:
+def _csv_header(path: Ref) -> list[str]:
     with csv_rows(path) as reader:
         return list(reader.fieldnames or [])
 
 
-def _csv_records(path: Path) -> Iterator[dict]:
+def _csv_records(path: Ref) -> Iterator[dict]:
     with csv_rows(path) as reader:
         yield from reader
 
 
-def parts(path: Path) -> list[Path]:
+def parts(path: Ref) -> list[Ref]:
     """A Parquet table's files: the file itself, or a folder's part files in name order (part-00000...), leaving out
     what is under a hidden or underscored name, as pyarrow does (_SUCCESS, a failed job's _temporary/, Delta's
     _delta_log/, .spark-staging/); Hive partition folders' names are not read as columns. [] for neither."""
+    if not isinstance(path, Path):  # a URI: the object, or the part files under its prefix
+        found = location.kind(path)
+        return [path] if found == "file" else location.files_under(path, (".parquet",)) if found == "dir" else []
     if path.is_file():
         return [path]
     if not path.is_dir():
@@ -170,28 +177,30 @@ def parts(path: Path) -> list[Path]:
                   and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
 
 
-def _parquet_header(path: Path) -> list[str]:
+def _parquet_header(path: Ref) -> list[str]:
     import pyarrow.parquet as pq
 
-    return list(pq.read_schema(parts(path)[0]).names)
+    with location.open_binary(parts(path)[0]) as handle:
+        return list(pq.read_schema(handle).names)
 
 
-def _parquet_records(path: Path, batch_rows: int = 4096) -> Iterator[dict]:
+def _parquet_records(path: Ref, batch_rows: int = 4096) -> Iterator[dict]:
     import pyarrow.parquet as pq
 
     for part in parts(path):
-        for batch in pq.ParquetFile(part).iter_batches(batch_size=batch_rows):
-            yield from batch.to_pylist()
+        with location.open_binary(part) as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_rows):
+                yield from batch.to_pylist()
 
 
-def _jsonl_header(path: Path) -> list[str]:
+def _jsonl_header(path: Ref) -> list[str]:
     """The first record's keys: a JSON lines catalog's columns, in that record's order."""
     first = next(_jsonl_records(path), None)
     return list(first or {})
 
 
-def _jsonl_records(path: Path) -> Iterator[dict]:
-    with path.open(encoding="utf-8") as handle:
+def _jsonl_records(path: Ref) -> Iterator[dict]:
+    with location.open_text(path) as handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
                 yield _json_object(line, f"{path}:{number}")
@@ -207,32 +216,35 @@ def _json_object(line: str, where: str) -> dict:
     return record
 
 
-def _ray_csv(path: Path, header: list[str]):
+def _ray_csv(path: Ref, header: list[str]):
     """Every column read as text, as the csv module reads it (a cell keeps "007"; payload_value makes numbers), and
     quoted newlines allowed (shops' descriptions hold them)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import ray
 
-    return ray.data.read_csv(str(path), convert_options=pacsv.ConvertOptions(
+    paths, filesystem = location.for_ray([path])
+    return ray.data.read_csv(paths, filesystem=filesystem, convert_options=pacsv.ConvertOptions(
         column_types={name: pa.string() for name in header}, strings_can_be_null=False),
         parse_options=pacsv.ParseOptions(newlines_in_values=True), ray_remote_args=READ_RESOURCES)
 
 
-def _ray_parquet(path: Path, header: list[str]):
+def _ray_parquet(path: Ref, header: list[str]):
     """The file, or the folder's part files read in parallel (a read task per file), in name order."""
     import ray
 
-    return ray.data.read_parquet([str(p) for p in parts(path)], ray_remote_args=READ_RESOURCES)
+    paths, filesystem = location.for_ray(parts(path))
+    return ray.data.read_parquet(paths, filesystem=filesystem, ray_remote_args=READ_RESOURCES)
 
 
-def _ray_jsonl(path: Path, header: list[str]):
+def _ray_jsonl(path: Ref, header: list[str]):
     """The file's lines as text, parsed per block by _jsonl_block (Ray Data's JSON readers type each column once:
     pyarrow's refuses a field that is a string in one record and a list in another, pandas' makes numbers of digit
     strings, "007" -> 7)."""
     import ray
 
-    return ray.data.read_text(str(path), drop_empty_lines=True, ray_remote_args=READ_RESOURCES)
+    paths, filesystem = location.for_ray([path])
+    return ray.data.read_text(paths, filesystem=filesystem, drop_empty_lines=True, ray_remote_args=READ_RESOURCES)
 
 
 def _jsonl_block(block) -> list[dict]:
@@ -250,6 +262,6 @@ PARQUET = TableKind("catalog.parquet", (".parquet", ".pq"), _parquet_header, _pa
 JSONL = TableKind("catalog.jsonl", (".jsonl", ".ndjson"), _jsonl_header, _jsonl_records, _ray_jsonl, _jsonl_block)
 
 
-def read_csv_catalog(root: Path, text_fields: Sequence[str] | None = None) -> Iterator[CatalogItem]:
+def read_csv_catalog(root: Ref, text_fields: Sequence[str] | None = None) -> Iterator[CatalogItem]:
     """Items of `root/catalog.csv` (or of the CSV file `root` itself)."""
     return CSV.read(root, text_fields)

@@ -1,0 +1,110 @@
+"""Where a catalog's files lie: a local path, or a URI on an object store (`s3://shop/export/catalog.parquet`) read
+through the pyarrow filesystem retrieval/files.py builds and keeps for it, so a table catalog and its photos may sit
+in a bucket together. A local path keeps pathlib's own calls: this module only adds the URI side."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import posixpath
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import IO, TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+from retrieval.files import is_uri
+
+if TYPE_CHECKING:
+    from pyarrow.fs import FileSystem
+
+Ref = Path | str  # a local path, or a URI (kept as text: a Path folds s3://b into s3:/b)
+
+
+def normal(ref: str | Path) -> Ref:
+    """A URI as given (file:// included: it is read like any other URI), anything else as an absolute Path."""
+    return str(ref) if is_uri(ref) else Path(ref).expanduser().resolve()
+
+
+def filesystem(uri: str) -> tuple[FileSystem, str]:
+    from retrieval.files import resolve
+
+    return resolve(uri)
+
+
+def kind(ref: Ref) -> str | None:
+    """"file", "dir", or None when nothing is there (an object-store prefix holding objects is a "dir")."""
+    if isinstance(ref, Path):
+        return "file" if ref.is_file() else "dir" if ref.is_dir() else None
+    from pyarrow.fs import FileType
+
+    fs, path = filesystem(ref)
+    found = fs.get_file_info(path).type
+    return {FileType.File: "file", FileType.Directory: "dir"}.get(found)
+
+
+def join(root: Ref, relative: str) -> Ref:
+    """`relative` under `root`: a Path, or the URI with its path joined and normalised (its query, which configures
+    the filesystem, kept)."""
+    if isinstance(root, Path):
+        return root / relative
+    parts = urlsplit(root, allow_fragments=False)
+    return urlunsplit(parts._replace(path=posixpath.normpath(posixpath.join(parts.path or "/", relative))))
+
+
+def parent(ref: Ref) -> Ref:
+    return ref.parent if isinstance(ref, Path) else join(ref, "..")
+
+
+def suffix(ref: Ref) -> str:
+    return ref.suffix if isinstance(ref, Path) else PurePosixPath(urlsplit(ref, allow_fragments=False).path).suffix
+
+
+def under(root: str, relative: str) -> str | None:
+    """The URI of `relative` under the URI `root`, None when it leaves it (`../`): what the page may read."""
+    joined, base = join(root, relative), urlsplit(root, allow_fragments=False).path.rstrip("/")
+    return joined if urlsplit(joined, allow_fragments=False).path.startswith(base + "/") else None
+
+
+@contextlib.contextmanager
+def open_text(ref: Ref) -> Iterator[IO[str]]:
+    """The file as UTF-8 text, newlines as written (the csv module's way), read as a stream."""
+    if isinstance(ref, Path):
+        with ref.open(newline="", encoding="utf-8") as handle:
+            yield handle
+        return
+    fs, path = filesystem(ref)
+    with fs.open_input_stream(path) as stream, io.TextIOWrapper(stream, encoding="utf-8", newline="") as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def open_binary(ref: Ref) -> Iterator[IO[bytes]]:
+    """The file for random access (a Parquet footer is read first), as pyarrow's native file: a local one too."""
+    from pyarrow.fs import LocalFileSystem
+
+    fs, path = (LocalFileSystem(), str(ref)) if isinstance(ref, Path) else filesystem(ref)
+    with fs.open_input_file(path) as handle:
+        yield handle
+
+
+def files_under(ref: str, suffixes: tuple[str, ...]) -> list[str]:
+    """The URIs of the files under the URI `ref` with these suffixes, in name order, leaving out what lies under a
+    hidden or underscored name (as pyarrow does: _SUCCESS, _temporary/, .spark-staging/)."""
+    from pyarrow.fs import FileSelector, FileType
+
+    fs, path = filesystem(ref)
+    base = path.strip("/")  # a filesystem may name what it lists with or without the leading slash
+    cut = len(base) + 1 if base else 0
+    found = [info.path.strip("/")[cut:] for info in fs.get_file_info(FileSelector(path, recursive=True))
+             if info.type == FileType.File and info.path.endswith(suffixes)]
+    return [str(join(ref, name)) for name in sorted(found)
+            if not any(part.startswith((".", "_")) for part in name.split("/"))]
+
+
+def for_ray(refs: list[Ref]) -> tuple[list[str], FileSystem | None]:
+    """What a Ray Data read takes: the paths, and the filesystem of URIs (one catalog's files share one); None for
+    local paths, which Ray reads as before."""
+    if not refs or isinstance(refs[0], Path):
+        return [str(r) for r in refs], None
+    located = [filesystem(str(r)) for r in refs]
+    return [path for _, path in located], located[0][0]
