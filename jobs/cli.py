@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import BaseModel, BeforeValidator
+from pydantic import BaseModel, PlainValidator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -49,8 +49,9 @@ def comma_list(text: str) -> tuple[str, ...]:
 
 
 def _arg_type(field: FieldInfo) -> Callable[[str], Any]:
-    """A flag's parser: the field's own (a BeforeValidator's, as CatalogRef has), else by its type's name."""
-    parsers = [meta.func for meta in field.metadata if isinstance(meta, BeforeValidator)]
+    """A flag's parser: the field's own (a PlainValidator is its whole parse, as CatalogRef's), else by its type's
+    name."""
+    parsers = [meta.func for meta in field.metadata if isinstance(meta, PlainValidator)]
     if parsers:
         return parsers[0]
     text = str(field.annotation)

@@ -63,8 +63,9 @@ def scores_of(args: argparse.Namespace, spec: str, queries: list) -> dict[str, l
                             model=spec, out_dir=model_folder(args.out_dir, spec), store_path=None, collection=None,
                             limit=None, rebuild=None)
     cfg = evaluate.index_config(ns)
+    catalog = open_catalog(cfg.catalog, cfg.catalog_format)  # a local one, checked before indexing
     indexer.ensure_index(cfg)
-    catalog, encoder = open_catalog(cfg.catalog, cfg.catalog_format), load_model(cfg.model)
+    encoder = load_model(cfg.model)
     configs = {m: [c] for m, c in default_configs().items() if by_mode(queries, m)}
     with open_store(cfg.store) as store:
         collection = store.resolve_alias(cfg.collection) or cfg.collection

@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                                      parents=[index.build_parser()])
     args = parser.parse_args(argv)
     cfg = index.IndexConfig.from_settings(**vars(args))
+    open_catalog(cfg.catalog, cfg.catalog_format)  # a local one, checked before indexing: the examples read its photos
     summary = indexer.ensure_index(cfg)  # a collection that fits is reused; else a new generation is built
     if "reused" in summary:
         print(f"reusing the indexed collection {summary['reused']} (--rebuild to index again)")

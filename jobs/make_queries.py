@@ -44,6 +44,7 @@ from pathlib import Path
 from jobs import cli
 from retrieval import splits
 from retrieval.catalogs import open_catalog
+from schemas.catalog import catalog_ref
 from schemas.jobs import CATALOG_FORMATS
 
 SKIP_COLOURS = {"NA", "Multi"}  # not a colour anyone types
@@ -248,7 +249,7 @@ def make_queries(items: dict[str, dict], test_ids: list[str], seed: int = 0,
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m jobs.make_queries", description=__doc__.splitlines()[0])
-    p.add_argument("--catalog", type=Path, required=True, help="catalog root or CSV file")
+    p.add_argument("--catalog", type=catalog_ref, required=True, help="catalog root or CSV file")
     p.add_argument("--catalog-format", default="auto", choices=CATALOG_FORMATS)
     p.add_argument("--split-file", type=Path, help="JSON with the model's held-out test_ids (default: a split by "
                                                    "a hash of each item's product group)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, Field, PlainValidator
 
 
 def catalog_ref(value: str | Path) -> Path | str:
@@ -16,7 +16,8 @@ def catalog_ref(value: str | Path) -> Path | str:
 
 
 # A catalog's place: a local path, or a table on an object store (s3://shop/export/catalog.parquet) for the index job.
-CatalogRef = Annotated[Path | str, BeforeValidator(catalog_ref)]
+# The validator is the whole parse (a JSON round trip keeps the URI, which a Path | str union would turn into a Path).
+CatalogRef = Annotated[Path | str, PlainValidator(catalog_ref)]
 
 
 class CatalogItem(BaseModel):

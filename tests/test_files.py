@@ -162,6 +162,26 @@ def test_a_catalog_flag_keeps_an_object_store_uri(tmp_path):
         open_catalog("s3://shop/export/catalog.parquet")  # only the index job reads one on an object store
     with pytest.raises(CatalogError, match="cannot be read: Unrecognized filesystem"):
         open_catalog("nowhere://shop/catalog.csv", remote=True)
+    cfg = parse_args(["--catalog", "s3://shop/export/catalog.parquet", "--store-path", str(tmp_path)])
+    assert type(cfg).model_validate_json(cfg.model_dump_json()).catalog == cfg.catalog  # a URI survives JSON too
+
+
+def test_what_an_object_store_catalog_cannot_be(memory, tmp_path, capsys):
+    """Refused before any work: a Magento export (read as a plain table it would lose its mapping), annotations
+    segmentation (its masks are read from a local folder), the demo (it reads the catalog's photos itself)."""
+    from jobs import demo
+    from retrieval.segmentation import SegmenterError, segmenter_options
+
+    memory.pipe(f"/{BUCKET}/magento/products.csv", b"sku,product_type,additional_attributes,base_image\n")
+    mounted(memory)
+    with pytest.raises(CatalogError, match="Magento export is read from a local folder"):
+        open_catalog(f"mem://{BUCKET}/magento", remote=True)
+    with pytest.raises(CatalogError, match="Magento export is read from a local folder"):
+        open_catalog(f"mem://{BUCKET}/magento/products.csv", remote=True)
+    with pytest.raises(SegmenterError, match="from a local folder"):
+        segmenter_options("annotations", catalog_root=f"mem://{BUCKET}/export")
+    assert demo.main(["--catalog", "s3://shop/export/catalog.csv", "--store-path", str(tmp_path)]) == 2
+    assert "reads a local catalog" in capsys.readouterr().err and not any(tmp_path.iterdir())  # before indexing
 
 
 def test_the_index_flags_reach_the_read_stage(encoder, model_spec, tmp_path):

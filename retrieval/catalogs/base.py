@@ -85,10 +85,12 @@ def detect_format(root: Ref) -> str:
     """Guess the layout from the index files present (on an object store: a table's only)."""
     from retrieval.catalogs import magento
 
+    if magento.is_export(root):  # a Magento export is a CSV too: its header tells it apart
+        if not isinstance(root, Path):
+            raise CatalogError(f"{root}: a Magento export is read from a local folder (its mapping beside it)")
+        return "magento"
     if not isinstance(root, Path):
         return _table_format(root) or _no_table(root)
-    if magento.is_export(root):  # a Magento export is a CSV too: its header tells it apart
-        return "magento"
     if table := _table_format(root):
         return table
     if (root / "captions.json").is_file() or (root / "labels" / "shape" / "shape_anno_all.txt").is_file():
@@ -121,15 +123,11 @@ def open_catalog(root: str | Path, fmt: str = "auto", text_fields: Sequence[str]
     if not isinstance(root, Path) and not remote:
         raise CatalogError(f"{root}: this command reads a local catalog (the index job reads one on an object "
                            "store); copy it to a folder")
-    found = _kind(root)
-    if found is None:
-        raise CatalogError(f"catalog {root} does not exist")
-    from retrieval.catalogs.formats import format_of  # the readers import this module
-
-    layout = format_of(fmt, root)
-    if not isinstance(root, Path) and layout.table is None:
-        raise CatalogError(f"{root}: a catalog on an object store is a table (CSV, Parquet, JSON lines), not "
-                           f"{layout.name}")
+    with _reading(root):
+        found = location.kind(root)
+        if found is None:
+            raise CatalogError(f"catalog {root} does not exist")
+        layout = _layout(fmt, root)
     reader = layout.read
     if text_fields is not None:
         if not layout.text_fields:
@@ -143,12 +141,26 @@ def open_catalog(root: str | Path, fmt: str = "auto", text_fields: Sequence[str]
     return Catalog(root, layout.name, reader, layout.table, root, fields)
 
 
-def _kind(root: Ref) -> str | None:
-    """location.kind, an object store's refusal or failure (or a scheme pyarrow has no filesystem for) as a
-    CatalogError."""
+def _layout(fmt: str, root: Ref):
+    """The catalog's formats.CatalogFormat: on an object store, a table's only."""
+    from retrieval.catalogs.formats import format_of  # the readers import this module
+
+    layout = format_of(fmt, root)
+    if not isinstance(root, Path) and layout.table is None:
+        raise CatalogError(f"{root}: a catalog on an object store is a table (CSV, Parquet, JSON lines), not "
+                           f"{layout.name}")
+    return layout
+
+
+@contextlib.contextmanager
+def _reading(root: Ref) -> Iterator[None]:
+    """A store's refusal or failure, a scheme pyarrow has no filesystem for, or an undecodable file, met while
+    finding the catalog, as a CatalogError naming it."""
     from pyarrow import ArrowException
 
     try:
-        return location.kind(root)
+        yield
+    except CatalogError:
+        raise
     except (OSError, ValueError, ArrowException) as err:
         raise CatalogError(f"catalog {root} cannot be read: {err}") from err

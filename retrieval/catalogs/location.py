@@ -44,7 +44,8 @@ def kind(ref: Ref) -> str | None:
 
 def join(root: Ref, relative: str) -> Ref:
     """`relative` under `root`: a Path, or the URI with its path joined and normalised (its query, which configures
-    the filesystem, kept)."""
+    the filesystem, kept). Keys are literal (retrieval/files.py): a name holding '?' cannot be told from a query, so
+    it reads as a missing object (a full URI does not help either)."""
     if isinstance(root, Path):
         return root / relative
     parts = urlsplit(root, allow_fragments=False)
@@ -60,7 +61,10 @@ def suffix(ref: Ref) -> str:
 
 
 def under(root: str, relative: str) -> str | None:
-    """The URI of `relative` under the URI `root`, None when it leaves it (`../`): what the page may read."""
+    """The URI of `relative` under the URI `root`, None when it leaves it (`../`) or names a query of its own (a
+    cell choosing the filesystem): what the page may read."""
+    if "?" in relative:
+        return None
     joined, base = join(root, relative), urlsplit(root, allow_fragments=False).path.rstrip("/")
     return joined if urlsplit(joined, allow_fragments=False).path.startswith(base + "/") else None
 
@@ -94,11 +98,19 @@ def files_under(ref: str, suffixes: tuple[str, ...]) -> list[str]:
 
     fs, path = filesystem(ref)
     base = path.strip("/")  # a filesystem may name what it lists with or without the leading slash
-    cut = len(base) + 1 if base else 0
-    found = [info.path.strip("/")[cut:] for info in fs.get_file_info(FileSelector(path, recursive=True))
+    found = [_below(base, info.path) for info in fs.get_file_info(FileSelector(path, recursive=True))
              if info.type == FileType.File and info.path.endswith(suffixes)]
-    return [str(join(ref, name)) for name in sorted(found)
-            if not any(part.startswith((".", "_")) for part in name.split("/"))]
+    names = [name.split("/") for name in found]
+    return [str(join(ref, "/".join(parts))) for parts in sorted(names)  # by folder, then name: as a local folder's
+            if not any(part.startswith((".", "_")) for part in parts)]
+
+
+def _below(base: str, listed: str) -> str:
+    """A listed file's name relative to the folder listed."""
+    name = listed.strip("/")
+    if base and not name.startswith(base + "/"):
+        raise OSError(f"{listed} was listed under {base}")
+    return name[len(base) + 1:] if base else name
 
 
 def for_ray(refs: list[Ref]) -> tuple[list[str], FileSystem | None]:

@@ -13,7 +13,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from retrieval.catalogs import location
 from retrieval.catalogs.base import CatalogError, csv_rows
+from retrieval.catalogs.location import Ref
 from schemas.catalog import CatalogItem
 
 MAPPING_FILE = "catalog-mapping.yaml"
@@ -71,14 +73,15 @@ def export_path(root: Path) -> Path:
     return root if root.suffix == ".csv" else root / load_mapping(root).file
 
 
-def is_export(root: Path) -> bool:
-    """A folder with a catalog mapping, or a CSV (products.csv in a folder) whose header is Magento's."""
-    if root.is_dir() and (root / MAPPING_FILE).is_file():
+def is_export(root: Ref) -> bool:
+    """A folder with a catalog mapping, or a CSV (products.csv in a folder) whose header is Magento's; on an object
+    store too, so that one is refused rather than read as a plain table."""
+    if location.kind(root) == "dir" and location.kind(location.join(root, MAPPING_FILE)) == "file":
         return True
-    path = root if root.suffix == ".csv" else root / MAGENTO.file
-    if not path.is_file():
+    path = root if location.suffix(root) == ".csv" else location.join(root, MAGENTO.file)
+    if location.kind(path) != "file":
         return False
-    with path.open(newline="", encoding="utf-8") as handle:
+    with location.open_text(path) as handle:
         return SIGNATURE <= set(next(csv.reader(handle), []))
 
 

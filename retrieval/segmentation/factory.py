@@ -26,6 +26,16 @@ class SegmenterKind:
     query_options: Callable[[int], dict[str, Any]] | None = None
 
 
+def _annotation_options(catalog_root: str | Path | None) -> dict[str, Any]:
+    """The catalog's folder, whose parsing masks it reads: a local one (masks are not read from an object store)."""
+    from retrieval.files import is_uri
+
+    if catalog_root is not None and is_uri(catalog_root):
+        raise SegmenterError(f"annotations segmentation reads the catalog's masks from a local folder, not "
+                             f"{catalog_root}")
+    return {"root": str(catalog_root)} if catalog_root is not None else {}
+
+
 def _maskrcnn_options(threads: int, device: str, weights: str | None, **_: Any) -> dict[str, Any]:
     return {"threads": threads, "device": device, "weights": weights}
 
@@ -36,8 +46,7 @@ SEGMENTERS: dict[str, SegmenterKind] = {s.name: s for s in (
     SegmenterKind("none", NoSegmenter, lambda **_: {}, query_options=lambda threads: {}),
     SegmenterKind("u2netp", U2NetP, lambda threads, **_: {"threads": threads},
                   query_options=lambda threads: {"threads": threads, "skip_plain": True}),
-    SegmenterKind("annotations", AnnotationSegmenter,
-                  lambda catalog_root, **_: {"root": str(catalog_root)} if catalog_root is not None else {}),
+    SegmenterKind("annotations", AnnotationSegmenter, lambda catalog_root, **_: _annotation_options(catalog_root)),
     SegmenterKind("maskrcnn", MaskRCNNSegmenter, _maskrcnn_options),
 )}
 SEGMENTER_NAMES = tuple(SEGMENTERS)
