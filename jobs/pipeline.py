@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from retrieval.catalogs.location import Ref
 from typing import Any
 
+from retrieval.catalogs.location import Ref
 from retrieval.indexing import Stage, index_stages
 from schemas.collection import CollectionSpec
 from schemas.jobs import IndexConfig

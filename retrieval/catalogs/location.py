@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from retrieval.files import is_uri
+from retrieval.files import is_uri, resolve
 
 if TYPE_CHECKING:
     from pyarrow.fs import FileSystem
@@ -25,19 +25,13 @@ def normal(ref: str | Path) -> Ref:
     return str(ref) if is_uri(ref) else Path(ref).expanduser().resolve()
 
 
-def filesystem(uri: str) -> tuple[FileSystem, str]:
-    from retrieval.files import resolve
-
-    return resolve(uri)
-
-
 def kind(ref: Ref) -> str | None:
     """"file", "dir", or None when nothing is there (an object-store prefix holding objects is a "dir")."""
     if isinstance(ref, Path):
         return "file" if ref.is_file() else "dir" if ref.is_dir() else None
     from pyarrow.fs import FileType
 
-    fs, path = filesystem(ref)
+    fs, path = resolve(ref)
     found = fs.get_file_info(path).type
     return {FileType.File: "file", FileType.Directory: "dir"}.get(found)
 
@@ -76,7 +70,7 @@ def open_text(ref: Ref) -> Iterator[IO[str]]:
         with ref.open(newline="", encoding="utf-8") as handle:
             yield handle
         return
-    fs, path = filesystem(ref)
+    fs, path = resolve(ref)
     with fs.open_input_stream(path) as stream, io.TextIOWrapper(stream, encoding="utf-8", newline="") as handle:
         yield handle
 
@@ -86,23 +80,32 @@ def open_binary(ref: Ref) -> Iterator[IO[bytes]]:
     """The file for random access (a Parquet footer is read first), as pyarrow's native file: a local one too."""
     from pyarrow.fs import LocalFileSystem
 
-    fs, path = (LocalFileSystem(), str(ref)) if isinstance(ref, Path) else filesystem(ref)
+    fs, path = (LocalFileSystem(), str(ref)) if isinstance(ref, Path) else resolve(ref)
     with fs.open_input_file(path) as handle:
         yield handle
 
 
-def files_under(ref: str, suffixes: tuple[str, ...]) -> list[str]:
-    """The URIs of the files under the URI `ref` with these suffixes, in name order, leaving out what lies under a
-    hidden or underscored name (as pyarrow does: _SUCCESS, _temporary/, .spark-staging/)."""
+def files_under(ref: Ref, suffix: str) -> list[Ref]:
+    """The files under the folder `ref` whose names end in `suffix`, by folder then name, leaving out what lies
+    under a hidden or underscored name (as pyarrow does: _SUCCESS, _temporary/, .spark-staging/)."""
+    if isinstance(ref, Path):
+        return sorted(p for p in ref.rglob(f"*{suffix}") if p.is_file() and not _hidden(p.relative_to(ref).parts))
+    names = sorted(name.split("/") for name in _listed(ref, suffix))  # by folder, then name: as Paths sort
+    return [str(join(ref, "/".join(parts))) for parts in names if not _hidden(parts)]
+
+
+def _hidden(parts) -> bool:
+    return any(part.startswith((".", "_")) for part in parts)
+
+
+def _listed(uri: str, suffix: str) -> list[str]:
+    """The names, relative to the folder `uri`, of the files under it whose names end in `suffix`."""
     from pyarrow.fs import FileSelector, FileType
 
-    fs, path = filesystem(ref)
+    fs, path = resolve(uri)
     base = path.strip("/")  # a filesystem may name what it lists with or without the leading slash
-    found = [_below(base, info.path) for info in fs.get_file_info(FileSelector(path, recursive=True))
-             if info.type == FileType.File and info.path.endswith(suffixes)]
-    names = [name.split("/") for name in found]
-    return [str(join(ref, "/".join(parts))) for parts in sorted(names)  # by folder, then name: as a local folder's
-            if not any(part.startswith((".", "_")) for part in parts)]
+    return [_below(base, info.path) for info in fs.get_file_info(FileSelector(path, recursive=True))
+            if info.type == FileType.File and info.path.endswith(suffix)]
 
 
 def _below(base: str, listed: str) -> str:
@@ -118,5 +121,5 @@ def for_ray(refs: list[Ref]) -> tuple[list[str], FileSystem | None]:
     local paths, which Ray reads as before."""
     if not refs or isinstance(refs[0], Path):
         return [str(r) for r in refs], None
-    located = [filesystem(str(r)) for r in refs]
+    located = [resolve(str(r)) for r in refs]
     return [path for _, path in located], located[0][0]

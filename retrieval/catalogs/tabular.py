@@ -8,7 +8,6 @@ import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from retrieval.catalogs import location
@@ -166,15 +165,8 @@ def parts(path: Ref) -> list[Ref]:
     """A Parquet table's files: the file itself, or a folder's part files in name order (part-00000...), leaving out
     what is under a hidden or underscored name, as pyarrow does (_SUCCESS, a failed job's _temporary/, Delta's
     _delta_log/, .spark-staging/); Hive partition folders' names are not read as columns. [] for neither."""
-    if not isinstance(path, Path):  # a URI: the object, or the part files under its prefix
-        found = location.kind(path)
-        return [path] if found == "file" else location.files_under(path, (".parquet",)) if found == "dir" else []
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        return []
-    return sorted(p for p in path.rglob("*.parquet") if p.is_file()
-                  and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
+    found = location.kind(path)
+    return [path] if found == "file" else location.files_under(path, ".parquet") if found == "dir" else []
 
 
 def _parquet_header(path: Ref) -> list[str]:

@@ -26,7 +26,7 @@ class SegmenterKind:
     query_options: Callable[[int], dict[str, Any]] | None = None
 
 
-def _annotation_options(catalog_root: str | Path | None) -> dict[str, Any]:
+def _annotation_options(catalog_root: str | Path | None, **_: Any) -> dict[str, Any]:
     """The catalog's folder, whose parsing masks it reads: a local one (masks are not read from an object store)."""
     from retrieval.files import is_uri
 
@@ -46,7 +46,7 @@ SEGMENTERS: dict[str, SegmenterKind] = {s.name: s for s in (
     SegmenterKind("none", NoSegmenter, lambda **_: {}, query_options=lambda threads: {}),
     SegmenterKind("u2netp", U2NetP, lambda threads, **_: {"threads": threads},
                   query_options=lambda threads: {"threads": threads, "skip_plain": True}),
-    SegmenterKind("annotations", AnnotationSegmenter, lambda catalog_root, **_: _annotation_options(catalog_root)),
+    SegmenterKind("annotations", AnnotationSegmenter, _annotation_options),
     SegmenterKind("maskrcnn", MaskRCNNSegmenter, _maskrcnn_options),
 )}
 SEGMENTER_NAMES = tuple(SEGMENTERS)
